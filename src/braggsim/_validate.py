@@ -1,0 +1,82 @@
+"""Input checks shared by the model components.
+
+Every public constructor funnels its numbers through these helpers so that bad
+input fails early with a ValueError that names the offending field and value.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence, Union
+
+import torch
+
+Scalar = Union[float, int, torch.Tensor]
+
+
+def as_number(value: Scalar) -> float:
+    """Plain float view of a float or 0-d tensor (for checks only, never for maths)."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"expected a scalar, got a tensor of shape {tuple(value.shape)}")
+        return float(value.detach().reshape(()).cpu())
+    return float(value)
+
+
+def check_finite(name: str, value: Scalar) -> float:
+    number = as_number(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {number!r}")
+    return number
+
+
+def check_positive(name: str, value: Scalar, *, unit: str = "") -> float:
+    number = check_finite(name, value)
+    if number <= 0:
+        suffix = f" {unit}" if unit else ""
+        raise ValueError(f"{name} must be > 0, got {number!r}{suffix}")
+    return number
+
+
+def check_non_negative(name: str, value: Scalar) -> float:
+    number = check_finite(name, value)
+    if number < 0:
+        raise ValueError(f"{name} must be >= 0, got {number!r}")
+    return number
+
+
+def check_triple(name: str, values: Sequence[Scalar]) -> tuple:
+    try:
+        items = tuple(values)
+    except TypeError:
+        raise ValueError(f"{name} must be a sequence of 3 numbers, got {values!r}") from None
+    if len(items) != 3:
+        raise ValueError(f"{name} must have 3 entries, got {len(items)}: {values!r}")
+    for axis, item in zip("xyz", items):
+        check_finite(f"{name}[{axis}]", item)
+    return items
+
+
+def check_int(name: str, value, *, minimum: int) -> int:
+    if isinstance(value, torch.Tensor):
+        value = as_number(value)
+    if isinstance(value, float):
+        if not math.isfinite(value) or value != int(value):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+        value = int(value)
+    if not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def to_tensor(value: Scalar, dtype: torch.dtype, device) -> torch.Tensor:
+    """A float or tensor as a tensor of ``dtype`` on ``device``, keeping autograd links."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype=dtype, device=device)
+    return torch.tensor(float(value), dtype=dtype, device=device)
+
+
+def stack3(values: Sequence[Scalar], dtype: torch.dtype, device) -> torch.Tensor:
+    """Three floats or 0-d tensors as one (3,) tensor that keeps each entry's gradient."""
+    return torch.stack([to_tensor(v, dtype, device).reshape(()) for v in values])

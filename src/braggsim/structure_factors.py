@@ -1,0 +1,135 @@
+"""Structure factors: nanoBragg's ``default_F`` and ``-hkl`` table rules.
+
+nanoBragg fills a dense table spanning the file's index range with ``default_F`` and
+then writes the listed F values; indices outside the range also get ``default_F``.
+No symmetry is applied, not even Friedel's law.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+
+
+@dataclasses.dataclass(frozen=True)
+class HKLTable:
+    """A dense P1 structure-factor table.
+
+    amplitudes: (nh, nk, nl) F values; present: (nh, nk, nl) bool, True where the file
+    listed the index; index_min: (h_min, k_min, l_min).
+    """
+
+    amplitudes: np.ndarray
+    present: np.ndarray
+    index_min: tuple
+    source: str = ""
+
+    @property
+    def index_max(self) -> tuple:
+        return tuple(m + n - 1 for m, n in zip(self.index_min, self.amplitudes.shape))
+
+    def __len__(self) -> int:
+        return int(self.present.sum())
+
+
+def read_hkl(path: Union[str, Path]) -> HKLTable:
+    """Read an ``h k l F`` text file (one reflection a line; blank lines and # comments skipped).
+
+    A malformed line raises ValueError naming the file and the line number.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read HKL file: {exc.strerror or exc}") from exc
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.split("#", 1)[0].strip()
+        if not stripped:
+            continue
+        fields = stripped.split()
+        if len(fields) < 4:
+            raise ValueError(f"{path}, line {number}: expected 'h k l F', got {line!r}")
+        try:
+            h, k, l = (int(x) for x in fields[:3])
+            amplitude = float(fields[3])
+        except ValueError:
+            raise ValueError(f"{path}, line {number}: expected integers h k l and a number F, got {line!r}") from None
+        if not np.isfinite(amplitude):
+            raise ValueError(f"{path}, line {number}: F must be finite, got {fields[3]!r}")
+        rows.append((h, k, l, amplitude))
+    if not rows:
+        raise ValueError(f"{path}: no reflections found")
+    data = np.array(rows)
+    indices = data[:, :3].astype(int)
+    lo = indices.min(axis=0)
+    hi = indices.max(axis=0)
+    shape = tuple(hi - lo + 1)
+    amplitudes = np.zeros(shape)
+    present = np.zeros(shape, dtype=bool)
+    offset = indices - lo
+    amplitudes[offset[:, 0], offset[:, 1], offset[:, 2]] = data[:, 3]
+    present[offset[:, 0], offset[:, 1], offset[:, 2]] = True
+    return HKLTable(amplitudes, present, tuple(int(x) for x in lo), str(path))
+
+
+class StructureFactors:
+    """F_cell lookup on a given dtype/device, differentiable in ``default_F``.
+
+    ``nearest(h0)`` takes integer indices (..., 3); ``interpolated(h)`` takes fractional
+    ones (..., 3) and does nanoBragg's tricubic (4x4x4 Lagrange) interpolation.
+    """
+
+    def __init__(self, table: HKLTable | None, default_F: torch.Tensor):
+        self.default_F = default_F
+        self.table = table
+        if table is not None:
+            dtype, device = default_F.dtype, default_F.device
+            values = torch.as_tensor(table.amplitudes, dtype=dtype, device=device)
+            present = torch.as_tensor(table.present, device=device)
+            self._values = torch.where(present, values, default_F)
+            self._min = torch.as_tensor(table.index_min, dtype=torch.long, device=device)
+            self._shape = torch.as_tensor(table.amplitudes.shape, dtype=torch.long, device=device)
+
+    def nearest(self, hkl0: torch.Tensor) -> torch.Tensor:
+        """F at integer (as float) indices (..., 3) -> (...)."""
+        if self.table is None:
+            return self.default_F.expand(hkl0.shape[:-1])
+        idx = hkl0.to(torch.long) - self._min
+        inside = ((idx >= 0) & (idx < self._shape)).all(dim=-1)
+        idx = torch.where(inside[..., None], idx, torch.zeros_like(idx))
+        values = self._values[idx[..., 0], idx[..., 1], idx[..., 2]]
+        return torch.where(inside, values, self.default_F)
+
+    def interpolated(self, hkl: torch.Tensor) -> torch.Tensor:
+        """Tricubic F at fractional indices (..., 3) -> (...).
+
+        Where the 4x4x4 neighbourhood leaves the table the value is ``default_F``
+        (nanoBragg instead switches interpolation off for the rest of the image).
+        """
+        if self.table is None:
+            return self.default_F.expand(hkl.shape[:-1])
+        base = torch.floor(hkl)
+        t = hkl - base  # (..., 3) in [0, 1)
+        weights = torch.stack(
+            [
+                -t * (t - 1) * (t - 2) / 6,
+                (t + 1) * (t - 1) * (t - 2) / 2,
+                -(t + 1) * t * (t - 2) / 2,
+                (t + 1) * t * (t - 1) / 6,
+            ],
+            dim=-1,
+        )  # (..., 3, 4)
+        offsets = torch.arange(-1, 3, device=hkl.device)
+        idx = base.detach().to(torch.long)[..., None] + offsets - self._min[:, None]  # (..., 3, 4)
+        inside = ((idx[..., 0] >= 0) & (idx[..., 3] < self._shape)).all(dim=-1)
+        idx = torch.where(inside[..., None, None], idx, torch.ones_like(idx))
+        ih = idx[..., 0, :, None, None]
+        ik = idx[..., 1, None, :, None]
+        il = idx[..., 2, None, None, :]
+        cube = self._values[ih, ik, il]  # (..., 4, 4, 4)
+        value = torch.einsum("...i,...j,...k,...ijk->...", weights[..., 0, :], weights[..., 1, :], weights[..., 2, :], cube)
+        return torch.where(inside, value, self.default_F)
