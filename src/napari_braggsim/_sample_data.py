@@ -1,0 +1,5 @@
+"""Sample data (placeholder until the plugin issue lands)."""
+
+
+def synthetic_still():
+    return []

@@ -1,0 +1,1 @@
+"""Dock widgets: Simulate, Load frame, Refine."""
