@@ -1,13 +1,306 @@
-"""The ``braggsim`` command: simulate | refine | demo."""
+"""The ``braggsim`` command: ``simulate`` | ``refine`` | ``demo``.
+
+``braggsim simulate`` is a drop-in for nanoBragg: it takes nanoBragg's flags (see
+``braggsim simulate --help``), prints a short nanoBragg-like summary and writes
+``-floatfile`` (raw float32) and ``-intfile`` (SMV).  ``refine`` and ``demo`` live in
+:mod:`braggsim.refine_cli` and are imported only when asked for.
+
+Errors are one line on stderr, ``braggsim: error: ...``, with exit status 2.  Output
+files are written to temporary names and renamed only once every file is complete, so a
+failing run leaves nothing half-written behind.
+"""
 from __future__ import annotations
 
+import os
 import sys
+import time
+from pathlib import Path
+
+USAGE = """\
+usage: braggsim <command> [options]
+
+commands:
+  simulate   simulate a diffraction image from nanoBragg's command-line flags
+  refine     refine a model against a measured frame
+  demo       simulate a known crystal, then refine a perturbed model back to it
+
+Run 'braggsim <command> --help' for the options of a command.
+"""
+
+SIMULATE_HELP = """\
+usage: braggsim simulate -cell a b c alpha beta gamma (-default_F F | -hkl FILE) [flags]
+
+Simulate a still or rotation image as nanoBragg does, with nanoBragg's flag names and
+meanings.  Lengths in Angstrom (crystal) and mm (detector), angles in degrees.  A flag
+that is not listed here is an error; nothing is silently ignored.
+
+crystal:
+  -cell a b c al be ga     unit cell (Angstrom, degrees)
+  -mat FILE                MOSFLM orientation matrix instead of -cell (uses -lambda)
+  -misset x y z            rotations about lab x, then y, then z (degrees)
+  -N n | -Na -Nb -Nc n     unit cells along each axis (default 1)
+  -default_F F             structure factor for every hkl not in the -hkl table
+  -hkl FILE                'h k l F' text file (no symmetry, not even Friedel)
+  -interpolate | -nointerpolate
+                           force tricubic F interpolation on/off (default: on if any N <= 2)
+  -square_xtal | -round_xtal | -gauss_xtal | -tophat_spots
+                           lattice transform (default square, i.e. sincg)
+  -fudge f                 width factor for the round/gauss/tophat shapes
+  -mosaic deg              mosaic spread (degrees)
+  -mosaic_dom n            mosaic domains (alias -mosaic_domains; default 10 with -mosaic)
+  -mosaic_seed s           seed of nanoBragg's ran1 draws (default 12345678)
+  -phi deg  -osc deg  -phisteps n
+                           spindle start, oscillation and steps (-osc alone: 2 steps)
+  -spindle_axis x y z      spindle direction (default: the convention's)
+
+beam:
+  -lambda A | -wavelength A | -energy eV
+                           wavelength (default 1 A)
+  -fluence f               photons/m^2 (default 1.25932015286227e29)
+  -polar K                 Kahn polarization factor (default 0, unpolarized)
+  -nopolar                 no polarization factor at all
+
+detector:
+  -distance mm             sample-to-detector distance (default 100)
+  -pixel mm                pixel size (default 0.1)
+  -detpixels n             square detector of n x n pixels (default 1024)
+  -detpixels_f|-detpixels_x n  -detpixels_s|-detpixels_y n
+                           fast / slow pixel counts
+  -detsize mm | -detsize_f mm | -detsize_s mm
+                           detector size, when no pixel count is given
+  -Xbeam mm  -Ybeam mm     beam centre in the convention's meaning
+  -ORGX px  -ORGY px       XDS origin (pixels)
+  -mosflm | -xds | -dials | -adxv | -denzo
+                           detector convention (default mosflm)
+  -pivot beam|sample       pivot for detector rotations (default: the convention's)
+  -detector_rotx deg  -detector_roty deg  -detector_rotz deg
+                           detector rotations about lab x, then y, then z
+  -twotheta deg            two-theta swing about the convention's axis
+  -oversample n            subpixels per pixel edge (default: nanoBragg's automatic rule)
+  -oversample_omega  -oversample_polar
+                           evaluate solid angle / polarization per subpixel
+  -point_pixel             solid angle 1/R^2 instead of the pixel's solid angle
+
+output:
+  -floatfile FILE          raw float32 little-endian, slow axis first (as nanoBragg)
+  -intfile FILE            SMV image (unsigned short) with a geometry header
+  -scale s                 -intfile scale (default 55000 / max_I)
+
+braggsim:
+  -dtype float32|float64   arithmetic precision (default float32)
+  -device cpu|cuda|...     torch device (default cpu)
+
+accepted for nanoBragg compatibility, with no effect (braggsim adds no noise and
+writes no PGM): -nonoise -nopgm -noprogress
+"""
+
+REFINE_HELP_FALLBACK = "usage: braggsim {name} [options]\n\n{what}\n"
+_REFINE_WHAT = {
+    "refine": "Refine a model against a measured frame.",
+    "demo": "Simulate a known crystal, then refine a perturbed model back to it.",
+}
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one line, exit status 2."""
 
 
 def main(argv=None) -> int:
+    """Entry point of the ``braggsim`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    print("braggsim: commands are being built", file=sys.stderr)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    try:
+        if command == "simulate":
+            return simulate_main(rest)
+        if command in ("refine", "demo"):
+            return _dispatch_refine(command, rest)
+        raise CommandError(f"unknown command {command!r} (choose from simulate, refine, demo)")
+    except CommandError as exc:
+        return _fail(str(exc))
+
+
+def _fail(message: str) -> int:
+    print(f"braggsim: error: {message}", file=sys.stderr)
     return 2
+
+
+# ---------------------------------------------------------------- refine / demo
+def _dispatch_refine(command: str, argv: list) -> int:
+    import importlib
+
+    try:
+        refine_cli = importlib.import_module("braggsim.refine_cli")
+    except ModuleNotFoundError as exc:
+        if exc.name != "braggsim.refine_cli":
+            raise  # a dependency of refine_cli is missing: show the real cause
+        if any(a in ("-h", "--help") for a in argv):
+            print(REFINE_HELP_FALLBACK.format(name=command, what=_REFINE_WHAT[command]), end="")
+        raise CommandError(
+            f"'braggsim {command}' is not available in this installation (braggsim.refine_cli is missing)"
+        ) from None
+    entry = refine_cli.refine_main if command == "refine" else refine_cli.demo_main
+    return int(entry(argv) or 0)
+
+
+# --------------------------------------------------------------------- simulate
+def simulate_main(argv: list) -> int:
+    """``braggsim simulate <nanoBragg flags>``; returns the exit status."""
+    if any(a in ("-h", "--help", "-help") for a in argv):
+        print(SIMULATE_HELP, end="")
+        return 0
+    from .nanobragg_flags import parse_flags
+
+    try:
+        flags = parse_flags(argv)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    outputs = [p for p in (flags.floatfile, flags.intfile) if p is not None]
+    _check_outputs(outputs)
+    dtype, device = _torch_dtype_device(flags.dtype, flags.device)
+
+    from .simulate import auto_oversample, simulate
+
+    crystal, detector, beam = flags.crystal, flags.detector, flags.beam
+    oversample = auto_oversample(crystal, detector, beam)
+    _print_setup(flags, oversample)
+    started = time.perf_counter()
+    try:
+        image = simulate(crystal, detector, beam, dtype=dtype, device=device)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    image = image.detach().cpu().numpy()
+    elapsed = time.perf_counter() - started
+    max_i = _print_summary(image, detector, elapsed)
+    _write_outputs(flags, image, max_i)
+    return 0
+
+
+def _check_outputs(paths: list) -> None:
+    """Fail before simulating when an output cannot be written at all."""
+    if len(set(os.path.abspath(p) for p in paths)) < len(paths):
+        raise CommandError("-floatfile and -intfile name the same file")
+    for path in paths:
+        parent = Path(path).parent
+        if not parent.is_dir():
+            raise CommandError(f"cannot write {path!r}: directory {str(parent)!r} does not exist")
+        if Path(path).is_dir():
+            raise CommandError(f"cannot write {path!r}: it is a directory")
+
+
+def _torch_dtype_device(dtype_name: str, device_name: str):
+    import torch
+
+    dtype = {"float32": torch.float32, "float64": torch.float64}[dtype_name]
+    try:
+        device = torch.device(device_name)
+    except (RuntimeError, ValueError):
+        raise CommandError(f"-device {device_name!r} is not a torch device") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CommandError(f"-device {device_name!r}: CUDA is not available here")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise CommandError(f"-device {device_name!r}: MPS is not available here")
+    return dtype, device
+
+
+def _print_setup(flags, oversample: int) -> None:
+    from ._validate import as_number
+
+    crystal, detector, beam = flags.crystal, flags.detector, flags.beam
+    how = "user-specified" if detector.oversample is not None else "auto-selected"
+    print(f"{how} {oversample}-fold oversampling")
+    n_cells = "x".join(f"{as_number(n):g}" for n in crystal.N_cells)
+    print(f"{crystal.shape} xtal: {n_cells} cells")
+    print(f"wavelength={as_number(beam.wavelength_A):g} A  Kahn polarization factor: {as_number(beam.polarization):f}")
+    print(
+        f"distance={as_number(detector.distance_mm):g} mm  pixel={as_number(detector.pixel_size_mm):g} mm "
+        f"({detector.fpixels}x{detector.spixels} pixels, {detector.convention} convention)"
+    )
+    print(f"{crystal.n_domains} mosaic domains over mosaic spread of {as_number(crystal.mosaic_spread_deg):g} degrees")
+    phi0 = as_number(crystal.phi_start_deg)
+    print(f"{crystal.n_phi} phi steps from {phi0:g} to {phi0 + as_number(crystal.osc_deg):g} degrees")
+    print(f"{oversample}x{oversample} pixel oversample steps  ({flags.dtype} on {flags.device})")
+
+
+def _print_summary(image, detector, elapsed_s: float) -> float:
+    import numpy as np
+
+    from ._validate import as_number
+
+    flat = image.astype(np.float64).ravel()
+    index = int(np.argmax(flat))
+    slow, fast = divmod(index, detector.fpixels)
+    max_i = float(flat[index])
+    pixel_m = as_number(detector.pixel_size_mm) * 1e-3
+    mean = float(flat.mean())
+    rms = float(np.sqrt(np.mean(flat * flat)))
+    rmsd = float(flat.std())
+    print(f"simulated in {elapsed_s:.3f} s")
+    print(
+        f"max_I = {max_i:g}  at {(fast + 0.5) * pixel_m:g} {(slow + 0.5) * pixel_m:g} "
+        f"(pixel slow={slow} fast={fast})"
+    )
+    print(f"mean= {mean:g} rms= {rms:g} rmsd= {rmsd:g}")
+    print(f"sum= {float(flat.sum()):g}")
+    return max_i
+
+
+def _write_outputs(flags, image, max_i: float) -> None:
+    """Write every output under a temporary name, then rename them all."""
+    if flags.floatfile is None and flags.intfile is None:
+        return
+    write_float, write_smv = _writers()
+    pending = []  # (temporary, final)
+    try:
+        if flags.floatfile is not None:
+            temporary = _temporary_name(flags.floatfile)
+            pending.append((temporary, flags.floatfile))
+            write_float(temporary, image)
+        if flags.intfile is not None:
+            scale = flags.intfile_scale
+            if scale is None:
+                scale = 55000.0 / max_i if max_i > 0 else 1.0
+            temporary = _temporary_name(flags.intfile)
+            pending.append((temporary, flags.intfile))
+            write_smv(temporary, image, detector=flags.detector, beam=flags.beam, scale=scale)
+        for temporary, final in pending:
+            os.replace(temporary, final)
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"writing output failed: {exc}") from None
+    finally:
+        for temporary, _ in pending:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+    if flags.floatfile is not None:
+        print(f"wrote {flags.floatfile} (float32, {image.shape[0]}x{image.shape[1]}, slow axis first)")
+    if flags.intfile is not None:
+        print(f"wrote {flags.intfile} (SMV, scale {scale:g})")
+
+
+def _writers():
+    """braggsim.io's writers, imported only when a file is to be written."""
+    try:
+        from .io import write_float, write_smv
+    except ImportError as exc:
+        # TEMPORARY until braggsim.io lands: raw float32 is simple enough to write here
+        reason = str(exc)
+
+        def write_float(path, image):
+            import numpy as np
+
+            np.ascontiguousarray(image, dtype="<f4").tofile(path)
+
+        def write_smv(path, image, **_):
+            raise CommandError(f"the SMV writer (braggsim.io) is not available: {reason}")
+
+    return write_float, write_smv
+
+
+def _temporary_name(path: str) -> str:
+    final = Path(path)
+    return str(final.with_name(f".{final.name}.braggsim-{os.getpid()}.part"))
 
 
 if __name__ == "__main__":
