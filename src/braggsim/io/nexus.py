@@ -1,0 +1,122 @@
+"""Eiger / NeXus master files through h5py (+ hdf5plugin for bitshuffle/LZ4 data).
+
+Pixels: the first image of ``entry/data/data`` or of the first ``entry/data/data_NNNNNN``
+(external links to data files).  Geometry, when present, from
+``entry/instrument/detector/{distance|detector_distance, x_pixel_size, beam_center_x,
+beam_center_y}`` (lengths in the dataset's ``units``, metres if none, beam centre in
+pixels from the first pixel's outer edge) and ``entry/instrument/beam/incident_wavelength``
+(Angstrom unless ``units`` says otherwise).  ``detectorSpecific/pixel_mask`` (nonzero =
+bad) and ``saturation_value`` / ``countrate_correction_count_cutoff`` feed the mask.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .errors import FrameReadError
+from .pilatus import center_px_to_mosflm_mm
+
+_LENGTH_TO_MM = {"m": 1000.0, "meter": 1000.0, "metre": 1000.0, "mm": 1.0, "millimeter": 1.0,
+                 "um": 1e-3, "micron": 1e-3, "microns": 1e-3, "cm": 10.0}
+_LENGTH_TO_A = {"angstrom": 1.0, "a": 1.0, "å": 1.0, "nm": 10.0, "m": 1e10, "meter": 1e10}
+
+
+def read_nexus(path: str):
+    """(data (slow, fast), header dict, geometry dict, extra bad-pixel mask or None)."""
+    try:
+        import hdf5plugin  # noqa: F401  registers the compression filters Eiger files use
+    except ImportError:
+        pass
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as h5:
+            data = _first_image(path, h5)
+            detector = h5.get("entry/instrument/detector")
+            beam = h5.get("entry/instrument/beam")
+            header = {}
+            geometry = {"distance_mm": None, "pixel_size_mm": None, "wavelength_A": None,
+                        "beam_center_mm": None, "saturation": None}
+            bad = None
+            if isinstance(detector, h5py.Group):
+                for key in ("distance", "detector_distance", "x_pixel_size", "y_pixel_size",
+                            "beam_center_x", "beam_center_y"):
+                    if isinstance(detector.get(key), h5py.Dataset):
+                        header[key] = str(_scalar(path, detector[key]))
+                distance_key = "distance" if "distance" in header else "detector_distance"
+                geometry["distance_mm"] = _length_mm(path, detector, distance_key)
+                geometry["pixel_size_mm"] = _length_mm(path, detector, "x_pixel_size")
+                if "beam_center_x" in header and "beam_center_y" in header and geometry["pixel_size_mm"]:
+                    geometry["beam_center_mm"] = center_px_to_mosflm_mm(
+                        float(header["beam_center_x"]), float(header["beam_center_y"]), geometry["pixel_size_mm"]
+                    )
+                specific = detector.get("detectorSpecific")
+                if isinstance(specific, h5py.Group):
+                    for key in ("saturation_value", "countrate_correction_count_cutoff"):
+                        if isinstance(specific.get(key), h5py.Dataset):
+                            geometry["saturation"] = float(_scalar(path, specific[key]))
+                            header[key] = str(geometry["saturation"])
+                            break
+                    pixel_mask = specific.get("pixel_mask")
+                    if isinstance(pixel_mask, h5py.Dataset) and pixel_mask.shape == data.shape:
+                        bad = np.asarray(pixel_mask[()]) != 0
+            if isinstance(beam, h5py.Group) and isinstance(beam.get("incident_wavelength"), h5py.Dataset):
+                item = beam["incident_wavelength"]
+                units = _units(item) or "angstrom"
+                if units not in _LENGTH_TO_A:
+                    raise FrameReadError(path, f"incident_wavelength has unknown units {units!r}")
+                geometry["wavelength_A"] = _positive(path, "incident_wavelength", float(_scalar(path, item)) * _LENGTH_TO_A[units])
+                header["incident_wavelength"] = str(_scalar(path, item))
+    except FrameReadError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise FrameReadError(path, f"cannot read it as HDF5/NeXus ({type(exc).__name__}: {exc})") from None
+    return data, header, geometry, bad
+
+
+def _first_image(path, h5) -> np.ndarray:
+    group = h5.get("entry/data")
+    if group is None:
+        raise FrameReadError(path, "no entry/data group (not a NeXus/Eiger master file)")
+    names = sorted(k for k in group.keys() if k == "data" or k.startswith("data_"))
+    for name in names:
+        try:
+            item = group[name]
+        except KeyError:  # a dangling external link: the data file is missing
+            continue
+        if item.ndim == 3 and item.shape[0] > 0:
+            return np.asarray(item[0])
+        if item.ndim == 2:
+            return np.asarray(item[()])
+    raise FrameReadError(path, "entry/data holds no readable 2-D image (missing data files?)")
+
+
+def _scalar(path, item):
+    value = np.asarray(item[()])
+    if value.size != 1:
+        raise FrameReadError(path, f"{item.name} should be a single number, has shape {value.shape}")
+    return value.reshape(()).item()
+
+
+def _units(item) -> str:
+    units = item.attrs.get("units")
+    if isinstance(units, bytes):
+        units = units.decode("utf-8", "replace")
+    return str(units).strip().lower() if units is not None else ""
+
+
+def _length_mm(path, group, key):
+    item = group.get(key)
+    if item is None:
+        return None
+    units = _units(item) or "m"
+    if units not in _LENGTH_TO_MM:
+        raise FrameReadError(path, f"{item.name} has unknown units {units!r}")
+    return _positive(path, key, float(_scalar(path, item)) * _LENGTH_TO_MM[units])
+
+
+def _positive(path, key, value):
+    if not (math.isfinite(value) and value > 0):
+        raise FrameReadError(path, f"{key}={value!r} must be a positive number")
+    return value
