@@ -1,5 +1,28 @@
-"""Sample data (placeholder until the plugin issue lands)."""
+"""Sample data: the refinement demo's observed frame with its starting model.
+
+The frame is simulated by braggsim with the demo's ground truth (nanoBragg golden case
+p02_seed_truth: mosaic 0.8 deg, misset 5 3 -2 deg); the layer's metadata carries the
+header-like geometry and the deliberately wrong starting model (mosaic 0.2 deg, no
+misset), so the Refine widget can start at once and should find the truth.
+"""
+from __future__ import annotations
+
+from ._model import DEFAULTS, build_model, frame_metadata, start_values
+
+LAYER_NAME = "observed (synthetic still)"
 
 
-def synthetic_still():
-    return []
+def synthetic_still() -> list:
+    """[(image (64, 64) float32, layer kwargs, "image")]."""
+    import torch
+
+    import braggsim
+
+    with torch.no_grad():
+        image = braggsim.simulate(*build_model(DEFAULTS)).numpy().astype("float32")
+    metadata = {
+        "braggsim_frame": frame_metadata(DEFAULTS),
+        "braggsim_start": start_values(),
+        "braggsim_truth": dict(DEFAULTS),
+    }
+    return [(image, {"name": LAYER_NAME, "metadata": metadata, "colormap": "gray"}, "image")]

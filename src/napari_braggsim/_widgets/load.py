@@ -1,10 +1,75 @@
-"""Placeholder LoadFrameWidget (filled in by the plugin issue)."""
-from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
+"""Load frame dock widget: a detector frame -> image layer (geometry in metadata) plus a
+hidden mask layer, and the geometry passed on to the other braggsim widgets."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+from .. import _common
+
+MASK_SUFFIX = " mask"
 
 
 class LoadFrameWidget(QWidget):
     def __init__(self, napari_viewer=None, parent=None):
         super().__init__(parent)
+        from magicgui.widgets import Container, FileEdit, Label, PushButton
+
         self.viewer = napari_viewer
+        self.file = FileEdit(name="file", label="frame file", mode="r")
+        self.load_button = PushButton(name="load", text="Load")
+        self.status = Label(name="status", value="")
+        self.container = Container(widgets=[self.file, self.load_button, self.status])
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("LoadFrameWidget"))
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.container.native)
+        self.load_button.changed.connect(lambda *_: self.load())
+        _common.register(self)
+
+    def load(self, path=None):
+        """Read ``path`` (default: the file field) and add its layers; returns the image
+        layer, or None after notifying the user of a failure."""
+        path = Path(path if path is not None else self.file.value)
+        try:
+            if not path.is_file():
+                raise ValueError(f"no such file: {path}")
+            from braggsim.io import read_frame
+
+            frame = read_frame(path)
+        except Exception as exc:
+            _common.notify_error(f"Load frame: cannot read {path.name}: {_common.describe(exc)}")
+            self.status.value = f"failed: {path.name}"
+            return None
+        if self.viewer is None:
+            return None
+        name = _layer_name(path)
+        metadata = frame.metadata()
+        image = self.viewer.add_image(frame.data, name=name, metadata=metadata, colormap="gray")
+        # 1 = trusted pixel, matching Frame.mask and the refiner's mask
+        self.viewer.add_labels(frame.mask.astype("uint8"), name=name + MASK_SUFFIX, visible=False, metadata=metadata)
+        self.viewer.layers.selection.active = image
+        filled = self.fill_siblings(image)
+        geometry = metadata.get("braggsim_frame", {})
+        self.status.value = (
+            f"{frame.format} {frame.data.shape[0]}x{frame.data.shape[1]}, distance {geometry.get('distance_mm')} mm, "
+            f"pixel {geometry.get('pixel_size_mm')} mm, λ {geometry.get('wavelength_A')} Å; filled {filled} widget(s)"
+        )
+        return image
+
+    def fill_siblings(self, layer) -> int:
+        """Pass the layer's geometry to every docked widget that takes it; returns how many."""
+        count = 0
+        for widget in _common.siblings(self.viewer):
+            if widget is not self and hasattr(widget, "set_geometry_from_layer"):
+                widget.set_geometry_from_layer(layer)
+                count += 1
+        return count
+
+
+def _layer_name(path: Path) -> str:
+    name = path.name
+    for suffix in (".bz2", ".gz"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return name

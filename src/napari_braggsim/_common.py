@@ -1,0 +1,46 @@
+"""Small shared pieces of the widgets: a per-viewer widget registry and error reporting."""
+from __future__ import annotations
+
+import weakref
+
+_WIDGETS: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def register(widget) -> None:
+    """Remember a dock widget so its siblings on the same viewer can find it."""
+    _WIDGETS.add(widget)
+
+
+def unwrap(viewer):
+    """The real viewer behind napari's PublicOnlyProxy (plugins receive the proxy)."""
+    return getattr(viewer, "__wrapped__", viewer)
+
+
+def siblings(viewer, kind=None) -> list:
+    """Live braggsim widgets docked on ``viewer`` (optionally of class ``kind``)."""
+    found = []
+    target = unwrap(viewer)
+    for widget in list(_WIDGETS):
+        if unwrap(getattr(widget, "viewer", None)) is not target:
+            continue
+        if kind is not None and not isinstance(widget, kind):
+            continue
+        try:
+            widget.objectName()  # raises once Qt has deleted the C++ side
+        except RuntimeError:
+            continue
+        found.append(widget)
+    return found
+
+
+def notify_error(message: str) -> None:
+    """Show ``message`` as a napari error notification (never a traceback)."""
+    from napari.utils.notifications import show_error
+
+    show_error(message)
+
+
+def describe(exc: BaseException) -> str:
+    """One readable line for an exception."""
+    text = str(exc).strip() or exc.__class__.__name__
+    return text if isinstance(exc, ValueError) else f"{exc.__class__.__name__}: {text}"

@@ -1,0 +1,145 @@
+"""The plugin's flat model description: a dict of named values <-> braggsim objects.
+
+Every widget speaks the same flat names, which are also the refinement engine's
+parameter names (``misset_x_deg``, ``beam_x_mm`` ...), so refined values apply to the
+Simulate widget by name.  Layer metadata carries:
+
+* ``braggsim_frame``: the geometry a frame's header gives (distance_mm, pixel_size_mm,
+  wavelength_A, beam_center_mm as (Xbeam, Ybeam) MOSFLM, any may be None);
+* ``braggsim_model``: a full value dict (the model that simulated the layer);
+* ``braggsim_start``: a full value dict to start a refinement from.
+
+torch is imported only when objects are built.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+# the refinement demo's ground truth (nanoBragg golden case p02_seed_truth)
+DEFAULTS: dict = {
+    "cell_a_A": 100.0,
+    "cell_b_A": 100.0,
+    "cell_c_A": 100.0,
+    "cell_alpha_deg": 90.0,
+    "cell_beta_deg": 90.0,
+    "cell_gamma_deg": 90.0,
+    "N_a": 5.0,
+    "N_b": 5.0,
+    "N_c": 5.0,
+    "default_F": 100.0,
+    "misset_x_deg": 5.0,
+    "misset_y_deg": 3.0,
+    "misset_z_deg": -2.0,
+    "mosaic_spread_deg": 0.8,
+    "mosaic_domains": 5,
+    "mosaic_seed": 42,
+    "fpixels": 64,
+    "spixels": 64,
+    "pixel_size_mm": 0.1,
+    "distance_mm": 100.0,
+    "beam_x_mm": 3.25,
+    "beam_y_mm": 3.25,
+    "wavelength_A": 1.0,
+    "fluence": 1e28,
+}
+# the demo's starting model: the truth with a wrong mosaic spread and no misset
+START_CHANGES: dict = {"mosaic_spread_deg": 0.2, "misset_x_deg": 0.0, "misset_y_deg": 0.0, "misset_z_deg": 0.0}
+
+INT_KEYS = ("mosaic_domains", "mosaic_seed", "fpixels", "spixels")
+CELL_KEYS = ("cell_a_A", "cell_b_A", "cell_c_A", "cell_alpha_deg", "cell_beta_deg", "cell_gamma_deg")
+GEOMETRY_KEYS = ("distance_mm", "pixel_size_mm", "wavelength_A", "beam_x_mm", "beam_y_mm", "fpixels", "spixels")
+
+
+def start_values() -> dict:
+    return {**DEFAULTS, **START_CHANGES}
+
+
+def complete(values: Mapping) -> dict:
+    """DEFAULTS overlaid with ``values`` (unknown keys dropped), ints as ints."""
+    out = dict(DEFAULTS)
+    out.update({k: values[k] for k in values if k in DEFAULTS})
+    for key in INT_KEYS:
+        out[key] = int(round(float(out[key])))
+    return out
+
+
+def build_model(values: Mapping):
+    """(Crystal, Detector, Beam) from a value dict; ValueError names any bad value."""
+    import braggsim
+
+    v = complete(values)
+    crystal = braggsim.Crystal(
+        cell=tuple(float(v[k]) for k in CELL_KEYS),
+        N_cells=(float(v["N_a"]), float(v["N_b"]), float(v["N_c"])),
+        default_F=float(v["default_F"]),
+        misset_deg=(float(v["misset_x_deg"]), float(v["misset_y_deg"]), float(v["misset_z_deg"])),
+        mosaic_spread_deg=float(v["mosaic_spread_deg"]),
+        mosaic_domains=v["mosaic_domains"],
+        mosaic_seed=v["mosaic_seed"],
+    )
+    detector = braggsim.Detector(
+        fpixels=v["fpixels"],
+        spixels=v["spixels"],
+        pixel_size_mm=float(v["pixel_size_mm"]),
+        distance_mm=float(v["distance_mm"]),
+        beam_center_mm=(float(v["beam_x_mm"]), float(v["beam_y_mm"])),
+    )
+    beam = braggsim.Beam(wavelength_A=float(v["wavelength_A"]), fluence=float(v["fluence"]))
+    return crystal, detector, beam
+
+
+def default_beam_center_mm(fpixels: int, spixels: int, pixel_size_mm: float) -> tuple:
+    """nanoBragg's MOSFLM default (Xbeam, Ybeam), mm (mirrors braggsim.Detector's rule)."""
+    return ((spixels * pixel_size_mm + pixel_size_mm) / 2, (fpixels * pixel_size_mm + pixel_size_mm) / 2)
+
+
+def frame_metadata(values: Mapping) -> dict:
+    """The ``braggsim_frame`` geometry entry for a value dict."""
+    v = complete(values)
+    return {
+        "distance_mm": float(v["distance_mm"]),
+        "pixel_size_mm": float(v["pixel_size_mm"]),
+        "wavelength_A": float(v["wavelength_A"]),
+        "beam_center_mm": [float(v["beam_x_mm"]), float(v["beam_y_mm"])],
+    }
+
+
+def geometry_from_metadata(metadata: Optional[Mapping], shape=None) -> dict:
+    """Value-dict entries from a layer's ``braggsim_frame`` metadata (and the image shape
+    (slow, fast)); keys the header does not give are left out."""
+    out: dict = {}
+    frame = (metadata or {}).get("braggsim_frame") or {}
+    for key in ("distance_mm", "pixel_size_mm", "wavelength_A"):
+        if frame.get(key) is not None:
+            out[key] = float(frame[key])
+    if shape is not None:
+        out["spixels"], out["fpixels"] = int(shape[-2]), int(shape[-1])
+    center = frame.get("beam_center_mm")
+    if center is not None and all(c is not None for c in center):
+        out["beam_x_mm"], out["beam_y_mm"] = float(center[0]), float(center[1])
+    elif "fpixels" in out and "pixel_size_mm" in out:
+        out["beam_x_mm"], out["beam_y_mm"] = default_beam_center_mm(out["fpixels"], out["spixels"], out["pixel_size_mm"])
+    return out
+
+
+def values_from_layer(metadata: Optional[Mapping], shape=None, base: Optional[Mapping] = None) -> dict:
+    """A full value dict for a layer: ``base`` (else DEFAULTS), then the layer's
+    ``braggsim_model``, ``braggsim_start`` and header geometry, later ones winning."""
+    metadata = metadata or {}
+    out = complete(base or {})
+    for key in ("braggsim_model", "braggsim_start"):
+        out.update({k: v for k, v in (metadata.get(key) or {}).items() if k in DEFAULTS})
+    out.update(geometry_from_metadata(metadata, shape))
+    return complete(out)
+
+
+def apply_refined(values: Mapping, refined: Mapping) -> dict:
+    """Refined parameters (engine names) merged into a value dict; the engine's overall
+    ``scale`` multiplies the fluence, which scales the image the same way."""
+    out = complete(values)
+    for key, value in refined.items():
+        if key == "scale":
+            out["fluence"] = float(out["fluence"]) * float(value)
+        elif key in out:
+            out[key] = float(value)
+    return complete(out)
