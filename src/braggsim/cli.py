@@ -264,7 +264,10 @@ def _write_outputs(flags, image, max_i: float) -> None:
                 scale = 55000.0 / max_i if max_i > 0 else 1.0
             temporary = _temporary_name(flags.intfile)
             pending.append((temporary, flags.intfile))
-            write_smv(temporary, image, detector=flags.detector, beam=flags.beam, scale=scale)
+            write_smv(
+                temporary, image, detector=flags.detector, beam=flags.beam, scale=scale,
+                header_extra=_rotation_header(flags.crystal),
+            )
         for temporary, final in pending:
             os.replace(temporary, final)
     except (OSError, ValueError) as exc:
@@ -279,22 +282,20 @@ def _write_outputs(flags, image, max_i: float) -> None:
         print(f"wrote {flags.intfile} (SMV, scale {scale:g})")
 
 
+def _rotation_header(crystal) -> dict:
+    """PHI / OSC_START / OSC_RANGE of the exposure, as nanoBragg writes them."""
+    from ._validate import as_number
+
+    phi0 = as_number(crystal.phi_start_deg)
+    return {"PHI": phi0, "OSC_START": phi0, "OSC_RANGE": as_number(crystal.osc_deg)}
+
+
 def _writers():
     """braggsim.io's writers, imported only when a file is to be written."""
     try:
         from .io import write_float, write_smv
     except ImportError as exc:
-        # TEMPORARY until braggsim.io lands: raw float32 is simple enough to write here
-        reason = str(exc)
-
-        def write_float(path, image):
-            import numpy as np
-
-            np.ascontiguousarray(image, dtype="<f4").tofile(path)
-
-        def write_smv(path, image, **_):
-            raise CommandError(f"the SMV writer (braggsim.io) is not available: {reason}")
-
+        raise CommandError(f"the image writers (braggsim.io) are not available: {exc}") from None
     return write_float, write_smv
 
 
