@@ -79,12 +79,23 @@ def beamstop_mask(
     near = ~disk_mask(data.shape, center_px, search_radius_px)
     hit = np.unique(labels[near & dark])
     hit = hit[hit > 0]
-    shadow = np.isin(labels, hit)
+    if hit.size == 0:
+        return np.ones(data.shape, dtype=bool)
+    core = np.isin(labels, hit)
+    # work in the shadow's bounding box (plus margin): morphology on a whole frame is slow
+    rows, cols = np.nonzero(core)
+    margin = 2 * (grow_px + 4)
+    box = (slice(max(rows.min() - margin, 0), rows.max() + margin + 1),
+           slice(max(cols.min() - margin, 0), cols.max() + margin + 1))
+    # untrusted seam pixels touching the shadow belong to it, so the pieces join up
+    local = core[box] | (~trusted[box] & ndimage.binary_dilation(core[box], iterations=grow_px + 3))
     # the seams cut the shadow: close over them so the shadow is one region
-    shadow = ndimage.binary_closing(shadow | (near & ~trusted), iterations=grow_px + 3)
-    shadow = ndimage.binary_fill_holes(shadow)
+    local = ndimage.binary_closing(local, iterations=grow_px + 3)
+    local = ndimage.binary_fill_holes(local)
     if grow_px:
-        shadow = ndimage.binary_dilation(shadow, iterations=grow_px)
+        local = ndimage.binary_dilation(local, iterations=grow_px)
+    shadow = np.zeros(data.shape, dtype=bool)
+    shadow[box] = local
     return ~shadow
 
 

@@ -1,7 +1,6 @@
 """read_frame: any supported detector file -> Frame (data, mask, geometry, header)."""
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -114,7 +113,7 @@ def _read_with_fabio(path: str, kind: Optional[str]):
         return data, header, smv.geometry(path, header, data.shape), "smv"
     if kind == "cbf" or raw.startswith(b"###CBF"):
         _check_cbf_size(path, raw)
-    data, header = _fabio_decode(path, raw)
+    data, header = _fabio_decode(path)
     detected = kind or "tiff"
     if detected == "cbf":
         geometry = pilatus.cbf_geometry(path, header)
@@ -125,11 +124,11 @@ def _read_with_fabio(path: str, kind: Optional[str]):
     return data, header, geometry, detected
 
 
-def _fabio_decode(path: str, raw: bytes):
+def _fabio_decode(path: str):
     import fabio
 
     try:
-        image = fabio.open(io.BytesIO(raw))
+        image = fabio.open(path)
         data = np.asarray(image.data)
         header = {str(k): str(v) for k, v in image.header.items()}
     except Exception as exc:  # fabio raises many kinds; all mean "this file is bad"
