@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from . import _fast
 from . import _validate as v
 from .beam import R_E_SQ, Beam, polarization_factor
 from .crystal import Crystal, lattice_axes, oriented_real_axes, oriented_reciprocal_axes
@@ -23,6 +24,8 @@ from .structure_factors import StructureFactors
 
 # evaluations (subpixel x orientation) per block; ~100 MB of float32 intermediates
 DEFAULT_BLOCK_EVALUATIONS = 1 << 21
+# "auto": the fused native kernel where it computes the model exactly, else torch
+KERNELS = ("auto", "native", "torch")
 
 
 def _tensor_fields(*components):
@@ -62,7 +65,7 @@ def auto_oversample(crystal: Crystal, detector: Detector, beam: Beam) -> int:
 class ForwardModel:
     """Everything that does not depend on the pixel, prepared once per ``simulate`` call."""
 
-    def __init__(self, crystal: Crystal, detector: Detector, beam: Beam, dtype, device):
+    def __init__(self, crystal: Crystal, detector: Detector, beam: Beam, dtype, device, kernel: str = "auto"):
         crystal.validate()
         if crystal.hkl is None and v.as_number(crystal.default_F) == 0 and not (
             isinstance(crystal.default_F, torch.Tensor) and crystal.default_F.requires_grad
@@ -83,6 +86,38 @@ class ForwardModel:
         steps = self.axes.shape[0] * self.oversample**2
         fluence = v.to_tensor(beam.fluence, dtype, device)
         self.scale = R_E_SQ * fluence / steps
+        self.native = self._choose_native(kernel)
+
+    def _choose_native(self, kernel: str) -> bool:
+        """Whether the fused native kernel can compute this model exactly."""
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+        if kernel == "torch":
+            return False
+        reasons = []
+        if self.crystal.shape != "square":
+            reasons.append(f"lattice shape {self.crystal.shape!r}")
+        if self.interpolate:
+            reasons.append("interpolated structure factors")
+        if self.dtype not in (torch.float32, torch.float64) or self.device.type != "cpu":
+            reasons.append(f"{self.dtype} on {self.device}")
+        if self.n_cells.requires_grad or any(float(n) != round(float(n)) for n in self.n_cells.detach().cpu()):
+            reasons.append("non-integer or refined N_cells")
+        if self.crystal.hkl is not None and self.factors.default_F.requires_grad:
+            reasons.append("a refined default_F with an hkl table")
+        if not reasons and _fast.library() is None:
+            reasons.append(f"no native kernel ({_fast.unavailable_reason()})")
+        if reasons and kernel == "native":
+            raise ValueError(f"kernel='native' cannot compute this model: {', '.join(reasons)}")
+        if reasons:
+            return False
+        if self.crystal.hkl is not None:
+            self._table = _fast.Table(
+                self.factors._values.detach(), self.crystal.hkl.index_min, v.as_number(self.factors.default_F)
+            )
+        else:
+            self._table = None
+        return True
 
     @property
     def n_orientations(self) -> int:
@@ -101,14 +136,10 @@ class ForwardModel:
         airpath = torch.linalg.vector_norm(positions, dim=-1)  # (r, f, o2)
         diffracted = positions / airpath[..., None]
         scattering = (diffracted - frame.beam) / self.wavelength_A  # (r, f, o2, 3) 1/A
-        hkl = torch.einsum("rfsj,kij->rfski", scattering, self.axes)  # (r, f, o2, K, 3)
-        hkl0 = nearest_integer(hkl.detach())
-        f_latt = lattice_factor(hkl - hkl0, self.n_cells, self.crystal.shape, self.reciprocal, self.crystal.fudge)
-        if self.interpolate:
-            f_cell = self.factors.interpolated(hkl)
+        if self.native:
+            intensity = self._native_intensity(scattering)
         else:
-            f_cell = self.factors.nearest(hkl0)
-        intensity = (f_cell * f_cell * f_latt * f_latt).sum(-1)  # (r, f, o2)
+            intensity = self._torch_intensity(scattering)
 
         omega = self._solid_angle(airpath)
         polar = self._polarization(diffracted)
@@ -123,6 +154,26 @@ class ForwardModel:
         else:
             polar = polar[..., 0]
         return self.scale * intensity.sum(-1) * omega * polar
+
+    def _torch_intensity(self, scattering: torch.Tensor) -> torch.Tensor:
+        """sum over orientations of F^2 F_latt^2, (r, f, o2, 3) -> (r, f, o2)."""
+        hkl = torch.einsum("rfsj,kij->rfski", scattering, self.axes)  # (r, f, o2, K, 3)
+        hkl0 = nearest_integer(hkl.detach())
+        f_latt = lattice_factor(hkl - hkl0, self.n_cells, self.crystal.shape, self.reciprocal, self.crystal.fudge)
+        if self.interpolate:
+            f_cell = self.factors.interpolated(hkl)
+        else:
+            f_cell = self.factors.nearest(hkl0)
+        return (f_cell * f_cell * f_latt * f_latt).sum(-1)
+
+    def _native_intensity(self, scattering: torch.Tensor) -> torch.Tensor:
+        """The same sum from the fused kernel (square shape, integer N only)."""
+        n_cells = [round(float(n)) for n in self.n_cells.detach().cpu()]
+        summed = _fast.lattice_sum(scattering, self.axes, n_cells, self._table)
+        if self._table is None:
+            default_F = self.factors.default_F
+            summed = summed * (default_F * default_F)
+        return summed
 
     def _solid_angle(self, airpath_mm: torch.Tensor) -> torch.Tensor:
         if self.detector.point_pixel:
@@ -145,16 +196,19 @@ def simulate(
     dtype: Optional[torch.dtype] = None,
     device=None,
     block_evaluations: int = DEFAULT_BLOCK_EVALUATIONS,
+    kernel: str = "auto",
 ) -> torch.Tensor:
     """Simulate a still or rotation image the way nanoBragg does.
 
     Returns (spixels, fpixels) photons per pixel, differentiable in every tensor field of
     the inputs.  ``dtype``/``device`` default to those of the inputs' tensors, else
-    float32 on the CPU.
+    float32 on the CPU.  ``kernel``: "auto" uses the fused native kernel
+    (:mod:`braggsim._fast`) where it applies and plain torch elsewhere; "torch" forces
+    the reference path; "native" insists on the kernel (ValueError where it cannot).
     """
     beam = beam if beam is not None else Beam()
     dtype, device = resolve_dtype_device(crystal, detector, beam, dtype, device)
-    model = ForwardModel(crystal, detector, beam, dtype, device)
+    model = ForwardModel(crystal, detector, beam, dtype, device, kernel)
     rows = model.rows_per_block(block_evaluations)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in _tensor_fields(crystal, detector, beam))
     blocks = []
