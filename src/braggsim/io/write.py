@@ -33,6 +33,12 @@ def _number(value) -> str:
     return repr(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
 
 
+def _derived(value) -> str:
+    """Values other programs derive from the geometry: 10 significant digits keep the
+    header within 512 bytes; the exact geometry is in the primary keys."""
+    return f"{float(value):.10g}"
+
+
 def smv_geometry(detector, beam) -> dict:
     """The header's geometry keys for ``detector`` (any convention) and ``beam``."""
     from .. import spots
@@ -52,11 +58,11 @@ def smv_geometry(detector, beam) -> dict:
         "PIXEL_SIZE": _number(pixel), "DISTANCE": _number(detector.distance_mm),
         "WAVELENGTH": _number(beam.wavelength_A),
         "BEAM_CENTER_X": _number(x_beam), "BEAM_CENTER_Y": _number(y_beam),
-        "ADXV_CENTER_X": _number(f_beam), "ADXV_CENTER_Y": _number(detector.spixels * pixel - s_beam),
+        "ADXV_CENTER_X": _derived(f_beam), "ADXV_CENTER_Y": _derived(detector.spixels * pixel - s_beam),
         "MOSFLM_CENTER_X": _number(mosflm[0]), "MOSFLM_CENTER_Y": _number(mosflm[1]),
-        "DENZO_X_BEAM": _number(s_beam), "DENZO_Y_BEAM": _number(f_beam),
-        "XDS_ORGX": _number(f_close / pixel + 0.5), "XDS_ORGY": _number(s_close / pixel + 0.5),
-        "CLOSE_DISTANCE": _number(close),
+        "DENZO_X_BEAM": _derived(s_beam), "DENZO_Y_BEAM": _derived(f_beam),
+        "XDS_ORGX": _derived(f_close / pixel + 0.5), "XDS_ORGY": _derived(s_close / pixel + 0.5),
+        "CLOSE_DISTANCE": _derived(close),
         "TWOTHETA": _number(detector.twotheta_deg),
         "DETECTOR_CONVENTION": detector.convention,
     }
