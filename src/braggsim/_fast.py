@@ -319,6 +319,11 @@ def _call_args(scat, axes, n_cells, table):
     return n, (table.values.data_ptr(), table.index_min.data_ptr(), table.shape.data_ptr(), table.default_sq)
 
 
+def _threads(evaluations: int) -> int:
+    # below ~64k evaluations waking a second thread costs more than it saves
+    return torch.get_num_threads() if evaluations >= 1 << 16 else 1
+
+
 class _LatticeSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, scat, axes, n_cells, table):
@@ -329,7 +334,7 @@ class _LatticeSum(torch.autograd.Function):
         lib = library()
         getattr(lib, "forward_" + _SUFFIX[scat.dtype])(
             scat_c.data_ptr(), out.numel(), axes_c.data_ptr(), axes_c.shape[0], n.data_ptr(),
-            tab, tmin, tshape, fdef2, out.data_ptr(), torch.get_num_threads(),
+            tab, tmin, tshape, fdef2, out.data_ptr(), _threads(out.numel() * axes_c.shape[0]),
         )
         ctx.save_for_backward(scat_c, axes_c)
         ctx.n_cells, ctx.table = n_cells, table
@@ -345,7 +350,7 @@ class _LatticeSum(torch.autograd.Function):
         getattr(library(), "backward_" + _SUFFIX[scat.dtype])(
             scat.data_ptr(), g.numel(), axes.data_ptr(), axes.shape[0], n.data_ptr(),
             tab, tmin, tshape, fdef2, g.data_ptr(), grad_scat.data_ptr(), grad_axes.data_ptr(),
-            torch.get_num_threads(),
+            _threads(g.numel() * axes.shape[0]),
         )
         return grad_scat, grad_axes, None, None
 

@@ -76,7 +76,14 @@ class ForwardModel:
         self.frame: DetectorFrame = detector_frame(detector, dtype, device)
         self.oversample = auto_oversample(crystal, detector, beam)
         self.axes = lattice_axes(crystal, self.frame.spindle_axis, dtype, device)  # (K, 3, 3)
-        self.reciprocal = oriented_reciprocal_axes(crystal, dtype, device)
+        # only the gauss and tophat transforms need the reciprocal axes
+        self.reciprocal = (
+            oriented_reciprocal_axes(crystal, dtype, device) if crystal.shape in ("gauss", "tophat") else None
+        )
+        # geometry built without a graph when nothing in it is refined: a shorter backward
+        self.geometry_grad = any(t.requires_grad for t in _tensor_fields(detector)) or any(
+            isinstance(x, torch.Tensor) and x.requires_grad for x in (beam.wavelength_A, beam.polarization)
+        )
         self.n_cells = v.stack3(crystal.N_cells, dtype, device)
         self.wavelength_A = v.to_tensor(beam.wavelength_A, dtype, device)
         self.kahn = v.to_tensor(beam.polarization, dtype, device)
@@ -129,6 +136,27 @@ class ForwardModel:
 
     def block(self, row_start: int, row_stop: int, *params: torch.Tensor) -> torch.Tensor:
         """Photons in pixel rows [row_start, row_stop), (rows, fpixels)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.geometry_grad):
+            scattering, omega, polar = self._geometry(row_start, row_stop)
+        if self.native:
+            intensity = self._native_intensity(scattering)
+        else:
+            intensity = self._torch_intensity(scattering)
+        # per-subpixel factors weight the sum; otherwise nanoBragg takes the first subpixel's
+        if self.detector.oversample_omega:
+            intensity = intensity * omega
+        if self.detector.oversample_polar:
+            intensity = intensity * polar
+        pixel = self.scale * intensity.sum(-1)
+        if not self.detector.oversample_omega:
+            pixel = pixel * omega[..., 0]
+        if not self.detector.oversample_polar:
+            pixel = pixel * polar[..., 0]
+        return pixel
+
+    def _geometry(self, row_start: int, row_stop: int):
+        """Scattering vectors (r, f, o2, 3) in 1/A; solid angles and polarization, (r, f, o2)
+        where the detector oversamples them, else (r, f, 1) for the first subpixel only."""
         frame = self.frame
         positions = subpixel_positions(
             frame, self.pixel_mm, self.detector.fpixels, range(row_start, row_stop), self.oversample
@@ -136,24 +164,11 @@ class ForwardModel:
         airpath = torch.linalg.vector_norm(positions, dim=-1)  # (r, f, o2)
         diffracted = positions / airpath[..., None]
         scattering = (diffracted - frame.beam) / self.wavelength_A  # (r, f, o2, 3) 1/A
-        if self.native:
-            intensity = self._native_intensity(scattering)
-        else:
-            intensity = self._torch_intensity(scattering)
-
-        omega = self._solid_angle(airpath)
-        polar = self._polarization(diffracted)
-        if self.detector.oversample_omega:
-            intensity = intensity * omega
-            omega = torch.ones_like(omega[..., 0])
-        else:
-            omega = omega[..., 0]  # nanoBragg takes the first subpixel's value
-        if self.detector.oversample_polar:
-            intensity = intensity * polar
-            polar = torch.ones_like(polar[..., 0])
-        else:
-            polar = polar[..., 0]
-        return self.scale * intensity.sum(-1) * omega * polar
+        first = slice(None) if self.detector.oversample_omega else slice(0, 1)
+        omega = self._solid_angle(airpath[..., first])
+        first = slice(None) if self.detector.oversample_polar else slice(0, 1)
+        polar = self._polarization(diffracted[..., first, :])
+        return scattering, omega, polar
 
     def _torch_intensity(self, scattering: torch.Tensor) -> torch.Tensor:
         """sum over orientations of F^2 F_latt^2, (r, f, o2, 3) -> (r, f, o2)."""
