@@ -76,18 +76,22 @@ class _Run:
 
 
 def abort_run(run: Optional[_Run], wait_s: float = 3.0) -> bool:
-    """Stop the refiner, quit the worker, and wait up to ``wait_s`` for its thread to
-    leave the generator; True if it did (or never started)."""
+    """Ask the refiner to stop and wait up to ``wait_s`` for the worker's generator to
+    end; only if it does not, quit the worker (which abandons the generator).  True if
+    the generator ended (or never started).
+
+    The worker keeps pulling states until the refiner returns: quitting it first would
+    leave the generator suspended inside ``Refiner.run``."""
     if run is None:
         return True
     run.refiner.stop()
-    if run.worker is not None:
-        try:
-            run.worker.quit()
-        except RuntimeError:  # the worker's QObject is already gone
-            pass
-        return run.done.wait(wait_s)
-    return True
+    if run.worker is None or run.done.wait(wait_s):
+        return True
+    try:
+        run.worker.quit()
+    except RuntimeError:  # the worker's QObject is already gone
+        pass
+    return False
 
 
 def _abort_all(runs: list, *_):
