@@ -122,8 +122,25 @@ static void fsq_SUF(const REAL *scat, int64_t m0, int64_t m1, const REAL *A, con
     sincg_SUF(k - CEIL(k - (REAL)0.5), n[1], &fb, &db);                                \
     sincg_SUF(l - CEIL(l - (REAL)0.5), n[2], &fc, &dc);
 
-/* out[m] = sum_o F^2 (sincg_a sincg_b sincg_c)^2 over orientations o, for scattering
-   vector scat[m]; F^2 = 1 without a table. */
+/* acc[m - m0] = sum_o F^2 (sincg_a sincg_b sincg_c)^2 over orientations o, for the
+   scattering vectors scat[m], m0 <= m < m1 (at most CHUNK); F^2 = 1 without a table. */
+static void lattice_chunk_SUF(const REAL *scat, int64_t m0, int64_t m1, const REAL *axes,
+                              int64_t o_count, const REAL *n, const REAL *table,
+                              const int64_t *tmin, const int64_t *tshape, REAL fdef2, REAL *acc) {
+    REAL fsq[CHUNK];
+    for (int64_t m = m0; m < m1; m++) { acc[m - m0] = 0; fsq[m - m0] = 1; }
+    for (int64_t o = 0; o < o_count; o++) {
+        const REAL *A = axes + 9 * o;
+        if (table) fsq_SUF(scat, m0, m1, A, table, tmin, tshape, fdef2, fsq);
+        #pragma omp simd
+        for (int64_t m = m0; m < m1; m++) {
+            LATTICE_SUF(0)
+            REAL latt = fa * fb * fc;
+            acc[m - m0] += fsq[m - m0] * latt * latt;
+        }
+    }
+}
+
 void forward_SUF(const REAL *scat, int64_t m_count, const REAL *axes, int64_t o_count,
                  const REAL *n, const REAL *table, const int64_t *tmin, const int64_t *tshape,
                  REAL fdef2, REAL *out, int threads) {
@@ -131,19 +148,67 @@ void forward_SUF(const REAL *scat, int64_t m_count, const REAL *axes, int64_t o_
     #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t c = 0; c < chunks; c++) {
         int64_t m0 = c * CHUNK, m1 = m0 + CHUNK < m_count ? m0 + CHUNK : m_count;
-        REAL acc[CHUNK], fsq[CHUNK];
-        for (int64_t m = m0; m < m1; m++) { acc[m - m0] = 0; fsq[m - m0] = 1; }
-        for (int64_t o = 0; o < o_count; o++) {
-            const REAL *A = axes + 9 * o;
-            if (table) fsq_SUF(scat, m0, m1, A, table, tmin, tshape, fdef2, fsq);
-            #pragma omp simd
-            for (int64_t m = m0; m < m1; m++) {
-                LATTICE_SUF(0)
-                REAL latt = fa * fb * fc;
-                acc[m - m0] += fsq[m - m0] * latt * latt;
+        lattice_chunk_SUF(scat, m0, m1, axes, o_count, n, table, tmin, tshape, fdef2, out + m0);
+    }
+}
+
+/* The whole pixel for rows [row0, row0 + rows) of a flat detector, geometry included
+   (the no-gradient path).  geo: pix0[3] fast[3] slow[3] beam[3] e_in[3] b_in[3],
+   then pixel_mm, 1/wavelength (unused), close_distance_mm, kahn, scale.  flags: bit 0
+   point_pixel, 1 oversample_omega, 2 oversample_polar, 3 nopolar. Subpixels per pixel
+   os * os <= CHUNK. out: (rows, fpixels). */
+void image_SUF(const REAL *geo, int64_t row0, int64_t rows, int64_t fpixels, int64_t os,
+               REAL wavelength, int flags, const REAL *axes, int64_t o_count, const REAL *n,
+               const REAL *table, const int64_t *tmin, const int64_t *tshape, REAL fdef2,
+               REAL *out, int threads) {
+    const REAL *pix0 = geo, *fast = geo + 3, *slow = geo + 6, *beam = geo + 9;
+    const REAL *e_in = geo + 12, *b_in = geo + 15;
+    REAL pixel = geo[18], close_mm = geo[20], kahn = geo[21], scale = geo[22];
+    int64_t os2 = os * os, group = CHUNK / os2;  /* pixels per chunk */
+    int64_t groups_per_row = (fpixels + group - 1) / group;
+    REAL sub = pixel / (REAL)os;
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t c = 0; c < rows * groups_per_row; c++) {
+        int64_t r = c / groups_per_row, f0 = (c % groups_per_row) * group;
+        int64_t f1 = f0 + group < fpixels ? f0 + group : fpixels;
+        REAL scat[3 * CHUNK], weight[CHUNK], acc[CHUNK], first[CHUNK];
+        int64_t m = 0;
+        for (int64_t f = f0; f < f1; f++) {
+            for (int64_t i = 0; i < os; i++) {
+                for (int64_t j = 0; j < os; j++, m++) {
+                    REAL s_mm = sub * ((REAL)(row0 + r) * (REAL)os + (REAL)i) + sub / 2;
+                    REAL f_mm = sub * ((REAL)f * (REAL)os + (REAL)j) + sub / 2;
+                    REAL px = s_mm * slow[0] + f_mm * fast[0] + pix0[0];
+                    REAL py = s_mm * slow[1] + f_mm * fast[1] + pix0[1];
+                    REAL pz = s_mm * slow[2] + f_mm * fast[2] + pix0[2];
+                    REAL air = sqrt(px * px + py * py + pz * pz);
+                    REAL dx = px / air, dy = py / air, dz = pz / air;
+                    scat[3 * m] = (dx - beam[0]) / wavelength;
+                    scat[3 * m + 1] = (dy - beam[1]) / wavelength;
+                    scat[3 * m + 2] = (dz - beam[2]) / wavelength;
+                    REAL omega;
+                    if (flags & 1) { REAL air_m = air * (REAL)1e-3; omega = (REAL)1 / (air_m * air_m); }
+                    else omega = pixel * pixel / (air * air) * close_mm / air;
+                    REAL polar = 1;
+                    if (!(flags & 8)) {
+                        REAL c2 = dx * beam[0] + dy * beam[1] + dz * beam[2];
+                        REAL eo = dx * e_in[0] + dy * e_in[1] + dz * e_in[2];
+                        REAL bo = dx * b_in[0] + dy * b_in[1] + dz * b_in[2];
+                        REAL rad = eo * eo + bo * bo;
+                        REAL cos2psi = rad > 0 ? (eo * eo - bo * bo) / rad : (REAL)1;
+                        polar = (REAL)0.5 * ((REAL)1 + c2 * c2 - kahn * cos2psi * ((REAL)1 - c2 * c2));
+                    }
+                    weight[m] = ((flags & 2) ? omega : (REAL)1) * ((flags & 4) ? polar : (REAL)1);
+                    first[m] = ((flags & 2) ? (REAL)1 : omega) * ((flags & 4) ? (REAL)1 : polar);
+                }
             }
         }
-        for (int64_t m = m0; m < m1; m++) out[m] = acc[m - m0];
+        lattice_chunk_SUF(scat, 0, m, axes, o_count, n, table, tmin, tshape, fdef2, acc);
+        for (int64_t f = f0, k = 0; f < f1; f++, k += os2) {
+            REAL total = 0;
+            for (int64_t q = 0; q < os2; q++) total += acc[k + q] * weight[k + q];
+            out[r * fpixels + f] = scale * total * first[k];
+        }
     }
 }
 
@@ -198,7 +263,7 @@ void backward_SUF(const REAL *scat, int64_t m_count, const REAL *axes, int64_t o
 """
 
 _INSTANCES = {
-    "f32": {"REAL": "float", "SINPI": "sinpi_f", "COSPI": "cospi_f", "RINT": "rintf", "CEIL": "ceilf",
+    "f32": {"REAL": "float", "sqrt": "sqrtf", "SINPI": "sinpi_f", "COSPI": "cospi_f", "RINT": "rintf", "CEIL": "ceilf",
             "FABS": "fabsf", "THRESH": "1e-2f"},
     "f64": {"REAL": "double", "SINPI": "sinpi_d", "COSPI": "cospi_d", "RINT": "rint", "CEIL": "ceil",
             "FABS": "fabs", "THRESH": "1e-4"},
@@ -294,6 +359,9 @@ def _declare(lib: ctypes.CDLL) -> None:
         fn = getattr(lib, f"forward_{suffix}")
         fn.argtypes = [p, i64, p, i64, p, p, p, p, real, p, i32]
         fn.restype = None
+        fn = getattr(lib, f"image_{suffix}")
+        fn.argtypes = [p, i64, i64, i64, i64, real, i32, p, i64, p, p, p, p, real, p, i32]
+        fn.restype = None
         fn = getattr(lib, f"backward_{suffix}")
         fn.argtypes = [p, i64, p, i64, p, p, p, p, real, p, p, p, i32]
         fn.restype = None
@@ -367,3 +435,34 @@ def lattice_sum(scat: torch.Tensor, axes: torch.Tensor, n_cells, table: Optional
     if library() is None:
         raise RuntimeError(f"the native kernel is unavailable: {unavailable_reason()}")
     return _LatticeSum.apply(scat, axes, tuple(float(x) for x in n_cells), table)
+
+
+MAX_NATIVE_OVERSAMPLE = 16  # the image kernel holds a pixel's subpixels in one chunk of 256
+
+IMAGE_FLAGS = {"point_pixel": 1, "oversample_omega": 2, "oversample_polar": 4, "nopolar": 8}
+
+
+def image_rows(
+    geometry: torch.Tensor, rows: range, fpixels: int, oversample: int, wavelength_A: float, flags: int,
+    axes: torch.Tensor, n_cells, table: Optional[Table] = None,
+) -> torch.Tensor:
+    """Finished pixel values for detector rows ``rows`` without autograd, (len(rows), fpixels).
+
+    geometry: (23,) = pix0, fast, slow, beam, e_in, b_in (3 each), pixel_mm, unused,
+    close_distance_mm, kahn, scale; flags: OR of :data:`IMAGE_FLAGS`.  F^2 as in
+    :func:`lattice_sum` (the caller scales by default_F^2 when there is no table).
+    """
+    if oversample > MAX_NATIVE_OVERSAMPLE:
+        raise ValueError(f"oversample {oversample} exceeds the native kernel's {MAX_NATIVE_OVERSAMPLE}")
+    dtype = geometry.dtype
+    geo = geometry.detach().contiguous()
+    axes_c = axes.detach().to(dtype).contiguous()
+    n, (tab, tmin, tshape, fdef2) = _call_args(geo, axes_c, n_cells, table)
+    out = torch.empty((len(rows), fpixels), dtype=dtype)
+    evaluations = out.numel() * oversample * oversample * axes_c.shape[0]
+    getattr(library(), "image_" + _SUFFIX[dtype])(
+        geo.data_ptr(), rows.start, len(rows), fpixels, oversample, float(wavelength_A), flags,
+        axes_c.data_ptr(), axes_c.shape[0], n.data_ptr(), tab, tmin, tshape, fdef2, out.data_ptr(),
+        _threads(evaluations),
+    )
+    return out

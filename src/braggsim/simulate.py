@@ -118,6 +118,7 @@ class ForwardModel:
             raise ValueError(f"kernel='native' cannot compute this model: {', '.join(reasons)}")
         if reasons:
             return False
+        self._n_cells_int = [round(float(n)) for n in self.n_cells.detach().cpu()]
         if self.crystal.hkl is not None:
             self._table = _fast.Table(
                 self.factors._values.detach(), self.crystal.hkl.index_min, v.as_number(self.factors.default_F)
@@ -154,6 +155,32 @@ class ForwardModel:
             pixel = pixel * polar[..., 0]
         return pixel
 
+    def image_block(self, row_start: int, row_stop: int) -> torch.Tensor:
+        """:meth:`block` without autograd, geometry and all in the native kernel."""
+        with torch.no_grad():
+            frame = self.frame
+            incident = frame.beam
+            b_in = torch.linalg.cross(frame.polar_axis, incident)
+            b_in = b_in / torch.linalg.vector_norm(b_in)
+            e_in = torch.linalg.cross(incident, b_in)
+            e_in = e_in / torch.linalg.vector_norm(e_in)
+            scale = self.scale
+            if self._table is None:
+                scale = scale * self.factors.default_F * self.factors.default_F
+            scalars = torch.stack(
+                [self.pixel_mm, torch.ones_like(self.pixel_mm), frame.close_distance_mm, self.kahn, scale]
+            ).to(self.dtype)
+            geometry = torch.cat([frame.pix0_mm, frame.fast, frame.slow, incident, e_in, b_in, scalars])
+            detector = self.detector
+            flags = 0
+            for name, bit in _fast.IMAGE_FLAGS.items():
+                source = self.beam if name == "nopolar" else detector
+                flags |= bit if getattr(source, name) else 0
+            return _fast.image_rows(
+                geometry, range(row_start, row_stop), detector.fpixels, self.oversample,
+                float(self.wavelength_A), flags, self.axes, self._n_cells_int, self._table,
+            )
+
     def _geometry(self, row_start: int, row_stop: int):
         """Scattering vectors (r, f, o2, 3) in 1/A; solid angles and polarization, (r, f, o2)
         where the detector oversamples them, else (r, f, 1) for the first subpixel only."""
@@ -183,8 +210,7 @@ class ForwardModel:
 
     def _native_intensity(self, scattering: torch.Tensor) -> torch.Tensor:
         """The same sum from the fused kernel (square shape, integer N only)."""
-        n_cells = [round(float(n)) for n in self.n_cells.detach().cpu()]
-        summed = _fast.lattice_sum(scattering, self.axes, n_cells, self._table)
+        summed = _fast.lattice_sum(scattering, self.axes, self._n_cells_int, self._table)
         if self._table is None:
             default_F = self.factors.default_F
             summed = summed * (default_F * default_F)
@@ -226,6 +252,9 @@ def simulate(
     model = ForwardModel(crystal, detector, beam, dtype, device, kernel)
     rows = model.rows_per_block(block_evaluations)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in _tensor_fields(crystal, detector, beam))
+    if not needs_grad and model.native and model.oversample <= _fast.MAX_NATIVE_OVERSAMPLE:
+        # no intermediates beyond one chunk per thread: the whole image in one call
+        return model.image_block(0, detector.spixels)
     blocks = []
     for start in range(0, detector.spixels, rows):
         stop = min(start + rows, detector.spixels)
