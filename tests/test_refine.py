@@ -1,0 +1,220 @@
+"""Refinement engine: recovery of known truths, robustness, Poisson errors, stop, NaN, bad input."""
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from braggsim.cli import main as cli_main
+from braggsim.refine import Refiner
+from braggsim.refine_cli import DEMO_START, DEMO_TRUTH, demo_model, demo_observed
+from braggsim.simulate import simulate
+
+DATA = Path(__file__).parent / "data"
+# the issue's acceptance is 0.1 deg / 1 deg; exact gradients do far better
+MOSAIC_TOL_DEG = 0.02
+MISSET_TOL_DEG = 0.05
+
+
+def _truth_errors(parameters, truth=DEMO_TRUTH):
+    return {k: abs(parameters[k] - truth[k]) for k in truth}
+
+
+def _assert_recovered(result, truth=DEMO_TRUTH):
+    errors = _truth_errors(result.parameters, truth)
+    assert errors["mosaic_spread_deg"] <= MOSAIC_TOL_DEG, result.parameters
+    for axis in "xyz":
+        assert errors[f"misset_{axis}_deg"] <= MISSET_TOL_DEG, result.parameters
+
+
+def _run(refiner, iterations=100):
+    states = list(refiner.run(iterations))
+    return states, refiner.result
+
+
+@pytest.fixture(scope="module")
+def demo_observed_frame():
+    return demo_observed("braggsim")
+
+
+def test_demo_problem_recovers_truth(demo_observed_frame):
+    crystal, detector, beam = demo_model()
+    states, result = _run(Refiner(crystal, detector, beam, demo_observed_frame, refine=("mosaic", "misset")))
+    _assert_recovered(result)
+    assert result.initial_loss / result.final_loss >= 10
+    assert all(math.isfinite(s.loss) for s in states)
+    assert result.status == "converged"
+    assert len(result.history) <= 100
+
+
+def test_nanobragg_frame_recovers_truth():
+    """The observed frame was made by nanoBragg itself (p02_seed_truth), not by braggsim."""
+    observed = np.fromfile(DATA / "p02_seed_truth.bin", "<f4").reshape(64, 64)
+    crystal, detector, beam = demo_model()
+    _, result = _run(Refiner(crystal, detector, beam, observed, refine="mosaic,misset"))
+    _assert_recovered(result)
+    assert result.initial_loss / result.final_loss >= 10
+
+
+@pytest.mark.parametrize("case", range(3))
+def test_random_truths_from_rough_start(case):
+    """A small version of benchmarks/refine_robustness.py (which runs 10 truths)."""
+    rng = np.random.default_rng(100 + case)
+    misset = tuple(float(x) for x in rng.uniform(-5, 5, 3))
+    mosaic = float(rng.uniform(0.3, 1.2))
+    truth_crystal, detector, beam = demo_model(misset, mosaic)
+    with torch.no_grad():
+        observed = simulate(truth_crystal, detector, beam, dtype=torch.float64).numpy()
+    crystal, _, _ = demo_model()
+    _, result = _run(Refiner(crystal, detector, beam, observed, refine=("mosaic", "misset")))
+    truth = {"mosaic_spread_deg": mosaic, **{f"misset_{a}_deg": misset[i] for i, a in enumerate("xyz")}}
+    errors = _truth_errors(result.parameters, truth)
+    assert errors["mosaic_spread_deg"] <= 0.1 and max(errors[f"misset_{a}_deg"] for a in "xyz") <= 1.0, (truth, result.parameters)
+
+
+def test_poisson_loss_recovers_truth_within_standard_errors():
+    truth_crystal, detector, beam = demo_model((5, 3, -2), 0.8)
+    beam = beam.replace(fluence=1e30)  # about 1000 photons at the brightest pixel: a well-determined mosaic
+    with torch.no_grad():
+        expected = simulate(truth_crystal, detector, beam, dtype=torch.float64).numpy()
+    counts = np.random.default_rng(7).poisson(expected).astype(np.float64)
+    crystal, _, _ = demo_model((4.0, 2.5, -1.5), 0.5)
+    _, result = _run(Refiner(crystal, detector, beam, counts, refine=("mosaic", "misset"), loss="poisson"))
+    for name, truth in DEMO_TRUTH.items():
+        sigma = result.standard_errors[name]
+        assert 0 < sigma < 0.05, (name, sigma)
+        assert abs(result.parameters[name] - truth) <= 3 * sigma, (name, result.parameters[name], truth, sigma)
+    z = [abs(result.parameters[n] - t) / result.standard_errors[n] for n, t in DEMO_TRUTH.items()]
+    assert np.mean(z) < 2.0  # errors of the size the standard errors promise, not far below or above
+
+
+def test_states_carry_iteration_loss_parameters_gradient_and_image(demo_observed_frame):
+    crystal, detector, beam = demo_model()
+    refiner = Refiner(crystal, detector, beam, demo_observed_frame, refine=("misset",), predict_every=2)
+    states = list(refiner.run(6))
+    running = [s for s in states if s.stage != "done"]
+    assert [s.iteration for s in running] == list(range(len(running)))
+    assert set(running[0].parameters) == {"misset_x_deg", "misset_y_deg", "misset_z_deg"}
+    assert running[0].grad_norm > 0
+    assert running[0].predicted.shape == (64, 64) and running[0].predicted.dtype == np.float32
+    assert running[1].predicted is None  # only every 2nd iteration carries an image
+    assert states[-1].stage == "done" and states[-1].predicted is not None
+    assert running[-1].loss < running[0].loss
+
+
+def test_stop_ends_run_between_iterations(demo_observed_frame):
+    crystal, detector, beam = demo_model()
+    refiner = Refiner(crystal, detector, beam, demo_observed_frame)
+    seen = []
+    for state in refiner.run(100):
+        seen.append(state)
+        if state.iteration == 2:
+            refiner.stop()
+    assert refiner.result.status == "stopped"
+    assert len([s for s in seen if s.stage != "done"]) == 3
+    assert "stopped" in refiner.result.message
+    assert refiner.result.final_loss <= refiner.result.initial_loss
+
+
+def test_nan_stops_with_last_good_parameters(demo_observed_frame, monkeypatch):
+    crystal, detector, beam = demo_model()
+    refiner = Refiner(crystal, detector, beam, demo_observed_frame)
+    original = Refiner.predict
+    calls = {"n": 0}
+
+    def poisoned(self, internal):
+        calls["n"] += 1
+        image = original(self, internal)
+        return image * float("nan") if calls["n"] > 12 else image
+
+    monkeypatch.setattr(Refiner, "predict", poisoned)
+    states = list(refiner.run(50))
+    monkeypatch.setattr(Refiner, "predict", original)
+    result = refiner.result
+    assert result.status == "failed"
+    assert "nan" in result.message.lower() and "last good" in result.message
+    assert all(math.isfinite(v) for v in result.parameters.values())
+    assert result.final_loss < result.initial_loss  # it kept real progress, not the start or garbage
+    assert states[-1].stage == "done"
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"refine": ("mosaic", "bogus")}, "bogus"),
+        ({"refine": ()}, "at least one"),
+        ({"loss": "l1"}, "l1"),
+        ({"optimizer": "sgd"}, "sgd"),
+        ({"initial": {"cell_a_A": 90.0}}, "cell_a_A"),
+        ({"bounds": {"mosaic_spread_deg": (0.5, 2.0)}}, "outside its bounds"),
+    ],
+)
+def test_bad_arguments_raise_value_errors_naming_them(demo_observed_frame, kwargs, message):
+    crystal, detector, beam = demo_model()
+    with pytest.raises(ValueError, match=message):
+        Refiner(crystal, detector, beam, demo_observed_frame, **kwargs)
+
+
+def test_shape_mismatch_is_a_value_error():
+    crystal, detector, beam = demo_model()
+    with pytest.raises(ValueError, match=r"\(32, 48\).*\(64, 64\)"):
+        Refiner(crystal, detector, beam, np.zeros((32, 48)))
+
+
+def test_bounds_are_respected(demo_observed_frame):
+    crystal, detector, beam = demo_model()
+    refiner = Refiner(crystal, detector, beam, demo_observed_frame,
+                      bounds={"mosaic_spread_deg": (0.1, 0.5)})
+    _, result = _run(refiner, 40)
+    assert 0.1 <= result.parameters["mosaic_spread_deg"] <= 0.5
+    assert result.parameters["mosaic_spread_deg"] > 0.45  # pressed against the bound, towards 0.8
+
+
+def test_mask_excludes_pixels(demo_observed_frame):
+    crystal, detector, beam = demo_model()
+    corrupted = demo_observed_frame.copy()
+    corrupted[:, :8] = 1e4  # a hot stripe the mask removes
+    mask = np.ones((64, 64), bool)
+    mask[:, :8] = False
+    _, result = _run(Refiner(crystal, detector, beam, corrupted, mask, refine=("mosaic", "misset")))
+    _assert_recovered(result)
+
+
+def test_cli_refine_on_nanobragg_frame_writes_json(tmp_path, capsys):
+    out = tmp_path / "out.json"
+    status = cli_main([
+        "refine", "-data", str(DATA / "p02_seed_truth.bin"),
+        "-cell", "100", "100", "100", "90", "90", "90", "-default_F", "100", "-N", "5", "-lambda", "1",
+        "-distance", "100", "-pixel", "0.1", "-detpixels", "64", "-mosaic", "0.2", "-mosaic_dom", "5",
+        "-mosaic_seed", "42", "-fluence", "1e28",
+        "-refine", "mosaic,misset", "-iterations", "80", "-json", str(out),
+    ])
+    printed = capsys.readouterr().out
+    assert status == 0
+    assert "Std. err." in printed and "True" not in printed
+    payload = json.loads(out.read_text())
+    _assert_recovered(type("R", (), {"parameters": payload["parameters"]})())
+    assert set(payload["standard_errors"]) == set(DEMO_TRUTH)
+    assert len(payload["history"]) >= 5
+
+
+def test_cli_refine_rejects_unknown_parameter(tmp_path, capsys):
+    status = cli_main([
+        "refine", "-data", str(DATA / "p02_seed_truth.bin"), "-cell", "100", "100", "100", "90", "90", "90",
+        "-default_F", "100", "-detpixels", "64", "-refine", "mosaic,wobble",
+    ])
+    assert status == 2
+    assert "wobble" in capsys.readouterr().err
+
+
+def test_demo_command_passes_and_writes_outputs(tmp_path, capsys):
+    status = cli_main(["demo", "--output-dir", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert status == 0
+    assert "True" in printed and "Initial" in printed and "Refined" in printed and "ratio" in printed
+    assert (tmp_path / "refinement_demo.png").stat().st_size > 10_000
+    history = json.loads((tmp_path / "refinement_demo.json").read_text())
+    _assert_recovered(type("R", (), {"parameters": history["parameters"]})())
+    assert history["initial_parameters"] == DEMO_START
