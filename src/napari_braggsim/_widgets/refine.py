@@ -158,9 +158,12 @@ class RefineWidget(QWidget):
         self.apply_button = PushButton(name="apply", text="Apply refined values to Simulate", enabled=False)
         self.resolution = Label(name="resolution", value="")
         buttons = Container(widgets=[self.run_button, self.stop_button], layout="horizontal", labels=False)
+        # run controls and live feedback first, so the plot stays in view; parameters below
         self.container = Container(
-            widgets=[self.observed, self.mask, *groups, self.loss, self.optimizer, self.iterations, buttons]
+            widgets=[self.observed, self.mask, self.loss, self.optimizer, self.iterations, buttons]
         )
+        heading = Label(value="<b>Parameters</b> (tick to refine; starting values)")
+        self.parameters = Container(name="parameters", widgets=[heading, *groups])
 
         self.progress = QProgressBar()
         self.progress.setFormat("iteration %v / %m")
@@ -177,11 +180,12 @@ class RefineWidget(QWidget):
         inner_layout = QVBoxLayout(inner)
         inner_layout.addWidget(self.container.native)
         inner_layout.addWidget(self.progress)
-        inner_layout.addWidget(self.readout)
         inner_layout.addWidget(self.canvas)
+        inner_layout.addWidget(self.readout)
         inner_layout.addWidget(self.errors)
         inner_layout.addWidget(self.apply_button.native)
         inner_layout.addWidget(self.resolution.native)
+        inner_layout.addWidget(self.parameters.native)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(inner)
