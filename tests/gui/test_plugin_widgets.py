@@ -217,3 +217,18 @@ def test_resolution_under_the_cursor(make_napari_viewer):
     radius = np.hypot(3.25, 3.25)
     expected = 1.0 / (2 * np.sin(np.arctan2(radius, 100.0) / 2))
     assert resolution_under_cursor(viewer, (0.0, 0.0)) == pytest.approx(expected, rel=1e-9)
+
+
+def test_plugin_modules_import_without_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import napari_braggsim._widgets.simulate, napari_braggsim._widgets.load, napari_braggsim._widgets.refine\n"
+        "import napari_braggsim._layers, napari_braggsim._sample_data\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
