@@ -152,62 +152,96 @@ void forward_SUF(const REAL *scat, int64_t m_count, const REAL *axes, int64_t o_
     }
 }
 
-/* The whole pixel for rows [row0, row0 + rows) of a flat detector, geometry included
-   (the no-gradient path).  geo: pix0[3] fast[3] slow[3] beam[3] e_in[3] b_in[3],
-   then pixel_mm, 1/wavelength (unused), close_distance_mm, kahn, scale.  flags: bit 0
-   point_pixel, 1 oversample_omega, 2 oversample_polar, 3 nopolar. Subpixels per pixel
+/* Scattering vectors (1/A), solid angles and polarization factors of count subpixels at
+   (s_mm[m], f_mm[m]) on the detector.  geo: pix0[3] fast[3] slow[3] beam[3] e_in[3]
+   b_in[3], then pixel_mm, unused, close_distance_mm, kahn, scale.  flags: bit 0
+   point_pixel, 3 nopolar. */
+static void subpixels_SUF(const REAL *geo, const REAL *s_mm, const REAL *f_mm, int64_t count,
+                          REAL wavelength, int flags, REAL *scat, REAL *omega, REAL *polar) {
+    const REAL *pix0 = geo, *fast = geo + 3, *slow = geo + 6, *beam = geo + 9;
+    const REAL *e_in = geo + 12, *b_in = geo + 15;
+    REAL pixel = geo[18], close_mm = geo[20], kahn = geo[21];
+    REAL point = (flags & 1) ? (REAL)1 : (REAL)0, nopolar = (flags & 8) ? (REAL)1 : (REAL)0;
+    #pragma omp simd
+    for (int64_t m = 0; m < count; m++) {
+        REAL px = s_mm[m] * slow[0] + f_mm[m] * fast[0] + pix0[0];
+        REAL py = s_mm[m] * slow[1] + f_mm[m] * fast[1] + pix0[1];
+        REAL pz = s_mm[m] * slow[2] + f_mm[m] * fast[2] + pix0[2];
+        REAL air = sqrt(px * px + py * py + pz * pz);
+        REAL dx = px / air, dy = py / air, dz = pz / air;
+        scat[3 * m] = (dx - beam[0]) / wavelength;
+        scat[3 * m + 1] = (dy - beam[1]) / wavelength;
+        scat[3 * m + 2] = (dz - beam[2]) / wavelength;
+        REAL air_m = air * (REAL)1e-3;
+        REAL solid = pixel * pixel / (air * air) * close_mm / air;
+        omega[m] = point != 0 ? (REAL)1 / (air_m * air_m) : solid;
+        REAL c2 = dx * beam[0] + dy * beam[1] + dz * beam[2];
+        REAL eo = dx * e_in[0] + dy * e_in[1] + dz * e_in[2];
+        REAL bo = dx * b_in[0] + dy * b_in[1] + dz * b_in[2];
+        REAL rad = eo * eo + bo * bo;
+        REAL cos2psi = rad > 0 ? (eo * eo - bo * bo) / (rad > 0 ? rad : (REAL)1) : (REAL)1;
+        REAL factor = (REAL)0.5 * ((REAL)1 + c2 * c2 - kahn * cos2psi * ((REAL)1 - c2 * c2));
+        polar[m] = nopolar != 0 ? (REAL)1 : factor;
+    }
+}
+
+/* Detector positions of the subpixels of pixels [f0, f1) in row `row`, slow-major. */
+static int64_t positions_SUF(REAL sub, int64_t os, int64_t row, int64_t f0, int64_t f1,
+                             REAL *s_mm, REAL *f_mm) {
+    int64_t m = 0;
+    for (int64_t f = f0; f < f1; f++)
+        for (int64_t i = 0; i < os; i++)
+            for (int64_t j = 0; j < os; j++, m++) {
+                s_mm[m] = sub * ((REAL)row * (REAL)os + (REAL)i) + sub / 2;
+                f_mm[m] = sub * ((REAL)f * (REAL)os + (REAL)j) + sub / 2;
+            }
+    return m;
+}
+
+/* Subpixel geometry for rows [row0, row0 + rows): scat (rows, fpixels, os*os, 3),
+   omega and polar (rows, fpixels, os*os).  os * os <= CHUNK. */
+void geometry_SUF(const REAL *geo, int64_t row0, int64_t rows, int64_t fpixels, int64_t os,
+                  REAL wavelength, int flags, REAL *scat, REAL *omega, REAL *polar, int threads) {
+    REAL sub = geo[18] / (REAL)os;
+    int64_t os2 = os * os, group = CHUNK / os2;
+    int64_t groups_per_row = (fpixels + group - 1) / group;
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t c = 0; c < rows * groups_per_row; c++) {
+        int64_t r = c / groups_per_row, f0 = (c % groups_per_row) * group;
+        int64_t f1 = f0 + group < fpixels ? f0 + group : fpixels;
+        REAL s_mm[CHUNK], f_mm[CHUNK];
+        int64_t count = positions_SUF(sub, os, row0 + r, f0, f1, s_mm, f_mm);
+        int64_t m0 = (r * fpixels + f0) * os2;
+        subpixels_SUF(geo, s_mm, f_mm, count, wavelength, flags, scat + 3 * m0, omega + m0, polar + m0);
+    }
+}
+
+/* The whole pixel for rows [row0, row0 + rows), geometry included (the no-gradient
+   path).  flags as subpixels_SUF plus bit 1 oversample_omega, 2 oversample_polar.
    os * os <= CHUNK. out: (rows, fpixels). */
 void image_SUF(const REAL *geo, int64_t row0, int64_t rows, int64_t fpixels, int64_t os,
                REAL wavelength, int flags, const REAL *axes, int64_t o_count, const REAL *n,
                const REAL *table, const int64_t *tmin, const int64_t *tshape, REAL fdef2,
                REAL *out, int threads) {
-    const REAL *pix0 = geo, *fast = geo + 3, *slow = geo + 6, *beam = geo + 9;
-    const REAL *e_in = geo + 12, *b_in = geo + 15;
-    REAL pixel = geo[18], close_mm = geo[20], kahn = geo[21], scale = geo[22];
+    REAL scale = geo[22];
     int64_t os2 = os * os, group = CHUNK / os2;  /* pixels per chunk */
     int64_t groups_per_row = (fpixels + group - 1) / group;
-    REAL sub = pixel / (REAL)os;
+    REAL sub = geo[18] / (REAL)os;
+    int sub_omega = (flags & 2) != 0, sub_polar = (flags & 4) != 0;
     #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t c = 0; c < rows * groups_per_row; c++) {
         int64_t r = c / groups_per_row, f0 = (c % groups_per_row) * group;
         int64_t f1 = f0 + group < fpixels ? f0 + group : fpixels;
-        REAL scat[3 * CHUNK], weight[CHUNK], acc[CHUNK], first[CHUNK];
-        int64_t m = 0;
-        for (int64_t f = f0; f < f1; f++) {
-            for (int64_t i = 0; i < os; i++) {
-                for (int64_t j = 0; j < os; j++, m++) {
-                    REAL s_mm = sub * ((REAL)(row0 + r) * (REAL)os + (REAL)i) + sub / 2;
-                    REAL f_mm = sub * ((REAL)f * (REAL)os + (REAL)j) + sub / 2;
-                    REAL px = s_mm * slow[0] + f_mm * fast[0] + pix0[0];
-                    REAL py = s_mm * slow[1] + f_mm * fast[1] + pix0[1];
-                    REAL pz = s_mm * slow[2] + f_mm * fast[2] + pix0[2];
-                    REAL air = sqrt(px * px + py * py + pz * pz);
-                    REAL dx = px / air, dy = py / air, dz = pz / air;
-                    scat[3 * m] = (dx - beam[0]) / wavelength;
-                    scat[3 * m + 1] = (dy - beam[1]) / wavelength;
-                    scat[3 * m + 2] = (dz - beam[2]) / wavelength;
-                    REAL omega;
-                    if (flags & 1) { REAL air_m = air * (REAL)1e-3; omega = (REAL)1 / (air_m * air_m); }
-                    else omega = pixel * pixel / (air * air) * close_mm / air;
-                    REAL polar = 1;
-                    if (!(flags & 8)) {
-                        REAL c2 = dx * beam[0] + dy * beam[1] + dz * beam[2];
-                        REAL eo = dx * e_in[0] + dy * e_in[1] + dz * e_in[2];
-                        REAL bo = dx * b_in[0] + dy * b_in[1] + dz * b_in[2];
-                        REAL rad = eo * eo + bo * bo;
-                        REAL cos2psi = rad > 0 ? (eo * eo - bo * bo) / rad : (REAL)1;
-                        polar = (REAL)0.5 * ((REAL)1 + c2 * c2 - kahn * cos2psi * ((REAL)1 - c2 * c2));
-                    }
-                    weight[m] = ((flags & 2) ? omega : (REAL)1) * ((flags & 4) ? polar : (REAL)1);
-                    first[m] = ((flags & 2) ? (REAL)1 : omega) * ((flags & 4) ? (REAL)1 : polar);
-                }
-            }
-        }
-        lattice_chunk_SUF(scat, 0, m, axes, o_count, n, table, tmin, tshape, fdef2, acc);
+        REAL s_mm[CHUNK], f_mm[CHUNK], scat[3 * CHUNK], omega[CHUNK], polar[CHUNK], acc[CHUNK];
+        int64_t count = positions_SUF(sub, os, row0 + r, f0, f1, s_mm, f_mm);
+        subpixels_SUF(geo, s_mm, f_mm, count, wavelength, flags, scat, omega, polar);
+        lattice_chunk_SUF(scat, 0, count, axes, o_count, n, table, tmin, tshape, fdef2, acc);
         for (int64_t f = f0, k = 0; f < f1; f++, k += os2) {
             REAL total = 0;
-            for (int64_t q = 0; q < os2; q++) total += acc[k + q] * weight[k + q];
-            out[r * fpixels + f] = scale * total * first[k];
+            for (int64_t q = 0; q < os2; q++)
+                total += acc[k + q] * (sub_omega ? omega[k + q] : (REAL)1) * (sub_polar ? polar[k + q] : (REAL)1);
+            /* without oversample_omega/polar nanoBragg uses the first subpixel's factor */
+            out[r * fpixels + f] = scale * total * (sub_omega ? (REAL)1 : omega[k]) * (sub_polar ? (REAL)1 : polar[k]);
         }
     }
 }
@@ -362,6 +396,9 @@ def _declare(lib: ctypes.CDLL) -> None:
         fn = getattr(lib, f"image_{suffix}")
         fn.argtypes = [p, i64, i64, i64, i64, real, i32, p, i64, p, p, p, p, real, p, i32]
         fn.restype = None
+        fn = getattr(lib, f"geometry_{suffix}")
+        fn.argtypes = [p, i64, i64, i64, i64, real, i32, p, p, p, i32]
+        fn.restype = None
         fn = getattr(lib, f"backward_{suffix}")
         fn.argtypes = [p, i64, p, i64, p, p, p, p, real, p, p, p, i32]
         fn.restype = None
@@ -466,3 +503,22 @@ def image_rows(
         _threads(evaluations),
     )
     return out
+
+
+def geometry_rows(
+    geometry: torch.Tensor, rows: range, fpixels: int, oversample: int, wavelength_A: float, flags: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Subpixel geometry without autograd: scattering vectors (r, f, o2, 3) in 1/A, solid
+    angles and polarization factors (r, f, o2); ``geometry`` and ``flags`` as in
+    :func:`image_rows`."""
+    dtype = geometry.dtype
+    geo = geometry.detach().contiguous()
+    o2 = oversample * oversample
+    scat = torch.empty((len(rows), fpixels, o2, 3), dtype=dtype)
+    omega = torch.empty((len(rows), fpixels, o2), dtype=dtype)
+    polar = torch.empty_like(omega)
+    getattr(library(), "geometry_" + _SUFFIX[dtype])(
+        geo.data_ptr(), rows.start, len(rows), fpixels, oversample, float(wavelength_A), flags,
+        scat.data_ptr(), omega.data_ptr(), polar.data_ptr(), _threads(omega.numel() * 8),
+    )
+    return scat, omega, polar

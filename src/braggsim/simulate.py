@@ -137,8 +137,12 @@ class ForwardModel:
 
     def block(self, row_start: int, row_stop: int, *params: torch.Tensor) -> torch.Tensor:
         """Photons in pixel rows [row_start, row_stop), (rows, fpixels)."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.geometry_grad):
-            scattering, omega, polar = self._geometry(row_start, row_stop)
+        constant = not (torch.is_grad_enabled() and self.geometry_grad)
+        if self.native and constant and self.oversample <= _fast.MAX_NATIVE_OVERSAMPLE:
+            scattering, omega, polar = self._constant_geometry(row_start, row_stop)
+        else:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and self.geometry_grad):
+                scattering, omega, polar = self._geometry(row_start, row_stop)
         if self.native:
             intensity = self._native_intensity(scattering)
         else:
@@ -155,30 +159,43 @@ class ForwardModel:
             pixel = pixel * polar[..., 0]
         return pixel
 
+    def _native_geometry_args(self):
+        """(23,) geometry vector and flags for the native kernels (see ``_fast.image_rows``)."""
+        frame = self.frame
+        incident = frame.beam
+        b_in = torch.linalg.cross(frame.polar_axis, incident)
+        b_in = b_in / torch.linalg.vector_norm(b_in)
+        e_in = torch.linalg.cross(incident, b_in)
+        e_in = e_in / torch.linalg.vector_norm(e_in)
+        scale = self.scale
+        if self._table is None:
+            scale = scale * self.factors.default_F * self.factors.default_F
+        scalars = torch.stack(
+            [self.pixel_mm, torch.ones_like(self.pixel_mm), frame.close_distance_mm, self.kahn, scale]
+        ).to(self.dtype)
+        geometry = torch.cat([frame.pix0_mm, frame.fast, frame.slow, incident, e_in, b_in, scalars])
+        flags = 0
+        for name, bit in _fast.IMAGE_FLAGS.items():
+            source = self.beam if name == "nopolar" else self.detector
+            flags |= bit if getattr(source, name) else 0
+        return geometry.detach(), flags
+
     def image_block(self, row_start: int, row_stop: int) -> torch.Tensor:
         """:meth:`block` without autograd, geometry and all in the native kernel."""
         with torch.no_grad():
-            frame = self.frame
-            incident = frame.beam
-            b_in = torch.linalg.cross(frame.polar_axis, incident)
-            b_in = b_in / torch.linalg.vector_norm(b_in)
-            e_in = torch.linalg.cross(incident, b_in)
-            e_in = e_in / torch.linalg.vector_norm(e_in)
-            scale = self.scale
-            if self._table is None:
-                scale = scale * self.factors.default_F * self.factors.default_F
-            scalars = torch.stack(
-                [self.pixel_mm, torch.ones_like(self.pixel_mm), frame.close_distance_mm, self.kahn, scale]
-            ).to(self.dtype)
-            geometry = torch.cat([frame.pix0_mm, frame.fast, frame.slow, incident, e_in, b_in, scalars])
-            detector = self.detector
-            flags = 0
-            for name, bit in _fast.IMAGE_FLAGS.items():
-                source = self.beam if name == "nopolar" else detector
-                flags |= bit if getattr(source, name) else 0
+            geometry, flags = self._native_geometry_args()
             return _fast.image_rows(
-                geometry, range(row_start, row_stop), detector.fpixels, self.oversample,
+                geometry, range(row_start, row_stop), self.detector.fpixels, self.oversample,
                 float(self.wavelength_A), flags, self.axes, self._n_cells_int, self._table,
+            )
+
+    def _constant_geometry(self, row_start: int, row_stop: int):
+        """:meth:`_geometry` from the native kernel, for when no geometry field is refined."""
+        with torch.no_grad():
+            geometry, flags = self._native_geometry_args()
+            return _fast.geometry_rows(
+                geometry, range(row_start, row_stop), self.detector.fpixels, self.oversample,
+                float(self.wavelength_A), flags,
             )
 
     def _geometry(self, row_start: int, row_stop: int):
