@@ -17,6 +17,7 @@ _SUFFIX_FORMAT = {
     ".img": "smv", ".smv": "smv", ".cbf": "cbf", ".edf": "edf", ".tif": "tiff", ".tiff": "tiff",
     ".h5": "nexus", ".hdf5": "nexus", ".nxs": "nexus", ".bin": "nanobragg_float", ".raw": "nanobragg_float",
 }
+_CBF_BINARY_STARTER = b"\x0c\x1a\x04\xd5"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
@@ -143,6 +144,10 @@ def _check_cbf_size(path: str, raw: bytes) -> None:
     compression needs at least one byte per 8 pixels), before fabio allocates them."""
     import re
 
+    # fabio loops forever looking for a binary section's start marker that is not there
+    section = raw.find(b"--CIF-BINARY-FORMAT-SECTION--")
+    if section < 0 or raw.find(_CBF_BINARY_STARTER, section) < 0:
+        raise FrameReadError(path, "CBF has no binary data section (or its start marker is damaged)")
     dims = []
     for key in (rb"X-Binary-Size-Fastest-Dimension:\s*(\d+)", rb"X-Binary-Size-Second-Dimension:\s*(\d+)"):
         match = re.search(key, raw[:65536])
