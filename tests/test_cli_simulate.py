@@ -129,6 +129,10 @@ def test_unsupported_flag_is_an_error_naming_it(extra, named, tmp_path, capsys):
         (["-detpixels", "0"], "fpixels"),
         (["-lambda", "-1"], "wavelength_A"),
         (["-distance", "nan"], "distance_mm"),
+        (["-pixel", "0", "-detsize", "10"], "-pixel"),
+        (["-detsize", "0"], "-detsize"),
+        (["-scale", "0"], "-scale"),
+        (["-mosaic_seed", "1e20"], "-mosaic_seed"),
     ],
 )
 def test_bad_values_are_one_line_errors(extra, fragment, tmp_path, capsys):
@@ -137,6 +141,14 @@ def test_bad_values_are_one_line_errors(extra, fragment, tmp_path, capsys):
     assert status == 2
     assert err.count("\n") == 1 and err.startswith("braggsim: error:") and fragment in err
     assert os.listdir(tmp_path) == []
+
+
+def test_resource_failure_is_reported_without_traceback(capsys):
+    # 1e-13 A: nanoBragg's automatic rule asks for ~1.5e13 subpixels per edge, which cannot be allocated
+    argv = SMALL[: SMALL.index("-lambda")] + ["-lambda", "1e-13", "-distance", "100", "-pixel", "0.1", "-detpixels", "8"]
+    status, _, err = run(capsys, "simulate", *argv)
+    assert status == 1
+    assert err.startswith("braggsim: error: simulation failed") and "Traceback" not in err
 
 
 def test_missing_output_directory_fails_before_simulating(tmp_path, capsys):

@@ -171,6 +171,11 @@ def simulate_main(argv: list) -> int:
         image = simulate(crystal, detector, beam, dtype=dtype, device=device)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
+    except (MemoryError, OverflowError, RuntimeError) as exc:
+        # e.g. an enormous automatic oversample; report it, there is no output to clean up
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"braggsim: error: simulation failed ({oversample}x{oversample} oversample): {first_line}", file=sys.stderr)
+        return 1
     image = image.detach().cpu().numpy()
     elapsed = time.perf_counter() - started
     max_i = _print_summary(image, detector, elapsed)

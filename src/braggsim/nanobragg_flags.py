@@ -7,6 +7,7 @@ anything else raises ValueError naming the flag, so nothing is silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Optional
 
 from .beam import Beam
@@ -135,6 +136,13 @@ def parse_flags(argv: list[str], extra_value_flags: dict | None = None) -> FlagS
         interpolate = True
     if "-nointerpolate" in found:
         interpolate = False
+    seed = _int(found, "-mosaic_seed", DEFAULT_MOSAIC_SEED)
+    if abs(seed) >= 2**31:
+        # nanoBragg reads the seed into a C int; larger values would not mean the same seed
+        raise ValueError(f"-mosaic_seed must fit a 32-bit integer, got {found['-mosaic_seed'][0]!r}")
+    scale = _float(found, "-scale")
+    if scale is not None and not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"-scale must be a positive number, got {found['-scale'][0]!r}")
     mosaic = _float(found, "-mosaic", 0.0)
     domains = _int(found, "-mosaic_dom", _int(found, "-mosaic_domains", None))
     crystal = Crystal(
@@ -147,7 +155,7 @@ def parse_flags(argv: list[str], extra_value_flags: dict | None = None) -> FlagS
         misset_deg=_floats(found, "-misset") if "-misset" in found else (0.0, 0.0, 0.0),
         mosaic_spread_deg=mosaic,
         mosaic_domains=domains,
-        mosaic_seed=_int(found, "-mosaic_seed", DEFAULT_MOSAIC_SEED),
+        mosaic_seed=seed,
         shape=shape,
         phi_start_deg=_float(found, "-phi", 0.0),
         osc_deg=_float(found, "-osc", 0.0),
@@ -158,11 +166,17 @@ def parse_flags(argv: list[str], extra_value_flags: dict | None = None) -> FlagS
     )
 
     pixel = _float(found, "-pixel", 0.1)
+    if not (math.isfinite(pixel) and pixel > 0):
+        raise ValueError(f"-pixel must be > 0 mm, got {found['-pixel'][0]!r}")  # before dividing by it
     fpixels = _int(found, "-detpixels", None)
     spixels = fpixels
     size = _float(found, "-detsize", None)
     size_f = _float(found, "-detsize_f", size)
     size_s = _float(found, "-detsize_s", size)
+    for flag, value in (("-detsize", size), ("-detsize_f", size_f), ("-detsize_s", size_s)):
+        # a zero size would otherwise fall back to the 1024-pixel default unnoticed
+        if flag in found and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{flag} must be > 0 mm, got {found[flag][0]!r}")
     fpixels = _int(found, "-detpixels_f", _int(found, "-detpixels_x", fpixels))
     spixels = _int(found, "-detpixels_s", _int(found, "-detpixels_y", spixels))
     if fpixels is None:
@@ -211,7 +225,7 @@ def parse_flags(argv: list[str], extra_value_flags: dict | None = None) -> FlagS
         crystal, detector, beam,
         floatfile=found.get("-floatfile", [None])[0],
         intfile=found.get("-intfile", [None])[0],
-        intfile_scale=_float(found, "-scale"),
+        intfile_scale=scale,
         dtype=dtype,
         device=found.get("-device", ["cpu"])[0],
         extra=extra,
