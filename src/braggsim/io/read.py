@@ -66,7 +66,7 @@ def read_frame(
     if saturation is None and raw_data.dtype.kind == "u":
         saturation = float(np.iinfo(raw_data.dtype).max)
     if zeros_are_dead is None:
-        zeros_are_dead = not (kind == "nanobragg_float" or _simulated(header))
+        zeros_are_dead = not (kind == "nanobragg_float" or is_simulated(header))
     mask = masks.default_mask(raw_data, saturation, zeros_are_dead=zeros_are_dead)
     if bad is not None:
         mask &= ~bad
@@ -92,7 +92,8 @@ def _apply_beamstop(frame: Frame, beamstop) -> None:
         frame.mask &= masks.beamstop_mask(frame.data, center, radius_px=float(beamstop))
 
 
-def _simulated(header: dict) -> bool:
+def is_simulated(header: dict) -> bool:
+    """True for SMV headers nanoBragg or braggsim wrote (no real detector behind them)."""
     return "MOSFLM_CENTER_X" in header and header.get("BEAMLINE", "").strip() in ("fake", "braggsim")
 
 
