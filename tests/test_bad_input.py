@@ -36,11 +36,6 @@ def test_bad_cell(cell, pattern):
         braggsim.Crystal(cell=cell, default_F=1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="crystal.validate tests the volume factor with '<= 0'; for 120/120/120 rounding leaves "
-    "it at +1e-15, so a flat cell (zero volume) is accepted. Needs a tolerance, e.g. <= 1e-12.",
-)
 def test_flat_cell_with_angles_summing_to_360_is_rejected():
     with pytest.raises(ValueError, match="impossible cell angles"):
         braggsim.Crystal(cell=(100, 100, 100, 120.0, 120.0, 120.0), default_F=1)

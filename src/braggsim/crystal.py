@@ -82,7 +82,7 @@ class Crystal:
                 if not 0.0 < angle < 180.0:
                     raise ValueError(f"cell angle {name} must lie in (0, 180) deg, got {angle!r}")
             al, be, ga = (x * DEG for x in angles)
-            if cell_volume_factor(al, be, ga) <= 0:
+            if cell_volume_factor(al, be, ga) <= 1e-12:  # rounding leaves flat cells at ~+1e-15
                 raise ValueError(
                     f"impossible cell angles alpha={angles[0]!r}, beta={angles[1]!r}, gamma={angles[2]!r}: "
                     "each must be smaller than the sum of the other two and their sum below 360 deg"
