@@ -425,8 +425,9 @@ def _call_args(scat, axes, n_cells, table):
 
 
 def _threads(evaluations: int) -> int:
-    # below ~64k evaluations waking a second thread costs more than it saves
-    return torch.get_num_threads() if evaluations >= 1 << 16 else 1
+    # below ~1M evaluations (a few ms on one core) waking more threads costs more than it
+    # saves, above all on a busy machine where a woken thread may wait for a time slice
+    return torch.get_num_threads() if evaluations >= 1 << 20 else 1
 
 
 class _LatticeSum(torch.autograd.Function):

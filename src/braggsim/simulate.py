@@ -62,6 +62,29 @@ def auto_oversample(crystal: Crystal, detector: Detector, beam: Beam) -> int:
     return max(1, math.ceil(3 * max(sizes_A) / reciprocal_pixel_A))
 
 
+_FRAMES: "dict[tuple, DetectorFrame]" = {}
+
+
+def _frame_for(detector: Detector, dtype, device) -> DetectorFrame:
+    """``detector_frame``, memoised on the detector's values when none of them is a tensor.
+
+    A refinement rebuilds the model every step with the same fixed detector; the key is
+    the full set of field values, so a changed field can never meet a stale frame.
+    """
+    values = tuple(
+        tuple(value) if isinstance(value, (tuple, list)) else value for value in vars(detector).values()
+    )
+    if any(isinstance(x, torch.Tensor) for x in _tensor_fields(detector)):
+        return detector_frame(detector, dtype, device)
+    key = (values, dtype, str(device))
+    frame = _FRAMES.get(key)
+    if frame is None:
+        if len(_FRAMES) >= 16:
+            _FRAMES.clear()
+        frame = _FRAMES[key] = detector_frame(detector, dtype, device)
+    return frame
+
+
 class ForwardModel:
     """Everything that does not depend on the pixel, prepared once per ``simulate`` call."""
 
@@ -73,7 +96,7 @@ class ForwardModel:
             raise ValueError("no structure factors: give the crystal an hkl table or a default_F > 0")
         self.crystal, self.detector, self.beam = crystal, detector, beam
         self.dtype, self.device = dtype, device
-        self.frame: DetectorFrame = detector_frame(detector, dtype, device)
+        self.frame: DetectorFrame = _frame_for(detector, dtype, device)
         self.oversample = auto_oversample(crystal, detector, beam)
         self.axes = lattice_axes(crystal, self.frame.spindle_axis, dtype, device)  # (K, 3, 3)
         # only the gauss and tophat transforms need the reciprocal axes
