@@ -88,7 +88,7 @@ def test_corrupt_compression(tmp_path, smv):
 def test_not_a_frame(tmp_path):
     path = tmp_path / "notes.cbf"
     path.write_text("hello, this is not a CBF\n" * 10)
-    _expect(path, "CBF header has no")
+    _expect(path, "CBF has no binary data section")
     path = tmp_path / "notes.h5"
     path.write_text("not hdf5")
     _expect(path, "cannot read it as HDF5")
