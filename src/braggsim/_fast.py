@@ -43,8 +43,9 @@ _HEADER = r"""
 
 #define CHUNK 256
 
-/* sin(pi r), cos(pi r) for |r| <= 0.5.  Taylor series to r^13 / r^14: the error is
-   below 1e-9, far under float32 resolution.  The double kernel uses libm. */
+/* sin(pi r), cos(pi r) for |r| <= 0.5 as Taylor polynomials (they vectorise; libm's do
+   not): to r^13 / r^14 in float (error < 1e-9, far under float32 resolution) and to
+   r^21 / r^22 in double (error ~ 3e-16). */
 static inline float sinpi_f(float r) {
     float t = r * r;
     float p = 0.00046630280576761234f;
@@ -68,8 +69,37 @@ static inline float cospi_f(float r) {
     p = p * t + 1.0f;
     return p;
 }
-static inline double sinpi_d(double r) { return sin(M_PI * r); }
-static inline double cospi_d(double r) { return cos(M_PI * r); }
+static inline double sinpi_d(double r) {
+    double t = r * r;
+    double p = 5.392664662608125e-10;
+    p = p * t - 2.2948428997269856e-08;
+    p = p * t + 7.952054001475508e-07;
+    p = p * t - 2.1915353447830204e-05;
+    p = p * t + 0.00046630280576761234;
+    p = p * t - 0.007370430945714348;
+    p = p * t + 0.08214588661112819;
+    p = p * t - 0.5992645293207919;
+    p = p * t + 2.550164039877345;
+    p = p * t - 5.167712780049969;
+    p = p * t + 3.141592653589793;
+    return r * p;
+}
+static inline double cospi_d(double r) {
+    double t = r * r;
+    double p = -7.700707130601346e-11;
+    p = p * t + 3.6047307974624982e-09;
+    p = p * t - 1.387895246221376e-07;
+    p = p * t + 4.303069587032944e-06;
+    p = p * t - 0.00010463810492484565;
+    p = p * t + 0.001929574309403922;
+    p = p * t - 0.02580689139001405;
+    p = p * t + 0.23533063035889312;
+    p = p * t - 1.3352627688545893;
+    p = p * t + 4.058712126416768;
+    p = p * t - 4.934802200544679;
+    p = p * t + 1.0;
+    return p;
+}
 
 """
 
