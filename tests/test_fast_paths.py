@@ -171,3 +171,26 @@ def test_native_image_geometry_matches_torch(detector_options, beam_options):
     assert relative_max_error(native, reference) < 1e-10
     native32 = simulate(crystal, detector, beam, dtype=torch.float32, kernel="native").double()
     assert relative_max_error(native32, reference) < 2e-4
+
+
+@needs_native
+def test_memoised_geometry_follows_every_detector_and_beam_change():
+    spread, misset = _demo_inputs(torch.float64)
+    crystal = Crystal(cell=(100, 100, 100, 90, 90, 90), N_cells=(5, 5, 5), default_F=100,
+                      misset_deg=tuple(misset.unbind()), mosaic_spread_deg=spread, mosaic_domains=3)
+    detector = Detector(fpixels=6, spixels=5, pixel_size_mm=0.4, distance_mm=60, beam_center_mm=(1.2, 1.0), oversample=2)
+    beam = Beam(wavelength_A=1.0, fluence=1e28)
+    changes = [
+        (detector, beam), (detector.replace(distance_mm=61), beam), (detector.replace(beam_center_mm=(1.3, 1.0)), beam),
+        (detector, beam.replace(wavelength_A=1.01)), (detector, beam.replace(polarization=0.7)), (detector, beam),
+    ]
+    images = []
+    for det, bm in changes:
+        native = simulate(crystal, det, bm, kernel="native")
+        reference = simulate(crystal, det, bm, kernel="torch")
+        assert native.requires_grad
+        assert relative_max_error(native.detach(), reference.detach()) < 1e-10
+        images.append(native.detach())
+    for i in range(1, 5):
+        assert not torch.equal(images[0], images[i])
+    assert torch.equal(images[0], images[5])

@@ -63,6 +63,9 @@ def auto_oversample(crystal: Crystal, detector: Detector, beam: Beam) -> int:
 
 
 _FRAMES: "dict[tuple, DetectorFrame]" = {}
+_GEOMETRY: dict = {}
+_GEOMETRY_SIZES: dict = {}
+_GEOMETRY_CACHE_BYTES = 32 << 20
 
 
 def _frame_for(detector: Detector, dtype, device) -> DetectorFrame:
@@ -213,13 +216,26 @@ class ForwardModel:
             )
 
     def _constant_geometry(self, row_start: int, row_stop: int):
-        """:meth:`_geometry` from the native kernel, for when no geometry field is refined."""
+        """:meth:`_geometry` from the native kernel, for when no geometry field is refined.
+
+        Small results are memoised on the exact geometry values (a refinement asks for the
+        same ones every step); the key holds every input, so it cannot go stale.
+        """
         with torch.no_grad():
             geometry, flags = self._native_geometry_args()
-            return _fast.geometry_rows(
-                geometry, range(row_start, row_stop), self.detector.fpixels, self.oversample,
-                float(self.wavelength_A), flags,
-            )
+            args = (range(row_start, row_stop), self.detector.fpixels, self.oversample, float(self.wavelength_A), flags)
+            # element 22 is the intensity scale, which the geometry does not use
+            key = (geometry[:22].cpu().numpy().tobytes(), geometry.dtype, row_start, *args[1:])
+            cached = _GEOMETRY.get(key)
+            if cached is None:
+                cached = _fast.geometry_rows(geometry, *args)
+                size = sum(t.numel() * t.element_size() for t in cached)
+                if size <= _GEOMETRY_CACHE_BYTES // 4:
+                    if sum(_GEOMETRY_SIZES.values()) + size > _GEOMETRY_CACHE_BYTES:
+                        _GEOMETRY.clear()
+                        _GEOMETRY_SIZES.clear()
+                    _GEOMETRY[key], _GEOMETRY_SIZES[key] = cached, size
+            return cached
 
     def _geometry(self, row_start: int, row_stop: int):
         """Scattering vectors (r, f, o2, 3) in 1/A; solid angles and polarization, (r, f, o2)
