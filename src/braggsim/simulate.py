@@ -225,7 +225,7 @@ class ForwardModel:
             geometry, flags = self._native_geometry_args()
             args = (range(row_start, row_stop), self.detector.fpixels, self.oversample, float(self.wavelength_A), flags)
             # element 22 is the intensity scale, which the geometry does not use
-            key = (geometry[:22].cpu().numpy().tobytes(), geometry.dtype, row_start, *args[1:])
+            key = (geometry[:22].cpu().numpy().tobytes(), geometry.dtype, row_start, row_stop, *args[1:])
             cached = _GEOMETRY.get(key)
             if cached is None:
                 cached = _fast.geometry_rows(geometry, *args)
