@@ -80,7 +80,10 @@ def _frame_for(detector: Detector, dtype, device) -> DetectorFrame:
     if any(isinstance(x, torch.Tensor) for x in _tensor_fields(detector)):
         return detector_frame(detector, dtype, device)
     key = (values, dtype, str(device))
-    frame = _FRAMES.get(key)
+    try:
+        frame = _FRAMES.get(key)
+    except TypeError:  # an unhashable field value (e.g. a numpy array): no memo
+        return detector_frame(detector, dtype, device)
     if frame is None:
         if len(_FRAMES) >= 16:
             _FRAMES.clear()
