@@ -143,3 +143,24 @@ def test_simulate_leaves_the_global_torch_rng_alone():
     braggsim.simulate(crystal, detector, beam).sum().backward()
     assert torch.equal(state, torch.get_rng_state())
     assert spread.grad is not None and float(spread.grad) != 0.0
+
+
+def test_beam_centre_accepts_arrays_and_tensors_as_well_as_tuples():
+    """A numpy array or a 1-d tensor beam centre gives the tuple's image; the tensor gets a gradient."""
+    crystal = braggsim.Crystal(cell=(100, 100, 100, 90, 90, 90), N_cells=(5, 5, 5), default_F=100)
+    beam = braggsim.Beam(wavelength_A=1.0)
+    base = dict(fpixels=48, spixels=48, pixel_size_mm=0.5, distance_mm=60.0)
+    center = (11.3, 12.7)
+    reference = braggsim.simulate(crystal, braggsim.Detector(**base, beam_center_mm=center), beam, dtype=torch.float64)
+    from_array = braggsim.simulate(
+        crystal, braggsim.Detector(**base, beam_center_mm=np.array(center)), beam, dtype=torch.float64
+    )
+    center_tensor = torch.tensor(center, dtype=torch.float64, requires_grad=True)
+    from_tensor = braggsim.simulate(
+        crystal, braggsim.Detector(**base, beam_center_mm=center_tensor), beam, dtype=torch.float64
+    )
+    assert reference.sum() > 0
+    assert torch.equal(from_array, reference)
+    assert torch.allclose(from_tensor.detach(), reference, rtol=1e-12, atol=0)
+    from_tensor.sum().backward()
+    assert center_tensor.grad is not None and torch.all(center_tensor.grad.abs() > 0)

@@ -119,6 +119,16 @@ class Detector:
             return ((size_f + pixel) / 2, (size_s - pixel) / 2)
         return (size_f / 2, size_s / 2)
 
+    def beam_center_or_default_mm(self) -> tuple:
+        """(Xbeam, Ybeam) in mm: the given centre as a 2-tuple, else nanoBragg's default.
+
+        Accepts any 2-sequence (tuple, numpy array, 1-d tensor) without testing its
+        truth value, which numpy arrays and tensors refuse.
+        """
+        if self.beam_center_mm is None:
+            return self.default_beam_center_mm()
+        return tuple(self.beam_center_mm)
+
     def replace(self, **changes) -> "Detector":
         return dataclasses.replace(self, **changes)
 
@@ -175,7 +185,7 @@ def detector_frame(detector: Detector, dtype, device) -> DetectorFrame:
 
 
 def _beam_center(detector: Detector, dtype, device):
-    center = detector.beam_center_mm or detector.default_beam_center_mm()
+    center = detector.beam_center_or_default_mm()
     return v.to_tensor(center[0], dtype, device), v.to_tensor(center[1], dtype, device)
 
 

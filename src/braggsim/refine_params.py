@@ -81,7 +81,7 @@ def read_parameter(name: str, crystal: Crystal, detector: Detector, beam: Beam, 
     if name == "distance_mm":
         return v.as_number(detector.distance_mm)
     if name in ("beam_x_mm", "beam_y_mm"):
-        center = detector.beam_center_mm or detector.default_beam_center_mm()
+        center = detector.beam_center_or_default_mm()
         return v.as_number(center[0 if name == "beam_x_mm" else 1])
     if name == "scale":
         return float(scale)
@@ -106,7 +106,7 @@ def apply_parameters(values: Dict[str, torch.Tensor], crystal: Crystal, detector
     if "distance_mm" in values:
         d_changes["distance_mm"] = values["distance_mm"]
     if "beam_x_mm" in values or "beam_y_mm" in values:
-        center = detector.beam_center_mm or detector.default_beam_center_mm()
+        center = detector.beam_center_or_default_mm()
         d_changes["beam_center_mm"] = (values.get("beam_x_mm", center[0]), values.get("beam_y_mm", center[1]))
     new_crystal = crystal.replace(**c_changes) if c_changes else crystal
     new_detector = detector.replace(**d_changes) if d_changes else detector

@@ -66,7 +66,7 @@ def mosflm_beam_center_mm(geometry) -> tuple:
     size, Ybeam = fast pixel coordinate x pixel size (from the first pixel's centre)."""
     detector = as_detector(geometry)
     if detector.convention == "mosflm":  # exact: no round trip through the geometry
-        return tuple(float(x) for x in (detector.beam_center_mm or detector.default_beam_center_mm()))
+        return tuple(float(x) for x in (detector.beam_center_or_default_mm()))
     slow, fast = beam_center_px(detector)
     pixel = float(detector.pixel_size_mm)
     return (float(slow) * pixel, float(fast) * pixel)

@@ -50,7 +50,7 @@ def smv_geometry(detector, beam) -> dict:
     close = float(frame["pix0_mm"] @ frame["normal"])
     foot = close * frame["normal"] - frame["pix0_mm"]
     f_close, s_close = float(foot @ frame["fast"]), float(foot @ frame["slow"])
-    x_beam, y_beam = detector.beam_center_mm or detector.default_beam_center_mm()
+    x_beam, y_beam = detector.beam_center_or_default_mm()
     # for MOSFLM itself write the given numbers, not a recomputation, so they read back exactly
     mosflm = (x_beam, y_beam) if detector.convention == "mosflm" else (s_beam - 0.5 * pixel, f_beam - 0.5 * pixel)
     return {
