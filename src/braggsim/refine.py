@@ -298,7 +298,10 @@ class Refiner:
         errors = self.standard_errors(internal) if best else {n: math.nan for n in self.names}
         self._best_image = image.to(torch.float32).numpy() if image is not None else None
         if not message:
-            message = {"converged": "converged", "max_iter": "reached the iteration limit"}.get(status, status)
+            message = {
+                "converged": f"relative loss change below {self.tolerance:g}",
+                "max_iter": "reached the iteration limit before the loss settled",
+            }.get(status, status)
         self.result = RefineResult(
             parameters=params,
             standard_errors=errors,
