@@ -44,3 +44,14 @@ def describe(exc: BaseException) -> str:
     """One readable line for an exception."""
     text = str(exc).strip() or exc.__class__.__name__
     return text if isinstance(exc, ValueError) else f"{exc.__class__.__name__}: {text}"
+
+
+def number_box(key: str, label: str, low, high, step, decimals, value):
+    """A magicgui spin box: an integer SpinBox when ``decimals`` is None, else a FloatSpinBox."""
+    from magicgui.widgets import FloatSpinBox, SpinBox
+
+    if decimals is None:
+        return SpinBox(name=key, label=label, min=int(low), max=int(high), step=int(step), value=int(value))
+    widget = FloatSpinBox(name=key, label=label, min=low, max=high, step=step, value=float(value))
+    widget.native.setDecimals(decimals)
+    return widget

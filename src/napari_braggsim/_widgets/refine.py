@@ -112,14 +112,6 @@ class _CloseWatcher(QObject):
         return False
 
 
-def _float_spin(key, label, low, high, step, decimals, value):
-    from magicgui.widgets import FloatSpinBox
-
-    widget = FloatSpinBox(name=key, label=label, min=low, max=high, step=step, value=float(value))
-    widget.native.setDecimals(decimals)
-    return widget
-
-
 class RefineWidget(QWidget):
     def __init__(self, napari_viewer=None, parent=None):
         super().__init__(parent)
@@ -145,7 +137,7 @@ class RefineWidget(QWidget):
             self.checks[group] = check
             members = [check]
             for key, label, low, high, step, decimals in rows:
-                spin = _float_spin(key, f"start {label}", low, high, step, decimals, start.get(key, 1.0))
+                spin = _common.number_box(key, f"start {label}", low, high, step, decimals, start.get(key, 1.0))
                 self.starts[key] = spin
                 members.append(spin)
             groups.append(Container(name=group, widgets=members))

@@ -52,16 +52,6 @@ _FIELDS = {
 }
 
 
-def _spin(key, label, low, high, step, decimals, value):
-    from magicgui.widgets import FloatSpinBox, SpinBox
-
-    if decimals is None:
-        return SpinBox(name=key, label=label, min=int(low), max=int(high), step=int(step), value=int(value))
-    widget = FloatSpinBox(name=key, label=label, min=low, max=high, step=step, value=float(value))
-    widget.native.setDecimals(decimals)
-    return widget
-
-
 class SimulateWidget(QWidget):
     """Dock widget; ``values()`` / ``set_values()`` speak the flat names of ``_model``."""
 
@@ -80,7 +70,7 @@ class SimulateWidget(QWidget):
             section = Container(name=title.lower(), label=title, widgets=[])
             section.append(Label(value=f"<b>{title}</b>"))
             for key, label, low, high, step, decimals in rows:
-                widget = _spin(key, label, low, high, step, decimals, DEFAULTS[key])
+                widget = _common.number_box(key, label, low, high, step, decimals, DEFAULTS[key])
                 self._fields[key] = widget
                 section.append(widget)
             sections.append(section)
