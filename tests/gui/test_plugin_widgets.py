@@ -54,6 +54,25 @@ def test_simulate_adds_then_updates_its_layer(make_napari_viewer):
     assert all(label.endswith("Å") for label in viewer.layers["resolution rings"].features["d_label"])
 
 
+def test_threaded_simulation_failure_is_a_notification(make_napari_viewer, qtbot, errors, monkeypatch):
+    """A large image simulates in a worker; its failure reaches the user, not the Qt event loop."""
+    from napari_braggsim._widgets import simulate as simulate_module
+
+    def fail(model):
+        raise MemoryError("cannot allocate the image")
+
+    monkeypatch.setattr(simulate_module, "_simulate", fail)
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Simulate")
+    widget.overlays.value = False
+    widget.set_values({"fpixels": 300, "spixels": 300})
+    worker = widget.run()
+    assert worker is not None  # 300x300 is above the threading threshold
+    qtbot.waitUntil(lambda: not widget._workers, timeout=10000)
+    assert len(errors) == 1 and "cannot allocate the image" in errors[0]
+    assert "simulated" not in viewer.layers
+
+
 def test_live_mode_debounces_to_one_simulation(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Simulate")
@@ -70,12 +89,15 @@ def test_live_mode_debounces_to_one_simulation(make_napari_viewer, qtbot):
     assert reference["misset_z_deg"] == 4.0
 
 
-def test_load_frame_gives_header_geometry_and_fills_simulate(make_napari_viewer):
+def test_load_frame_gives_header_geometry_and_fills_simulate(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     _, simulate = viewer.window.add_plugin_dock_widget(PLUGIN, "Simulate")
     _, loader = viewer.window.add_plugin_dock_widget(PLUGIN, "Load frame")
     loader.file.value = DATA / "adsc_q4_2002.img.bz2"
     loader.load_button.clicked()
+    # the read runs in a worker thread; the button stays disabled until it ends
+    assert not loader.load_button.enabled and "reading" in loader.status.value
+    qtbot.waitUntil(lambda: loader.load_button.enabled, timeout=30000)
     layer = viewer.layers["adsc_q4_2002.img"]
     assert layer.data.shape == (2304, 2304)
     geometry = layer.metadata["braggsim_frame"]
@@ -98,6 +120,22 @@ def test_corrupt_file_is_a_notification(make_napari_viewer, tmp_path, errors):
     assert loader.load(bad) is None
     assert len(errors) == 1 and "broken.img" in errors[0]
     assert len(viewer.layers) == 0
+
+
+def test_corrupt_file_through_the_button_is_a_notification(make_napari_viewer, tmp_path, errors, qtbot):
+    viewer = make_napari_viewer()
+    _, loader = viewer.window.add_plugin_dock_widget(PLUGIN, "Load frame")
+    bad = tmp_path / "broken.img"
+    bad.write_bytes(b"{\nHEADER_BYTES=512;\nSIZE1=100;\n}\n" + b"\x00" * 40)
+    loader.file.value = bad
+    loader.load_button.clicked()
+    qtbot.waitUntil(lambda: loader.load_button.enabled, timeout=10000)
+    assert len(errors) == 1 and "broken.img" in errors[0]
+    assert loader.status.value == "failed: broken.img"
+    assert len(viewer.layers) == 0
+    loader.file.value = tmp_path / "missing.img"
+    assert loader.load_in_background() is None
+    assert len(errors) == 2 and "no such file" in errors[1]
 
 
 def _refine_widget(viewer, iterations):

@@ -24,23 +24,58 @@ class LoadFrameWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.container.native)
-        self.load_button.changed.connect(lambda *_: self.load())
+        self._workers: set = set()  # keeps running readers alive until they finish
+        self.load_button.changed.connect(lambda *_: self.load_in_background())
         _common.register(self)
 
     def load(self, path=None):
-        """Read ``path`` (default: the file field) and add its layers; returns the image
-        layer, or None after notifying the user of a failure."""
+        """Read ``path`` (default: the file field) here, then add its layers.
+
+        Returns the image layer, or None after notifying the user of a failure.  The Load
+        button uses ``load_in_background`` instead, so a big frame never freezes the window.
+        """
         path = Path(path if path is not None else self.file.value)
         try:
-            if not path.is_file():
-                raise ValueError(f"no such file: {path}")
-            from braggsim.io import read_frame
-
-            frame = read_frame(path)
+            frame = _read(path)
         except Exception as exc:
-            _common.notify_error(f"Load frame: cannot read {path.name}: {_common.describe(exc)}")
-            self.status.value = f"failed: {path.name}"
+            self._failed(path, exc)
             return None
+        return self._show(path, frame)
+
+    def load_in_background(self, path=None):
+        """Read ``path`` in a napari worker thread and add its layers when it is read.
+
+        The Load button is disabled until the read ends.  Returns the worker, or None
+        when nothing was started.
+        """
+        path = Path(path if path is not None else self.file.value)
+        if not path.is_file():
+            self._failed(path, ValueError(f"no such file: {path}"))
+            return None
+        from napari.qt.threading import create_worker
+
+        # errored given through _connect, so the worker does not also re-raise the
+        # exception into the Qt event loop (a console traceback)
+        worker = create_worker(
+            _read, path, _start_thread=False, _connect={"errored": lambda exc: self._failed(path, exc)}
+        )
+        self._workers.add(worker)
+        worker.returned.connect(lambda frame: self._show(path, frame))
+        worker.finished.connect(lambda: self._done(worker))
+        self.load_button.enabled = False
+        self.status.value = f"reading {path.name}..."
+        worker.start()
+        return worker
+
+    def _done(self, worker) -> None:
+        self._workers.discard(worker)
+        self.load_button.enabled = True
+
+    def _failed(self, path: Path, exc: BaseException) -> None:
+        _common.notify_error(f"Load frame: cannot read {path.name}: {_common.describe(exc)}")
+        self.status.value = f"failed: {path.name}"
+
+    def _show(self, path: Path, frame):
         if self.viewer is None:
             return None
         name = _layer_name(path)
@@ -73,3 +108,12 @@ def _layer_name(path: Path) -> str:
         if name.endswith(suffix):
             name = name[: -len(suffix)]
     return name
+
+
+def _read(path: Path):
+    """``braggsim.io.read_frame`` with a plain message for a path that is not a file."""
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    from braggsim.io import read_frame
+
+    return read_frame(path)

@@ -174,10 +174,16 @@ class SimulateWidget(QWidget):
             return None
         from napari.qt.threading import create_worker
 
-        worker = create_worker(_simulate, model, _start_thread=False)
+        # errored given through _connect, so the worker does not also re-raise the
+        # exception into the Qt event loop (a console traceback)
+        worker = create_worker(
+            _simulate,
+            model,
+            _start_thread=False,
+            _connect={"errored": lambda exc: _common.notify_error(f"Simulate: {_common.describe(exc)}")},
+        )
         self._workers.add(worker)
         worker.returned.connect(lambda image: self._apply(request, values, model, image))
-        worker.errored.connect(lambda exc: _common.notify_error(f"Simulate: {_common.describe(exc)}"))
         worker.finished.connect(lambda: self._workers.discard(worker))
         self.status.value = f"simulating {values['spixels']}x{values['fpixels']}..."
         worker.start()
