@@ -140,6 +140,59 @@ def test_nan_stops_with_last_good_parameters(demo_observed_frame, monkeypatch):
     assert states[-1].stage == "done"
 
 
+def test_a_nan_at_one_trial_point_is_backed_off(demo_observed_frame, monkeypatch):
+    """One non-finite loss during a line search shrinks that step; the run still converges."""
+    crystal, detector, beam = demo_model()
+    refiner = Refiner(crystal, detector, beam, demo_observed_frame)
+    original = Refiner.loss_of
+    calls = {"n": 0}
+
+    def one_nan(self, image):
+        calls["n"] += 1
+        loss = original(self, image)
+        return loss * float("nan") if calls["n"] == 6 else loss
+
+    monkeypatch.setattr(Refiner, "loss_of", one_nan)
+    _, result = _run(refiner)
+    assert calls["n"] > 6
+    assert result.status == "converged", result.message
+    _assert_recovered(result)
+
+
+def test_unexpected_error_mid_run_keeps_last_good_parameters(demo_observed_frame, monkeypatch):
+    crystal, detector, beam = demo_model()
+    refiner = Refiner(crystal, detector, beam, demo_observed_frame)
+    original = Refiner.predict
+    calls = {"n": 0}
+
+    def runs_out_of_memory(self, internal):
+        calls["n"] += 1
+        if calls["n"] > 12 and torch.is_grad_enabled():
+            raise MemoryError("cannot allocate 8 GB")
+        return original(self, internal)
+
+    monkeypatch.setattr(Refiner, "predict", runs_out_of_memory)
+    states = list(refiner.run(50))
+    monkeypatch.setattr(Refiner, "predict", original)
+    result = refiner.result
+    assert result.status == "failed"
+    assert "MemoryError: cannot allocate 8 GB" in result.message and "last good" in result.message
+    assert all(math.isfinite(v) for v in result.parameters.values())
+    assert result.final_loss < result.initial_loss
+    assert states[-1].stage == "done" and states[-1].parameters == result.parameters
+
+
+def test_standard_errors_at_the_edge_of_the_valid_region(demo_observed_frame):
+    """A spread of 5e-5 deg: a fixed step would make it negative; the errors stay finite."""
+    crystal, detector, beam = demo_model()
+    refiner = Refiner(crystal, detector, beam, demo_observed_frame)
+    internal = refiner._internal.detach().clone()
+    internal[refiner.names.index("mosaic_spread_deg")] = math.log(5e-5)
+    errors = refiner.standard_errors(internal)
+    assert set(errors) == set(refiner.names)
+    assert all(math.isfinite(e) and e > 0 for e in errors.values()), errors
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -21,6 +21,8 @@ class LBFGS:
     """Minimise ``objective(x) -> (loss, gradient)`` over a 1-D tensor ``x``.
 
     ``step()`` performs one iteration and returns (loss, gradient) at the new point.
+    The objective raises FloatingPointError where it cannot be evaluated; a trial point
+    that does so is backed off from, and ``step()`` raises only when every trial did.
     """
 
     def __init__(self, objective: Objective, x0: torch.Tensor, *, history: int = 20, max_step: float = 2.0):
@@ -60,10 +62,19 @@ class LBFGS:
             t = 10 * self.max_step / largest
         best = None
         low, high = 0.0, None
+        failures = []
         for _ in range(max_trials):
             x_new = self.x + t * direction
-            loss_new, grad_new = self.objective(x_new)
             self.evaluations += 1
+            try:
+                loss_new, grad_new = self.objective(x_new)
+            except FloatingPointError as exc:
+                # an overlong trial step can leave the model's valid region (a NaN, an
+                # impossible cell): treat it like a rise in the loss and shrink the step
+                failures.append(exc)
+                high = t
+                t = 0.5 * (low + high)
+                continue
             if loss_new > self.loss + c1 * t * slope or loss_new != loss_new:
                 high = t  # too far: shrink
             else:
@@ -75,6 +86,8 @@ class LBFGS:
                 low = t  # still steeply downhill: try further
             t = 0.5 * (low + high) if high is not None else 2.0 * t
         if best is None:
+            if len(failures) == max_trials:
+                raise failures[-1]  # nowhere along the line is the objective finite
             return self.loss, self.grad  # no decrease found; caller sees zero progress
         loss_new, grad_new, x_new, _ = best
         s, y = x_new - self.x, grad_new - self.grad

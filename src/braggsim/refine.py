@@ -222,8 +222,8 @@ class Refiner:
             objective = self._objective(active_mask, best)
             try:
                 stepper = self._make_stepper(objective, best["internal"])
-            except FloatingPointError as exc:
-                status, message = "failed", f"{exc} at iteration {iteration}; kept the last good parameters"
+            except Exception as exc:  # whatever it is, the run ends with the best parameters
+                status, message = "failed", f"{_describe(exc)} at iteration {iteration}; kept the last good parameters"
                 break
             stage_status = "max_iter"
             for _ in range(budget):
@@ -233,9 +233,9 @@ class Refiner:
                 previous = stepper.loss
                 try:
                     loss_value, grad = stepper.step()
-                except FloatingPointError as exc:
+                except Exception as exc:  # whatever it is, the run ends with the best parameters
                     stage_status = "failed"
-                    message = f"{exc} at iteration {iteration}; kept the last good parameters"
+                    message = f"{_describe(exc)} at iteration {iteration}; kept the last good parameters"
                     break
                 internal = stepper.x
                 grad_norm = float(torch.linalg.vector_norm(grad))
@@ -270,7 +270,10 @@ class Refiner:
 
         def objective(x: torch.Tensor):
             x = x.detach().clone().requires_grad_(True)
-            loss = self.loss_of(self.predict(x))
+            try:
+                loss = self.loss_of(self.predict(x))
+            except ValueError as exc:  # e.g. cell angles that close no cell
+                raise FloatingPointError(f"the model is invalid there ({exc})") from exc
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {float(loss.detach())}")
             (grad,) = torch.autograd.grad(loss, x)
@@ -328,14 +331,16 @@ class Refiner:
         """
         with torch.no_grad():
             physical = {n: x.detach().clone() for n, x in self.physical(internal).items()}
-            columns = []
-            for name in self.names:
-                h = step * PARAMETERS[name][1] * max(1.0, abs(float(physical[name])) if PARAMETERS[name][0] == "log" else 1.0)
-                plus = dict(physical, **{name: physical[name] + h})
-                minus = dict(physical, **{name: physical[name] - h})
-                columns.append((self._image_at(plus) - self._image_at(minus))[self.mask] / (2 * h))
-            jacobian = torch.stack(columns, dim=1)  # (n_pixels, p)
             predicted = self._image_at(physical)[self.mask]
+            columns, kept = [], []
+            for name in self.names:
+                column = self._jacobian_column(physical, name, predicted, step)
+                if column is not None:
+                    columns.append(column)
+                    kept.append(name)
+            if not columns:
+                return {n: math.nan for n in self.names}
+            jacobian = torch.stack(columns, dim=1)  # (n_pixels, p)
             n_pixels, p = jacobian.shape
             if self.loss_name == "poisson":
                 weights = pixel_weights(predicted, "poisson", gain=self.gain, readout_noise=self.readout_noise)
@@ -350,7 +355,31 @@ class Refiner:
                 variances = torch.diagonal(covariance)
             except RuntimeError:
                 variances = torch.full((p,), math.nan, dtype=jacobian.dtype)
-        return {n: math.sqrt(float(x)) if float(x) >= 0 else math.nan for n, x in zip(self.names, variances)}
+        errors = {n: math.sqrt(float(x)) if float(x) >= 0 else math.nan for n, x in zip(kept, variances)}
+        return {n: errors.get(n, math.nan) for n in self.names}
+
+    def _jacobian_column(self, physical: dict, name: str, predicted: torch.Tensor, step: float):
+        """d(predicted masked pixels)/d(name), shape (n_pixels,), by finite differences.
+
+        Central where both sides are valid models; one-sided at the edge of the valid
+        region (a spread near 0, N near 1); None where neither side is valid.
+        """
+        value = float(physical[name])
+        kind, typical = PARAMETERS[name]
+        # a relative step for positive quantities keeps value - h positive
+        h = step * typical * (abs(value) if kind == "log" and value > 0 else 1.0)
+
+        def image(shift: float) -> torch.Tensor:
+            return self._image_at(dict(physical, **{name: physical[name] + shift}))[self.mask]
+
+        for high, low in ((h, -h), (h, 0.0), (0.0, -h)):
+            try:
+                upper = predicted if high == 0.0 else image(high)
+                lower = predicted if low == 0.0 else image(low)
+            except ValueError:
+                continue
+            return (upper - lower) / (high - low)
+        return None
 
     def _image_at(self, physical: Dict[str, torch.Tensor]) -> torch.Tensor:
         crystal, detector, beam, scale = apply_parameters(physical, self.crystal, self.detector, self.beam)
@@ -383,3 +412,10 @@ class _AdamStepper:
         self.optimizer.step()
         self.loss, self.grad = self.objective(self.x)
         return self.loss, self.grad
+
+
+def _describe(exc: BaseException) -> str:
+    """The message of a numerical failure as is; other exceptions with their type."""
+    if isinstance(exc, FloatingPointError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"

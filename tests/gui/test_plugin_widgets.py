@@ -228,6 +228,23 @@ def test_nan_observed_is_a_notification(make_napari_viewer, errors):
     assert len(errors) == 1 and "NaN" in errors[0]
 
 
+def test_error_inside_a_run_is_a_notification_and_frees_run(make_napari_viewer, qtbot, errors, monkeypatch):
+    """An exception the refiner does not handle itself ends the run with a notification."""
+    from braggsim.refine import Refiner
+
+    def run_then_fail(self, max_iter):
+        yield from ()
+        raise MemoryError("out of memory at iteration 0")
+
+    monkeypatch.setattr(Refiner, "run", run_then_fail)
+    viewer = _sample_viewer(make_napari_viewer)
+    widget = _refine_widget(viewer, iterations=3)
+    assert widget.run() is not None
+    qtbot.waitUntil(lambda: not widget.running, timeout=10000)
+    assert len(errors) == 1 and "out of memory at iteration 0" in errors[0]
+    assert widget.run_button.enabled and "predicted" not in viewer.layers
+
+
 def test_screenshot_shows_predicted_over_observed(make_napari_viewer, qtbot):
     viewer = make_napari_viewer(show=True)
     viewer.open_sample(PLUGIN, "synthetic_still")

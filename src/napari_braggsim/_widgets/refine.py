@@ -332,7 +332,9 @@ class RefineWidget(QWidget):
         run = _Run(refiner, int(self.iterations.value))
         run.observed = observed
         run.model = model
-        worker = create_worker(run.states, _start_thread=False)
+        # errored given through _connect, so the worker does not also re-raise the
+        # exception into the Qt event loop (a console traceback)
+        worker = create_worker(run.states, _start_thread=False, _connect={"errored": self._on_error})
         run.worker = worker
         self.run_state = run
         self._runs.append(run)
@@ -348,7 +350,6 @@ class RefineWidget(QWidget):
         self.apply_button.enabled = False
         worker.yielded.connect(self._on_state)
         worker.returned.connect(self._on_result)
-        worker.errored.connect(self._on_error)
         worker.finished.connect(functools.partial(self._on_finished, run))
         worker.start()
         return worker
