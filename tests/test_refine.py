@@ -90,6 +90,58 @@ def test_poisson_loss_recovers_truth_within_standard_errors():
     assert np.mean(z) < 2.0  # errors of the size the standard errors promise, not far below or above
 
 
+# seed 1, case 17 of benchmarks/refine_robustness.py: descent from misset 0 alone ends in
+# a false minimum; the orientation search's best grid point lies in the true basin
+HARD_TRUTH = {"mosaic_spread_deg": 0.734, "misset_x_deg": 3.05, "misset_y_deg": 4.64, "misset_z_deg": -3.49}
+
+
+@pytest.fixture(scope="module")
+def hard_case():
+    misset = tuple(HARD_TRUTH[f"misset_{a}_deg"] for a in "xyz")
+    crystal, detector, beam = demo_model(misset, HARD_TRUTH["mosaic_spread_deg"])
+    observed = simulate(crystal, detector, beam, dtype=torch.float64).numpy()
+    start, _, _ = demo_model((0, 0, 0), 0.2)
+    return start, detector, beam, observed
+
+
+def test_orientation_search_rescues_a_start_that_plain_descent_misses(hard_case):
+    start, detector, beam, observed = hard_case
+    _, plain = _run(Refiner(start, detector, beam, observed, search_deg=0))
+    assert plain.search is None
+    errors = _truth_errors(plain.parameters, HARD_TRUTH)
+    assert max(errors[f"misset_{a}_deg"] for a in "xyz") > 1.0, "this case must be hard for plain descent"
+
+    refiner = Refiner(start, detector, beam, observed)  # default: search_deg=4
+    _, result = _run(refiner)
+    _assert_recovered(result, HARD_TRUTH)
+    search = result.search
+    assert search["points_tried"] == 27 and search["step_deg"] == 4.0
+    assert search["chosen_loss"] < 0.5 * search["start_loss"]
+    assert set(search["chosen"]) == {"misset_x_deg", "misset_y_deg", "misset_z_deg"}
+    assert all(value in (-4.0, 0.0, 4.0) for value in search["chosen"].values())
+    assert result.to_dict()["search"] == search
+
+
+def test_orientation_search_stays_inside_bounds(hard_case):
+    start, detector, beam, observed = hard_case
+    refiner = Refiner(start, detector, beam, observed, bounds={"misset_x_deg": (-1.0, 1.0)})
+    list(refiner.run(2))
+    search = refiner.result.search
+    assert search["points_tried"] == 9  # x = +-4 lies outside (-1, 1): only x = 0 is tried
+    assert search["chosen"]["misset_x_deg"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_orientation_search_only_with_the_default_strategy(hard_case):
+    start, detector, beam, observed = hard_case
+    for optimizer in ("lbfgs", "adam"):
+        refiner = Refiner(start, detector, beam, observed, optimizer=optimizer)
+        list(refiner.run(1))
+        assert refiner.result.search is None
+    refiner = Refiner(start, detector, beam, observed, refine=("mosaic",))
+    list(refiner.run(1))
+    assert refiner.result.search is None  # no misset axis to search
+
+
 def test_states_carry_iteration_loss_parameters_gradient_and_image(demo_observed_frame):
     crystal, detector, beam = demo_model()
     refiner = Refiner(crystal, detector, beam, demo_observed_frame, refine=("misset",), predict_every=2)
@@ -200,6 +252,8 @@ def test_standard_errors_at_the_edge_of_the_valid_region(demo_observed_frame):
         ({"refine": ()}, "at least one"),
         ({"loss": "l1"}, "l1"),
         ({"optimizer": "sgd"}, "sgd"),
+        ({"search_deg": -2.0}, "search_deg"),
+        ({"search_deg": float("nan")}, "search_deg"),
         ({"initial": {"cell_a_A": 90.0}}, "cell_a_A"),
         ({"bounds": {"mosaic_spread_deg": (0.5, 2.0)}}, "outside its bounds"),
     ],
@@ -251,6 +305,26 @@ def test_cli_refine_on_nanobragg_frame_writes_json(tmp_path, capsys):
     _assert_recovered(type("R", (), {"parameters": payload["parameters"]})())
     assert set(payload["standard_errors"]) == set(DEMO_TRUTH)
     assert len(payload["history"]) >= 5
+    assert payload["search"]["points_tried"] == 27 and "orientation search: 27 starts" in printed
+
+
+@pytest.mark.parametrize("value, status, expected", [("0", 0, None), ("-1", 2, "search_deg")])
+def test_cli_refine_search_flag(tmp_path, capsys, value, status, expected):
+    out = tmp_path / "out.json"
+    code = cli_main([
+        "refine", "-data", str(DATA / "p02_seed_truth.bin"),
+        "-cell", "100", "100", "100", "90", "90", "90", "-default_F", "100", "-N", "5", "-lambda", "1",
+        "-distance", "100", "-pixel", "0.1", "-detpixels", "64", "-mosaic", "0.2", "-mosaic_dom", "5",
+        "-mosaic_seed", "42", "-fluence", "1e28",
+        "-refine", "misset", "-iterations", "2", "-json", str(out), "-search_deg", value,
+    ])
+    captured = capsys.readouterr()
+    assert code == status
+    if expected is None:
+        assert json.loads(out.read_text())["search"] is None
+        assert "orientation search" not in captured.out
+    else:
+        assert expected in captured.err and not out.exists()
 
 
 def test_cli_refine_rejects_unknown_parameter(tmp_path, capsys):

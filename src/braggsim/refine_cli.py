@@ -30,7 +30,7 @@ usage: braggsim refine -data FRAME <nanoBragg flags for the starting model>
                        -refine mosaic,misset[,cell,N,distance,beam_center,scale]
                        [-iterations N] [-json out.json] [-loss mse|poisson]
                        [-optimizer auto|lbfgs|adam] [-gain ADU/photon] [-readout_noise ADU]
-                       [-mask FILE] [-beamstop auto|RADIUS_PX]
+                       [-mask FILE] [-beamstop auto|RADIUS_PX] [-search_deg DEG]
 
 Refine the named parameters of the starting model (given with nanoBragg's flags, as for
 'braggsim simulate') against FRAME, a nanoBragg float file (shape from its JSON sidecar or
@@ -39,11 +39,13 @@ saturated) and those zero in -mask are ignored.  Prints Initial | Refined | Std.
 for each parameter and the losses; -json writes the final values, standard errors and the
 per-iteration history.  Groups: mosaic, misset, cell, N, distance, beam_center, scale;
 single parameters: {params}.
+With -optimizer auto (the default), the refined misset axes are first searched on a grid
+of -DEG, 0, +DEG around the start (-search_deg, default 4; 0 turns the search off).
 """.format(params=", ".join(PARAMETERS))
 
 _EXTRA_FLAGS = {
     "-data": 1, "-refine": 1, "-iterations": 1, "-json": 1, "-loss": 1, "-optimizer": 1,
-    "-gain": 1, "-readout_noise": 1, "-mask": 1, "-beamstop": 1,
+    "-gain": 1, "-readout_noise": 1, "-mask": 1, "-beamstop": 1, "-search_deg": 1,
 }
 
 
@@ -78,7 +80,22 @@ def format_table(result: RefineResult, truth: Optional[Dict[str, float]] = None)
     lines.append("")
     lines.append(f"initial loss {result.initial_loss:.6g}  final loss {result.final_loss:.6g}  ratio {ratio:.3g}x")
     lines.append(f"status: {result.status} ({result.message})")
+    search_line = format_search(result.search)
+    if search_line:
+        lines.append(search_line)
     return "\n".join(lines)
+
+
+def format_search(search: Optional[dict]) -> str:
+    """One line on the orientation search, or "" when none ran."""
+    if not search:
+        return ""
+    chosen = ", ".join(f"{name[7]} {value:+.2f}" for name, value in search["chosen"].items())
+    return (
+        f"orientation search: {search['points_tried']} starts {search['step_deg']:g} deg apart; "
+        f"descent began at misset {chosen} deg (loss {search['chosen_loss']:.6g}, "
+        f"start {search['start_loss']:.6g})"
+    )
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -141,11 +158,15 @@ def demo_main(argv) -> int:
     parser.add_argument("--loss", choices=("mse", "poisson"), default="mse", help="loss (default mse)")
     parser.add_argument("--optimizer", choices=("auto", "lbfgs", "adam"), default="auto",
                         help="auto = staged L-BFGS (default)")
+    parser.add_argument("--search-deg", type=float, default=4.0,
+                        help="orientation search step before refining, auto optimizer only (default 4; 0: none)")
     parser.add_argument("--output-dir", type=Path, default=Path("."), help="where the PNG and JSON go (default .)")
     parser.add_argument("--no-plot", action="store_true", help="skip refinement_demo.png")
     args = parser.parse_args(argv)
     if args.iterations < 1:
         return _fail(f"--iterations must be >= 1, got {args.iterations}")
+    if not (math.isfinite(args.search_deg) and args.search_deg >= 0):
+        return _fail(f"--search-deg must be >= 0 deg, got {args.search_deg}")
     if not args.output_dir.is_dir():
         return _fail(f"--output-dir {args.output_dir} is not a directory")
 
@@ -153,7 +174,7 @@ def demo_main(argv) -> int:
     observed = demo_observed(args.observed)
     crystal, detector, beam = demo_model()
     refiner = Refiner(crystal, detector, beam, observed, refine=("mosaic", "misset"),
-                      loss=args.loss, optimizer=args.optimizer)
+                      loss=args.loss, optimizer=args.optimizer, search_deg=args.search_deg)
     initial_image = refiner.predict(refiner._internal.detach()).detach().numpy()
     print(f"braggsim demo: observed frame from {args.observed}; refining mosaic and misset "
           f"for at most {args.iterations} iterations")
@@ -241,6 +262,7 @@ def refine_main(argv) -> int:
             optimizer=extra.get("-optimizer", ["auto"])[0],
             gain=_float_flag(extra, "-gain", 1.0),
             readout_noise=_float_flag(extra, "-readout_noise", 0.0),
+            search_deg=_float_flag(extra, "-search_deg", 4.0),
             dtype=torch.float64 if "-dtype" not in argv else dtype,
         )
     except (ValueError, UsageError, OSError) as exc:

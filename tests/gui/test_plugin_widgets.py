@@ -180,6 +180,7 @@ def test_refined_values_apply_to_simulate(make_napari_viewer, qtbot):
     refined = widget.result.parameters
     # six iterations of the orientation stage already move the misset towards 5 3 -2
     assert refined["misset_x_deg"] > 2.0
+    assert "orientation search: 27 starts 4 deg apart" in widget.errors.text()
     simulate.set_values({"mosaic_spread_deg": 0.1, "misset_x_deg": 0.0})
     assert widget.apply_to_simulate() == 1
     for name in ("mosaic_spread_deg", "misset_x_deg", "misset_y_deg", "misset_z_deg"):
