@@ -34,6 +34,7 @@ TARGETS_S = {
     "1024x1024, 10 domains, forward": 0.1,
     "512x512, 10 domains, forward": 0.05,
     "refinement demo, forward+backward": 0.005,
+    "braggsim demo, whole command": 10.0,
 }
 
 
@@ -111,6 +112,19 @@ def first_use_s() -> dict:
             ).stdout.split()
             results[label] = {"import_s": float(out[0]), "first_simulate_s": float(out[1]), "native": out[2] == "True"}
     return results
+
+
+def demo_command_s(repeats: int) -> dict:
+    """Wall time of the whole ``braggsim demo`` command (start-up, refinement, PNG, JSON)."""
+    script = Path(sys.executable).with_name("braggsim")
+    command = [str(script)] if script.is_file() else [sys.executable, "-c", "from braggsim.cli import main; raise SystemExit(main())"]
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subprocess.run(command + ["demo", "--output-dir", tmp], capture_output=True, check=True, cwd=tmp)
+            times.append(time.perf_counter() - start)
+    return {"median_s": statistics.median(times), "min_s": min(times), "repeats": repeats}
 
 
 def compile_s() -> float:
@@ -216,6 +230,8 @@ def main(argv=None) -> int:
     if not args.quick:
         record("refinement demo, forward+backward, float64",
                timed(lambda: demo_step(torch.float64), 30, warmup=3))
+
+    record("braggsim demo, whole command", demo_command_s(1 if args.quick else 3))
 
     print("\nfirst use")
     results["compile_s"] = compile_s()

@@ -188,6 +188,23 @@ def test_refined_values_apply_to_simulate(make_napari_viewer, qtbot):
     assert simulate.values()["distance_mm"] == 100.0
 
 
+def test_search_step_reaches_the_refiner(make_napari_viewer, qtbot):
+    viewer = _sample_viewer(make_napari_viewer)
+    widget = _refine_widget(viewer, iterations=2)
+    assert widget.search_deg.value == 4.0
+    widget.search_deg.value = 0.0
+    refiner, _, _ = widget.build_refiner()
+    assert refiner.search_deg == 0.0
+    widget.search_deg.value = 2.5
+    refiner, _, _ = widget.build_refiner()
+    assert refiner.search_deg == 2.5
+    worker = widget.run()
+    with qtbot.waitSignal(worker.finished, timeout=60000):
+        pass
+    assert widget.result.search["step_deg"] == 2.5
+    assert "orientation search: 27 starts 2.5 deg apart" in widget.errors.text()
+
+
 def test_stop_mid_run_then_close_viewer_mid_run(make_napari_viewer, qtbot):
     viewer = _sample_viewer(make_napari_viewer)
     widget = _refine_widget(viewer, iterations=500)

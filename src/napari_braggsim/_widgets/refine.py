@@ -145,6 +145,10 @@ class RefineWidget(QWidget):
         self.loss = ComboBox(name="loss", label="loss", choices=["mse", "poisson"], value="mse")
         self.optimizer = ComboBox(name="optimizer", label="optimizer", choices=["auto", "adam", "lbfgs"], value="auto")
         self.iterations = SpinBox(name="iterations", label="iterations (max)", min=1, max=100000, value=60)
+        # the refiner's orientation search (auto optimizer only): a misset grid of -s, 0, +s
+        self.search_deg = _common.number_box(
+            "search_deg", "misset search step (deg, 0 = off)", 0.0, 30.0, 0.5, 2, 4.0
+        )
         self.run_button = PushButton(name="run", text="Run")
         self.stop_button = PushButton(name="stop", text="Stop", enabled=False)
         self.apply_button = PushButton(name="apply", text="Apply refined values to Simulate", enabled=False)
@@ -152,7 +156,7 @@ class RefineWidget(QWidget):
         buttons = Container(widgets=[self.run_button, self.stop_button], layout="horizontal", labels=False)
         # run controls and live feedback first, so the plot stays in view; parameters below
         self.container = Container(
-            widgets=[self.observed, self.mask, self.loss, self.optimizer, self.iterations, buttons]
+            widgets=[self.observed, self.mask, self.loss, self.optimizer, self.search_deg, self.iterations, buttons]
         )
         heading = Label(value="<b>Parameters</b> (tick to refine; starting values)")
         self.parameters = Container(name="parameters", widgets=[heading, *groups])
@@ -314,7 +318,7 @@ class RefineWidget(QWidget):
 
         refiner = Refiner(
             crystal, detector, beam, observed, mask, refine=tuple(groups), loss=self.loss.value,
-            optimizer=self.optimizer.value, initial=initial,
+            optimizer=self.optimizer.value, initial=initial, search_deg=float(self.search_deg.value),
         )
         return refiner, observed, (crystal, detector, beam)
 
