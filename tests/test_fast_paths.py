@@ -194,3 +194,41 @@ def test_memoised_geometry_follows_every_detector_and_beam_change():
     for i in range(1, 5):
         assert not torch.equal(images[0], images[i])
     assert torch.equal(images[0], images[5])
+
+
+def test_memoised_crystal_constants_follow_every_crystal_change():
+    """Cell, spindle and mosaic constants are memoised; a changed field must never meet a stale one."""
+    from braggsim import crystal as crystal_module
+    from braggsim import mosaic as mosaic_module
+
+    def clear():
+        crystal_module._UNROTATED.clear()
+        crystal_module._PHI.clear()
+        mosaic_module._CONSTANTS.clear()
+
+    base = Crystal(cell=(100, 100, 100, 90, 90, 90), N_cells=(5, 5, 5), default_F=100, misset_deg=(5, 3, -2),
+                   mosaic_spread_deg=0.8, mosaic_domains=5, mosaic_seed=42)
+    detector = Detector(fpixels=24, spixels=20, pixel_size_mm=0.3, distance_mm=60, oversample=1)
+    beam = Beam(wavelength_A=1.0, fluence=1e28)
+    variants = [
+        base,
+        base.replace(cell=(101, 100, 100, 90, 90, 90)),
+        base.replace(cell=(100, 100, 100, 90, 91, 90)),
+        base.replace(phi_start_deg=2.0),
+        base.replace(phi_start_deg=2.0, osc_deg=1.0, phi_steps=3),
+        base.replace(phi_start_deg=2.0, spindle_axis=(0, 1, 0)),
+        base.replace(mosaic_seed=7),
+        base.replace(mosaic_domains=4),
+        base,
+    ]
+    memoised, fresh = [], []
+    for variant in variants:
+        memoised.append(simulate(variant, detector, beam, dtype=torch.float64))
+    for variant in variants:
+        clear()
+        fresh.append(simulate(variant, detector, beam, dtype=torch.float64))
+    for i, (a, b) in enumerate(zip(memoised, fresh)):
+        assert torch.equal(a, b), f"variant {i} met a stale constant"
+    for i in range(1, len(variants) - 1):
+        assert not torch.equal(memoised[0], memoised[i]), f"variant {i} did not change the image"
+    assert torch.equal(memoised[0], memoised[-1])

@@ -213,6 +213,24 @@ def oriented_real_axes(crystal: Crystal, dtype, device) -> torch.Tensor:
     """
     misset = v.stack3(crystal.misset_deg, dtype, device) * DEG
     rotation = rotation_xyz(misset)
+    return unrotated_real_axes(crystal, dtype, device) @ rotation.T
+
+
+_UNROTATED: dict = {}
+
+
+def unrotated_real_axes(crystal: Crystal, dtype, device) -> torch.Tensor:
+    """Real axes before the misset, rows a, b, c in Angstrom, (3, 3).
+
+    Memoised on the cell's values when none of them is a tensor: a refinement of
+    orientation and mosaicity re-simulates with the same fixed cell every step.
+    """
+    key = None
+    if crystal.mosflm_matrix is None and not any(isinstance(x, torch.Tensor) for x in crystal.cell):
+        key = (tuple(float(x) for x in crystal.cell), dtype, str(device))
+        cached = _UNROTATED.get(key)
+        if cached is not None:
+            return cached
     if crystal.mosflm_matrix is not None:
         matrix = torch.as_tensor(np.asarray(crystal.mosflm_matrix, dtype=float), dtype=dtype, device=device)
         real = real_from_reciprocal(matrix.T / float(crystal.matrix_wavelength_A))
@@ -224,7 +242,11 @@ def oriented_real_axes(crystal: Crystal, dtype, device) -> torch.Tensor:
             [torch.linalg.cross(b_star, c_star), torch.linalg.cross(c_star, a_star), torch.linalg.cross(a_star, b_star)]
         )
         real = directions / torch.linalg.vector_norm(directions, dim=-1, keepdim=True) * lengths[:, None]
-    return real @ rotation.T
+    if key is not None:
+        if len(_UNROTATED) >= 32:
+            _UNROTATED.clear()
+        _UNROTATED[key] = real
+    return real
 
 
 def oriented_reciprocal_axes(crystal: Crystal, dtype, device) -> torch.Tensor:
@@ -247,11 +269,35 @@ def lattice_axes(crystal: Crystal, spindle_axis: torch.Tensor, dtype, device) ->
     nanoBragg rotates about the spindle first and applies the mosaic rotation after.
     """
     real = oriented_real_axes(crystal, dtype, device)
-    if crystal.spindle_axis is not None:
-        spindle_axis = v.stack3(crystal.spindle_axis, dtype, device)
-    phi_rot = rotation_about_axis(spindle_axis.to(dtype=dtype, device=device), phi_angles_rad(crystal, dtype, device))
+    phi_rot = _phi_rotations(crystal, spindle_axis, dtype, device)
     spread = v.to_tensor(crystal.mosaic_spread_deg, dtype, device) * DEG
     mosaic = mosaic_rotations(spread, crystal.mosaic_seed, crystal.n_domains)
     combined = mosaic[None, :, :, :] @ phi_rot[:, None, :, :]  # (phi, domain, 3, 3)
     axes = real[None, None] @ combined.transpose(-1, -2)  # rows rotated: a' = R a
     return axes.reshape(-1, 3, 3)
+
+
+_PHI: dict = {}
+
+
+def _phi_rotations(crystal: Crystal, spindle_axis: torch.Tensor, dtype, device) -> torch.Tensor:
+    """Spindle rotations of every phi step, (n_phi, 3, 3); memoised when all inputs are plain numbers."""
+    given_axis = () if crystal.spindle_axis is None else tuple(crystal.spindle_axis)
+    fields = (crystal.phi_start_deg, crystal.osc_deg, *given_axis)
+    key = None
+    if not spindle_axis.requires_grad and not any(isinstance(x, torch.Tensor) for x in fields):
+        key = (
+            crystal.n_phi, tuple(float(x) for x in fields), crystal.spindle_axis is None,
+            tuple(float(x) for x in spindle_axis.detach().cpu().reshape(-1)), dtype, str(device),
+        )
+        cached = _PHI.get(key)
+        if cached is not None:
+            return cached
+    if crystal.spindle_axis is not None:
+        spindle_axis = v.stack3(crystal.spindle_axis, dtype, device)
+    rotations = rotation_about_axis(spindle_axis.to(dtype=dtype, device=device), phi_angles_rad(crystal, dtype, device))
+    if key is not None:
+        if len(_PHI) >= 32:
+            _PHI.clear()
+        _PHI[key] = rotations
+    return rotations

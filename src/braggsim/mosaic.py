@@ -87,25 +87,42 @@ def mosaic_draws(seed: int, n_domains: int) -> tuple[np.ndarray, np.ndarray]:
     return axes.copy(), factor.copy()
 
 
+_CONSTANTS: dict = {}
+
+
+def _rotation_constants(seed: int, n_domains: int, dtype, device) -> tuple:
+    """(factor (n,), cross (n,3,3), outer (n,3,3), eye - outer (n,3,3)) of the frozen draws.
+
+    They depend only on the seed, so a refinement that re-simulates every step builds
+    them once; they never require grad.
+    """
+    key = (int(abs(seed)), int(n_domains), dtype, str(device))
+    cached = _CONSTANTS.get(key)
+    if cached is None:
+        axes_np, factor_np = mosaic_draws(seed, n_domains)
+        axes = torch.as_tensor(axes_np, dtype=dtype, device=device)
+        factor = torch.as_tensor(factor_np, dtype=dtype, device=device)
+        x, y, z = axes.unbind(-1)
+        zero = torch.zeros_like(x)
+        cross = torch.stack(
+            [torch.stack([zero, -z, y], -1), torch.stack([z, zero, -x], -1), torch.stack([-y, x, zero], -1)],
+            dim=-2,
+        )
+        outer = axes[:, :, None] * axes[:, None, :]
+        eye = torch.eye(3, dtype=dtype, device=device)
+        if len(_CONSTANTS) >= 32:
+            _CONSTANTS.clear()
+        cached = _CONSTANTS[key] = (factor, cross, outer, eye - outer)
+    return cached
+
+
 def mosaic_rotations(spread_rad: torch.Tensor, seed: int, n_domains: int) -> torch.Tensor:
     """Rotation matrices of every mosaic domain, (n_domains, 3, 3).
 
-    ``spread_rad`` is a 0-d tensor; gradients flow through it.
+    ``spread_rad`` is a 0-d tensor; gradients flow through it.  Rodrigues' formula
+    R = u u^T + cos(angle) (I - u u^T) + sin(angle) [u]x, with angle = spread * factor.
     """
-    axes_np, factor_np = mosaic_draws(seed, n_domains)
-    dtype, device = spread_rad.dtype, spread_rad.device
-    axes = torch.as_tensor(axes_np, dtype=dtype, device=device)
-    angle = spread_rad * torch.as_tensor(factor_np, dtype=dtype, device=device)  # (n,)
-    c = torch.cos(angle)[:, None, None]
-    s = torch.sin(angle)[:, None, None]
-    x, y, z = axes.unbind(-1)
-    zero = torch.zeros_like(x)
-    cross = torch.stack(
-        [torch.stack([zero, -z, y], -1), torch.stack([z, zero, -x], -1), torch.stack([-y, x, zero], -1)],
-        dim=-2,
-    )
-    outer = axes[:, :, None] * axes[:, None, :]
-    eye = torch.eye(3, dtype=dtype, device=device)
-    rotations = c * eye + s * cross + (1 - c) * outer
-    # domain 0 has a zero axis and angle, which the formula above already maps to I
-    return rotations
+    factor, cross, outer, eye_minus_outer = _rotation_constants(seed, n_domains, spread_rad.dtype, spread_rad.device)
+    angle = (spread_rad * factor)[:, None, None]  # (n, 1, 1)
+    # domain 0 has a zero axis and angle, which the formula maps to I
+    return outer + torch.cos(angle) * eye_minus_outer + torch.sin(angle) * cross
