@@ -99,3 +99,39 @@ def test_cli_subprocess_matches_nanobragg_and_reports(tmp_path):
     assert float(max_line.split()[2]) == pytest.approx(9.91126, rel=1e-4)
     # nanoBragg reports the brightest pixel at Fdet 0.004075 m, Sdet 0.006375 m
     assert "(pixel slow=63 fast=40)" in max_line
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_cuda_reproduces_nanobragg_and_the_cpu(name, dtype):
+    """The torch path on a GPU: nanoBragg parity, and the CPU image to float rounding."""
+    case = next(c for c in CASES if c["name"] == name)
+    flags = parse_flags(case_args(case))
+    image = simulate(flags.crystal, flags.detector, flags.beam, dtype=dtype, device="cuda")
+    assert image.device.type == "cuda" and image.dtype == dtype
+    on_gpu = image.cpu().numpy()
+    assert_matches(on_gpu, reference(name))
+    on_cpu = simulate(flags.crystal, flags.detector, flags.beam, dtype=dtype).numpy()
+    tolerance = 1e-9 if dtype == torch.float64 else 1e-4
+    assert np.abs(on_gpu - on_cpu).max() <= tolerance * np.abs(on_cpu).max()
+
+
+@needs_cuda
+def test_cuda_gradients_match_the_cpu():
+    from braggsim import Beam, Crystal, Detector
+
+    def gradient(device):
+        spread = torch.tensor(0.5, dtype=torch.float64, device=device, requires_grad=True)
+        misset = torch.tensor([5.0, 3.0, -2.0], dtype=torch.float64, device=device, requires_grad=True)
+        crystal = Crystal(cell=(100, 100, 100, 90, 90, 90), N_cells=(5, 5, 5), default_F=100,
+                          misset_deg=tuple(misset.unbind()), mosaic_spread_deg=spread, mosaic_domains=5)
+        detector = Detector(fpixels=32, spixels=32, pixel_size_mm=0.2, distance_mm=100, oversample=2)
+        image = simulate(crystal, detector, Beam(wavelength_A=1.0), dtype=torch.float64, device=device)
+        image.sum().backward()
+        return torch.cat([spread.grad.reshape(1), misset.grad]).cpu()
+
+    torch.testing.assert_close(gradient("cuda"), gradient("cpu"), rtol=1e-8, atol=0)
