@@ -289,13 +289,18 @@ def test_mask_excludes_pixels(demo_observed_frame):
     _assert_recovered(result)
 
 
+# the demo's starting model in nanoBragg's flags
+DEMO_START_FLAGS = [
+    "-cell", "100", "100", "100", "90", "90", "90", "-default_F", "100", "-N", "5", "-lambda", "1",
+    "-distance", "100", "-pixel", "0.1", "-detpixels", "64", "-mosaic", "0.2", "-mosaic_dom", "5",
+    "-mosaic_seed", "42", "-fluence", "1e28",
+]
+
+
 def test_cli_refine_on_nanobragg_frame_writes_json(tmp_path, capsys):
     out = tmp_path / "out.json"
     status = cli_main([
-        "refine", "-data", str(DATA / "p02_seed_truth.bin"),
-        "-cell", "100", "100", "100", "90", "90", "90", "-default_F", "100", "-N", "5", "-lambda", "1",
-        "-distance", "100", "-pixel", "0.1", "-detpixels", "64", "-mosaic", "0.2", "-mosaic_dom", "5",
-        "-mosaic_seed", "42", "-fluence", "1e28",
+        "refine", "-data", str(DATA / "p02_seed_truth.bin"), *DEMO_START_FLAGS,
         "-refine", "mosaic,misset", "-iterations", "80", "-json", str(out),
     ])
     printed = capsys.readouterr().out
@@ -312,10 +317,7 @@ def test_cli_refine_on_nanobragg_frame_writes_json(tmp_path, capsys):
 def test_cli_refine_search_flag(tmp_path, capsys, value, status, expected):
     out = tmp_path / "out.json"
     code = cli_main([
-        "refine", "-data", str(DATA / "p02_seed_truth.bin"),
-        "-cell", "100", "100", "100", "90", "90", "90", "-default_F", "100", "-N", "5", "-lambda", "1",
-        "-distance", "100", "-pixel", "0.1", "-detpixels", "64", "-mosaic", "0.2", "-mosaic_dom", "5",
-        "-mosaic_seed", "42", "-fluence", "1e28",
+        "refine", "-data", str(DATA / "p02_seed_truth.bin"), *DEMO_START_FLAGS,
         "-refine", "misset", "-iterations", "2", "-json", str(out), "-search_deg", value,
     ])
     captured = capsys.readouterr()

@@ -2,7 +2,9 @@
 
 A :class:`Refiner` drives a differentiable :func:`braggsim.simulate` with L-BFGS (or
 Adam) and yields one :class:`RefineState` per iteration, so a GUI or script can follow
-and stop it.  The default strategy is staged: the geometry (orientation, cell,
+and stop it.  The default strategy first searches a coarse grid of misset angles
+around the start (no gradients) and descends from the best point.  It is then staged:
+the geometry (orientation, cell,
 detector, scale) is refined first with the spot-broadening parameters (mosaic spread,
 crystal size) held at their starting values, because a wrong orientation otherwise
 drags the mosaic spread upwards to smear spots over the misfit; then everything is
@@ -313,6 +315,8 @@ class Refiner:
                     loss = float(self.loss_of(self.predict(candidate)))
                 except ValueError:  # no valid model there
                     continue
+                except Exception:  # e.g. out of memory: the descent will meet it and report it
+                    break
                 tried += 1
                 if math.isfinite(loss) and loss < best["loss"]:
                     best["loss"], best["internal"] = loss, candidate
