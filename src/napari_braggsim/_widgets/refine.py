@@ -336,6 +336,7 @@ class RefineWidget(QWidget):
         run = _Run(refiner, int(self.iterations.value))
         run.observed = observed
         run.model = model
+        run.values = self._model_values()  # the fixed model the refined values apply to
         # errored given through _connect, so the worker does not also re-raise the
         # exception into the Qt event loop (a console traceback)
         worker = create_worker(run.states, _start_thread=False, _connect={"errored": self._on_error})
@@ -389,6 +390,8 @@ class RefineWidget(QWidget):
                 predicted = np.asarray(state.predicted, dtype=np.float32)
                 layer = upsert_image(self.viewer, PREDICTED, predicted, colormap="magenta", blending="additive")
                 layer.metadata["braggsim_parameters"] = dict(state.parameters)
+                # the full model of this image: it saves as SMV with its geometry
+                layer.metadata["braggsim_model"] = apply_refined(run.values, state.parameters)
                 show_residual(self.viewer, run.observed, predicted, visible=_residual_visible(self.viewer))
         except RuntimeError:  # Qt side deleted while the queued signal was in flight
             pass
