@@ -164,6 +164,7 @@ def test_refine_updates_predicted_on_each_yield(make_napari_viewer, qtbot):
     for before, after in zip(snapshots[:3], snapshots[1:4]):
         assert np.abs(after - before).max() > 0
     assert widget.progress.value() == 4
+    assert widget.progress.format() == "max_iter after 4 iterations"  # 4 iterations do not converge
     assert len(widget.history) >= 4 and "loss" in widget.readout.text()
     assert widget.result is not None and "±" in widget.errors.text()
     assert widget.run_button.enabled and widget.apply_button.enabled
@@ -203,6 +204,15 @@ def test_search_step_reaches_the_refiner(make_napari_viewer, qtbot):
         pass
     assert widget.result.search["step_deg"] == 2.5
     assert "orientation search: 27 starts 2.5 deg apart" in widget.errors.text()
+    # a second run starts its bar afresh
+    widget.iterations.value = 60
+    worker = widget.run()
+    assert widget.progress.format() == "iteration %v / %m" and widget.progress.value() == 0
+    with qtbot.waitSignal(worker.finished, timeout=60000):
+        pass
+    assert widget.result.status == "converged"
+    assert widget.progress.value() == widget.progress.maximum() == 60
+    assert widget.progress.format() == f"converged after {len(widget.result.history)} iterations"
 
 
 def test_stop_mid_run_then_close_viewer_mid_run(make_napari_viewer, qtbot):

@@ -348,6 +348,7 @@ class RefineWidget(QWidget):
         self.errors.setText("")
         self.readout.setText("starting...")
         self.progress.setRange(0, run.max_iter)
+        self.progress.setFormat("iteration %v / %m")
         self.progress.setValue(0)
         self._redraw_plot()
         self.run_button.enabled = False
@@ -402,6 +403,10 @@ class RefineWidget(QWidget):
             return
         try:
             self.errors.setText(_format_result(result))
+            # the bar says how the run ended; a converged run fills it
+            self.progress.setFormat(f"{result.status} after {len(result.history)} iterations")
+            if result.status == "converged":
+                self.progress.setValue(self.progress.maximum())
             self.apply_button.enabled = bool(result.parameters)
             if result.status == "failed":
                 _common.notify_error(f"Refine: {result.message or 'the refinement failed'}")
