@@ -200,6 +200,7 @@ def test_search_step_reaches_the_refiner(make_napari_viewer, qtbot):
     refiner, _, _ = widget.build_refiner()
     assert refiner.search_deg == 2.5
     worker = widget.run()
+    assert widget.readout.text().startswith("starting: trying 27 misset starts 2.5 deg apart")
     with qtbot.waitSignal(worker.finished, timeout=60000):
         pass
     assert widget.result.search["step_deg"] == 2.5

@@ -346,7 +346,7 @@ class RefineWidget(QWidget):
         self.result = None
         self.history = []
         self.errors.setText("")
-        self.readout.setText("starting...")
+        self.readout.setText(_starting_text(refiner))
         self.progress.setRange(0, run.max_iter)
         self.progress.setFormat("iteration %v / %m")
         self.progress.setValue(0)
@@ -505,6 +505,17 @@ def _format_value(name: str, value: float) -> str:
     unit = UNITS.get(name, "")
     unit = "" if unit in ("×", "cells") else f" {unit}"
     return f"{name:<18} {value:12.5g}{unit}"
+
+
+def _starting_text(refiner) -> str:
+    """What the run does before its first state arrives (the search yields none)."""
+    axes = sum(name.startswith("misset_") for name in refiner.names)
+    if refiner.search_deg > 0 and axes:
+        return (
+            f"starting: trying {3 ** axes} misset starts {refiner.search_deg:g} deg apart "
+            f"({3 ** axes - 1} simulations), then refining..."
+        )
+    return "starting..."
 
 
 def _format_state(state) -> str:
