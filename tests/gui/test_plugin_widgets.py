@@ -112,6 +112,16 @@ def test_load_frame_gives_header_geometry_and_fills_simulate(make_napari_viewer,
     assert (values["beam_x_mm"], values["beam_y_mm"]) == pytest.approx(tuple(geometry["beam_center_mm"]))
 
 
+def test_closing_the_viewer_while_a_frame_is_read(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    _, loader = viewer.window.add_plugin_dock_widget(PLUGIN, "Load frame")
+    worker = loader.load_in_background(DATA / "adsc_q4_2002.img.bz2")
+    assert worker is not None
+    viewer.close()
+    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=30000)
+    qtbot.wait(100)  # let the queued finished/returned signals run against the closed widgets
+
+
 def test_corrupt_file_is_a_notification(make_napari_viewer, tmp_path, errors):
     viewer = make_napari_viewer()
     _, loader = viewer.window.add_plugin_dock_widget(PLUGIN, "Load frame")

@@ -60,7 +60,7 @@ class LoadFrameWidget(QWidget):
             _read, path, _start_thread=False, _connect={"errored": lambda exc: self._failed(path, exc)}
         )
         self._workers.add(worker)
-        worker.returned.connect(lambda frame: self._show(path, frame))
+        worker.returned.connect(lambda frame: self._show_if_alive(path, frame))
         worker.finished.connect(lambda: self._done(worker))
         self.load_button.enabled = False
         self.status.value = f"reading {path.name}..."
@@ -69,7 +69,16 @@ class LoadFrameWidget(QWidget):
 
     def _done(self, worker) -> None:
         self._workers.discard(worker)
-        self.load_button.enabled = True
+        try:
+            self.load_button.enabled = True
+        except RuntimeError:  # the dock was closed while the file was read
+            pass
+
+    def _show_if_alive(self, path: Path, frame) -> None:
+        try:
+            self._show(path, frame)
+        except RuntimeError:  # the dock (or the viewer) was closed while the file was read
+            pass
 
     def _failed(self, path: Path, exc: BaseException) -> None:
         _common.notify_error(f"Load frame: cannot read {path.name}: {_common.describe(exc)}")
