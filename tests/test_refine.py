@@ -329,6 +329,55 @@ def test_cli_refine_search_flag(tmp_path, capsys, value, status, expected):
         assert expected in captured.err and not out.exists()
 
 
+@pytest.fixture(scope="module")
+def smv_with_geometry(tmp_path_factory):
+    """A 48x56 SMV frame whose header geometry is far from nanoBragg's defaults."""
+    from braggsim import Beam, Crystal, Detector
+    from braggsim.io import write_smv
+
+    crystal = Crystal(cell=(100, 100, 100, 90, 90, 90), N_cells=(5, 5, 5), default_F=100,
+                      misset_deg=(2.0, -1.0, 1.5), mosaic_spread_deg=0.3, mosaic_domains=5)
+    detector = Detector(fpixels=56, spixels=48, pixel_size_mm=0.12, distance_mm=120.0, beam_center_mm=(3.5, 4.1))
+    beam = Beam(wavelength_A=1.2, fluence=1e28)
+    path = tmp_path_factory.mktemp("smv") / "still.img"
+    write_smv(path, simulate(crystal, detector, beam, dtype=torch.float64), detector=detector, beam=beam)
+    return path
+
+
+def test_cli_refine_takes_missing_geometry_from_the_header(smv_with_geometry, tmp_path, capsys):
+    out = tmp_path / "out.json"
+    status = cli_main([
+        "refine", "-data", str(smv_with_geometry), "-cell", "100", "100", "100", "90", "90", "90",
+        "-N", "5", "-default_F", "100", "-mosaic", "0.3", "-mosaic_dom", "5", "-fluence", "1e28",
+        "-refine", "misset,scale", "-iterations", "60", "-json", str(out),
+    ])
+    printed = capsys.readouterr().out
+    assert status == 0, printed
+    assert ("from the frame's header: 48x56 pixels; pixel 0.12 mm; distance 120 mm; "
+            "beam centre (3.5, 4.1) mm; wavelength 1.2 A") in printed
+    refined = json.loads(out.read_text())["parameters"]
+    for axis, truth in zip("xyz", (2.0, -1.0, 1.5)):
+        assert abs(refined[f"misset_{axis}_deg"] - truth) <= MISSET_TOL_DEG, refined
+
+
+def test_cli_refine_flags_win_over_the_header(smv_with_geometry, capsys):
+    status = cli_main([
+        "refine", "-data", str(smv_with_geometry), "-cell", "100", "100", "100", "90", "90", "90",
+        "-N", "5", "-default_F", "100", "-distance", "100", "-lambda", "1.0",
+        "-refine", "scale", "-iterations", "1",
+    ])
+    printed = capsys.readouterr().out
+    assert status == 0
+    header_line = next(line for line in printed.splitlines() if "from the frame's header" in line)
+    assert "distance" not in header_line and "wavelength" not in header_line
+    assert "pixel 0.12 mm" in header_line
+    status = cli_main([
+        "refine", "-data", str(smv_with_geometry), "-cell", "100", "100", "100", "90", "90", "90",
+        "-default_F", "100", "-detpixels", "64", "-refine", "scale", "-iterations", "1",
+    ])
+    assert status == 2 and "the frame is 48x56" in capsys.readouterr().err
+
+
 def test_cli_refine_rejects_unknown_parameter(tmp_path, capsys):
     status = cli_main([
         "refine", "-data", str(DATA / "p02_seed_truth.bin"), "-cell", "100", "100", "100", "90", "90", "90",

@@ -34,7 +34,9 @@ usage: braggsim refine -data FRAME <nanoBragg flags for the starting model>
 
 Refine the named parameters of the starting model (given with nanoBragg's flags, as for
 'braggsim simulate') against FRAME, a nanoBragg float file (shape from its JSON sidecar or
--detpixels) or an SMV/CBF/EDF/TIFF/NeXus frame.  Pixels the reader masks (dead,
+-detpixels) or an SMV/CBF/EDF/TIFF/NeXus frame.  Detector size, pixel size, distance,
+beam centre (MOSFLM convention) and wavelength that no flag gives come from FRAME's
+header; a flag always wins.  Pixels the reader masks (dead,
 saturated) and those zero in -mask are ignored.  Prints Initial | Refined | Std. err.
 for each parameter and the losses; -json writes the final values, standard errors and the
 per-iteration history.  Groups: mosaic, misset, cell, N, distance, beam_center, scale;
@@ -253,10 +255,10 @@ def refine_main(argv) -> int:
             raise UsageError("say what to refine with -refine, e.g. -refine mosaic,misset")
         iterations = _int_flag(extra, "-iterations", 100)
         frame_path = Path(extra["-data"][0])
-        observed, mask = _read_observed(frame_path, flags.detector, extra)
+        observed, mask, detector, beam, from_header = _read_observed(frame_path, flags, list(argv), extra)
         dtype = torch.float64 if flags.dtype == "float64" else torch.float32
         refiner = Refiner(
-            flags.crystal, flags.detector, flags.beam, observed, mask,
+            flags.crystal, detector, beam, observed, mask,
             refine=extra["-refine"][0],
             loss=extra.get("-loss", ["mse"])[0],
             optimizer=extra.get("-optimizer", ["auto"])[0],
@@ -270,6 +272,8 @@ def refine_main(argv) -> int:
     t0 = time.perf_counter()
     print(f"braggsim refine: {frame_path} ({observed.shape[0]}x{observed.shape[1]}, "
           f"{int(mask.sum())} trusted pixels); refining {', '.join(refiner.names)}")
+    if from_header:
+        print(f"  from the frame's header: {'; '.join(from_header)}")
     result = run_refiner(refiner, iterations)
     elapsed = time.perf_counter() - t0
     print()
@@ -303,22 +307,59 @@ def _float_flag(extra, flag, default):
         raise UsageError(f"{flag} needs a number, got {extra[flag][0]!r}") from None
 
 
-def _read_observed(path: Path, detector: Detector, extra):
+# nanoBragg flags that set each piece of geometry a frame header also carries
+_HEADER_FIELDS = {
+    "size": ("-detpixels", "-detpixels_f", "-detpixels_x", "-detpixels_s", "-detpixels_y",
+             "-detsize", "-detsize_f", "-detsize_s"),
+    "pixel": ("-pixel",),
+    "distance": ("-distance",),
+    "beam_center": ("-Xbeam", "-Ybeam", "-ORGX", "-ORGY"),
+    "wavelength": ("-lambda", "-wavelength", "-energy"),
+}
+
+
+def _read_observed(path: Path, flags, argv: list, extra):
+    """(observed (slow, fast) float64, mask, detector, beam, [what came from the header]).
+
+    Geometry that no flag gives is taken from the frame's header: detector size, pixel
+    size, distance, beam centre (MOSFLM convention only: the header's centre is in it)
+    and wavelength.  A flag always wins over the header.
+    """
     from .io import read_frame
 
     beamstop = False
     if "-beamstop" in extra:
         value = extra["-beamstop"][0]
         beamstop = "auto" if value == "auto" else _float_flag(extra, "-beamstop", 0.0)
+    detector, beam = flags.detector, flags.beam
     frame = read_frame(path, shape=detector.shape, beamstop=beamstop)
+    given = {key for key, names in _HEADER_FIELDS.items() if any(name in argv for name in names)}
+    changes, taken = {}, []
+    if "size" not in given and frame.shape != detector.shape:
+        changes["spixels"], changes["fpixels"] = frame.shape
+        taken.append(f"{frame.shape[0]}x{frame.shape[1]} pixels")
+    if "pixel" not in given and frame.pixel_size_mm is not None:
+        changes["pixel_size_mm"] = float(frame.pixel_size_mm)
+        taken.append(f"pixel {frame.pixel_size_mm:g} mm")
+    if "distance" not in given and frame.distance_mm is not None:
+        changes["distance_mm"] = float(frame.distance_mm)
+        taken.append(f"distance {frame.distance_mm:g} mm")
+    if "beam_center" not in given and frame.beam_center_mm is not None and detector.convention == "mosflm":
+        changes["beam_center_mm"] = tuple(float(x) for x in frame.beam_center_mm)
+        taken.append("beam centre ({:g}, {:g}) mm".format(*changes["beam_center_mm"]))
+    if changes:
+        detector = detector.replace(**changes)
+    if "wavelength" not in given and frame.wavelength_A is not None:
+        beam = beam.replace(wavelength_A=float(frame.wavelength_A))
+        taken.append(f"wavelength {frame.wavelength_A:g} A")
     if frame.shape != detector.shape:
         raise UsageError(
             f"{path}: the frame is {frame.shape[0]}x{frame.shape[1]} (slow x fast) but the model detector is "
-            f"{detector.shape[0]}x{detector.shape[1]}; give matching -detpixels"
+            f"{detector.shape[0]}x{detector.shape[1]}; give matching -detpixels or leave it to the header"
         )
     mask = frame.mask.copy()
     if "-mask" in extra:
         from .io import user_mask
 
         mask &= user_mask(extra["-mask"][0], shape=frame.shape)
-    return frame.data.astype(np.float64), mask
+    return frame.data.astype(np.float64), mask, detector, beam, taken
