@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from . import _validate as v
+from ._memo import BoundedMemo
 from .mosaic import DEFAULT_MOSAIC_SEED, mosaic_rotations
 from .rotation import rotation_about_axis, rotation_xyz
 from .structure_factors import HKLTable, read_hkl
@@ -216,7 +217,7 @@ def oriented_real_axes(crystal: Crystal, dtype, device) -> torch.Tensor:
     return unrotated_real_axes(crystal, dtype, device) @ rotation.T
 
 
-_UNROTATED: dict = {}
+_UNROTATED = BoundedMemo(32)
 
 
 def unrotated_real_axes(crystal: Crystal, dtype, device) -> torch.Tensor:
@@ -228,25 +229,20 @@ def unrotated_real_axes(crystal: Crystal, dtype, device) -> torch.Tensor:
     key = None
     if crystal.mosflm_matrix is None and not any(isinstance(x, torch.Tensor) for x in crystal.cell):
         key = (tuple(float(x) for x in crystal.cell), dtype, str(device))
-        cached = _UNROTATED.get(key)
-        if cached is not None:
-            return cached
+    return _UNROTATED.get_or_build(key, lambda: _build_unrotated_real_axes(crystal, dtype, device))
+
+
+def _build_unrotated_real_axes(crystal: Crystal, dtype, device) -> torch.Tensor:
     if crystal.mosflm_matrix is not None:
         matrix = torch.as_tensor(np.asarray(crystal.mosflm_matrix, dtype=float), dtype=dtype, device=device)
-        real = real_from_reciprocal(matrix.T / float(crystal.matrix_wavelength_A))
-    else:
-        lengths = v.stack3(crystal.cell[:3], dtype, device)
-        angles = v.stack3(crystal.cell[3:], dtype, device) * DEG
-        a_star, b_star, c_star = reciprocal_axes_from_cell(torch.cat([lengths, angles])).unbind()
-        directions = torch.stack(
-            [torch.linalg.cross(b_star, c_star), torch.linalg.cross(c_star, a_star), torch.linalg.cross(a_star, b_star)]
-        )
-        real = directions / torch.linalg.vector_norm(directions, dim=-1, keepdim=True) * lengths[:, None]
-    if key is not None:
-        if len(_UNROTATED) >= 32:
-            _UNROTATED.clear()
-        _UNROTATED[key] = real
-    return real
+        return real_from_reciprocal(matrix.T / float(crystal.matrix_wavelength_A))
+    lengths = v.stack3(crystal.cell[:3], dtype, device)
+    angles = v.stack3(crystal.cell[3:], dtype, device) * DEG
+    a_star, b_star, c_star = reciprocal_axes_from_cell(torch.cat([lengths, angles])).unbind()
+    directions = torch.stack(
+        [torch.linalg.cross(b_star, c_star), torch.linalg.cross(c_star, a_star), torch.linalg.cross(a_star, b_star)]
+    )
+    return directions / torch.linalg.vector_norm(directions, dim=-1, keepdim=True) * lengths[:, None]
 
 
 def oriented_reciprocal_axes(crystal: Crystal, dtype, device) -> torch.Tensor:
@@ -277,7 +273,7 @@ def lattice_axes(crystal: Crystal, spindle_axis: torch.Tensor, dtype, device) ->
     return axes.reshape(-1, 3, 3)
 
 
-_PHI: dict = {}
+_PHI = BoundedMemo(32)
 
 
 def _phi_rotations(crystal: Crystal, spindle_axis: torch.Tensor, dtype, device) -> torch.Tensor:
@@ -290,14 +286,9 @@ def _phi_rotations(crystal: Crystal, spindle_axis: torch.Tensor, dtype, device) 
             crystal.n_phi, tuple(float(x) for x in fields), crystal.spindle_axis is None,
             tuple(float(x) for x in spindle_axis.detach().cpu().reshape(-1)), dtype, str(device),
         )
-        cached = _PHI.get(key)
-        if cached is not None:
-            return cached
-    if crystal.spindle_axis is not None:
-        spindle_axis = v.stack3(crystal.spindle_axis, dtype, device)
-    rotations = rotation_about_axis(spindle_axis.to(dtype=dtype, device=device), phi_angles_rad(crystal, dtype, device))
-    if key is not None:
-        if len(_PHI) >= 32:
-            _PHI.clear()
-        _PHI[key] = rotations
-    return rotations
+
+    def build() -> torch.Tensor:
+        axis = v.stack3(crystal.spindle_axis, dtype, device) if crystal.spindle_axis is not None else spindle_axis
+        return rotation_about_axis(axis.to(dtype=dtype, device=device), phi_angles_rad(crystal, dtype, device))
+
+    return _PHI.get_or_build(key, build)

@@ -18,6 +18,8 @@ import math
 import numpy as np
 import torch
 
+from ._memo import BoundedMemo
+
 DEFAULT_MOSAIC_SEED = 12345678  # nanoBragg seeds ran1 with -12345678 by default
 
 _IA, _IM, _IQ, _IR = 16807, 2147483647, 127773, 2836
@@ -87,7 +89,7 @@ def mosaic_draws(seed: int, n_domains: int) -> tuple[np.ndarray, np.ndarray]:
     return axes.copy(), factor.copy()
 
 
-_CONSTANTS: dict = {}
+_CONSTANTS = BoundedMemo(32)
 
 
 def _rotation_constants(seed: int, n_domains: int, dtype, device) -> tuple:
@@ -96,9 +98,8 @@ def _rotation_constants(seed: int, n_domains: int, dtype, device) -> tuple:
     They depend only on the seed, so a refinement that re-simulates every step builds
     them once; they never require grad.
     """
-    key = (int(abs(seed)), int(n_domains), dtype, str(device))
-    cached = _CONSTANTS.get(key)
-    if cached is None:
+
+    def build() -> tuple:
         axes_np, factor_np = mosaic_draws(seed, n_domains)
         axes = torch.as_tensor(axes_np, dtype=dtype, device=device)
         factor = torch.as_tensor(factor_np, dtype=dtype, device=device)
@@ -109,11 +110,9 @@ def _rotation_constants(seed: int, n_domains: int, dtype, device) -> tuple:
             dim=-2,
         )
         outer = axes[:, :, None] * axes[:, None, :]
-        eye = torch.eye(3, dtype=dtype, device=device)
-        if len(_CONSTANTS) >= 32:
-            _CONSTANTS.clear()
-        cached = _CONSTANTS[key] = (factor, cross, outer, eye - outer)
-    return cached
+        return factor, cross, outer, torch.eye(3, dtype=dtype, device=device) - outer
+
+    return _CONSTANTS.get_or_build((int(abs(seed)), int(n_domains), dtype, str(device)), build)
 
 
 def mosaic_rotations(spread_rad: torch.Tensor, seed: int, n_domains: int) -> torch.Tensor:

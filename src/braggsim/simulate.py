@@ -16,6 +16,7 @@ from torch.utils.checkpoint import checkpoint
 
 from . import _fast
 from . import _validate as v
+from ._memo import BoundedMemo
 from .beam import R_E_SQ, Beam, polarization_factor
 from .crystal import Crystal, lattice_axes, oriented_real_axes, oriented_reciprocal_axes
 from .detector import Detector, DetectorFrame, detector_frame, subpixel_positions
@@ -62,7 +63,7 @@ def auto_oversample(crystal: Crystal, detector: Detector, beam: Beam) -> int:
     return max(1, math.ceil(3 * max(sizes_A) / reciprocal_pixel_A))
 
 
-_FRAMES: "dict[tuple, DetectorFrame]" = {}
+_FRAMES = BoundedMemo(16)
 _GEOMETRY: dict = {}
 _GEOMETRY_SIZES: dict = {}
 _GEOMETRY_CACHE_BYTES = 32 << 20
@@ -77,18 +78,8 @@ def _frame_for(detector: Detector, dtype, device) -> DetectorFrame:
     values = tuple(
         tuple(value) if isinstance(value, (tuple, list)) else value for value in vars(detector).values()
     )
-    if any(isinstance(x, torch.Tensor) for x in _tensor_fields(detector)):
-        return detector_frame(detector, dtype, device)
-    key = (values, dtype, str(device))
-    try:
-        frame = _FRAMES.get(key)
-    except TypeError:  # an unhashable field value (e.g. a numpy array): no memo
-        return detector_frame(detector, dtype, device)
-    if frame is None:
-        if len(_FRAMES) >= 16:
-            _FRAMES.clear()
-        frame = _FRAMES[key] = detector_frame(detector, dtype, device)
-    return frame
+    key = None if any(isinstance(x, torch.Tensor) for x in _tensor_fields(detector)) else (values, dtype, str(device))
+    return _FRAMES.get_or_build(key, lambda: detector_frame(detector, dtype, device))
 
 
 class ForwardModel:
