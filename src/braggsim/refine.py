@@ -293,6 +293,7 @@ class Refiner:
         start = best["internal"].clone()
         start_loss = best["loss"]
         shifts = (-self.search_deg, 0.0, self.search_deg)
+        start_deg = {i: float(self.transforms[i].to_physical(start[i])) for i in axes}
         tried = 0
         with torch.no_grad():
             for offsets in itertools.product(shifts, repeat=len(axes)):
@@ -304,7 +305,7 @@ class Refiner:
                 inside = True
                 for i, offset in zip(axes, offsets):
                     transform = self.transforms[i]
-                    physical = float(transform.to_physical(start[i])) + offset
+                    physical = start_deg[i] + offset
                     if transform.bounds is not None and not transform.bounds[0] < physical < transform.bounds[1]:
                         inside = False
                         break

@@ -36,7 +36,7 @@ def write_smv_frame(path: str, data, meta: dict) -> list:
     scales them, brightest pixel 55000, and the header records ``BRAGGSIM_SCALE``.
     ValueError when the layer is not 2-D or carries no matching braggsim geometry.
     """
-    from braggsim.io.write import INT_FILE_TARGET_MAX, write_smv
+    from braggsim.io.write import intfile_scale, write_smv
 
     image = np.asarray(data)
     name = meta.get("name", "layer")
@@ -50,8 +50,7 @@ def write_smv_frame(path: str, data, meta: dict) -> list:
     if is_counts:
         write_smv(path, image, detector=detector, beam=beam, scale=1.0)
     else:
-        peak = float(image[finite].max()) if finite.any() else 0.0
-        scale = INT_FILE_TARGET_MAX / peak if peak > 0 else 1.0
+        scale = intfile_scale(image)
         write_smv(path, image, detector=detector, beam=beam, scale=scale, header_extra={"BRAGGSIM_SCALE": scale})
     return [path]
 

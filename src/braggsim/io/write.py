@@ -82,6 +82,14 @@ def smv_header(fields: dict, header_bytes: int = SMV_HEADER_BYTES) -> bytes:
         size += SMV_HEADER_BYTES
 
 
+def intfile_scale(image) -> float:
+    """nanoBragg's -intfile scale: 55000 / the brightest finite pixel (1 for a dark image)."""
+    data = np.asarray(image, dtype=np.float64)
+    finite = data[np.isfinite(data)]
+    peak = float(finite.max()) if finite.size else 0.0
+    return INT_FILE_TARGET_MAX / peak if peak > 0 else 1.0
+
+
 def write_smv(path, image, *, detector=None, beam=None, scale: Optional[float] = None,
               header_extra: Optional[dict] = None) -> float:
     """Write ``image`` (slow, fast) as an unsigned-short SMV file, as nanoBragg's ``-intfile``.
@@ -102,8 +110,7 @@ def write_smv(path, image, *, detector=None, beam=None, scale: Optional[float] =
     if detector.shape != data.shape:
         raise ValueError(f"image shape {data.shape} does not match the detector's (spixels, fpixels) {detector.shape}")
     if scale is None:
-        peak = float(data.max())
-        scale = INT_FILE_TARGET_MAX / peak if peak > 0 else 1.0
+        scale = intfile_scale(data)
     if not (np.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a positive number, got {scale!r}")
     counts = np.clip(np.floor(data * scale + 0.5), 0, 65535).astype("<u2")
