@@ -170,41 +170,40 @@ def test_stop_ends_run_between_iterations(demo_observed_frame):
     assert refiner.result.final_loss <= refiner.result.initial_loss
 
 
-def test_nan_stops_with_last_good_parameters(demo_observed_frame, monkeypatch):
-    crystal, detector, beam = demo_model()
-    refiner = Refiner(crystal, detector, beam, demo_observed_frame)
-    original = Refiner.predict
+def _sabotage(monkeypatch, method: str, fault) -> dict:
+    """Wrap ``Refiner.<method>``: ``fault(n, real)`` gets the call number and the real call."""
+    original = getattr(Refiner, method)
     calls = {"n": 0}
 
-    def poisoned(self, internal):
+    def wrapped(self, arg):
         calls["n"] += 1
-        image = original(self, internal)
-        return image * float("nan") if calls["n"] > 12 else image
+        return fault(calls["n"], lambda: original(self, arg))
 
-    monkeypatch.setattr(Refiner, "predict", poisoned)
-    states = list(refiner.run(50))
-    monkeypatch.setattr(Refiner, "predict", original)
-    result = refiner.result
+    monkeypatch.setattr(Refiner, method, wrapped)
+    return calls
+
+
+def _assert_failed_keeping_last_good(states, result):
     assert result.status == "failed"
-    assert "nan" in result.message.lower() and "last good" in result.message
     assert all(math.isfinite(v) for v in result.parameters.values())
     assert result.final_loss < result.initial_loss  # it kept real progress, not the start or garbage
     assert states[-1].stage == "done"
+
+
+def test_nan_stops_with_last_good_parameters(demo_observed_frame, monkeypatch):
+    crystal, detector, beam = demo_model()
+    refiner = Refiner(crystal, detector, beam, demo_observed_frame)
+    _sabotage(monkeypatch, "predict", lambda n, real: real() * float("nan") if n > 12 else real())
+    states = list(refiner.run(50))
+    _assert_failed_keeping_last_good(states, refiner.result)
+    assert "nan" in refiner.result.message.lower() and "last good" in refiner.result.message
 
 
 def test_a_nan_at_one_trial_point_is_backed_off(demo_observed_frame, monkeypatch):
     """One non-finite loss during a line search shrinks that step; the run still converges."""
     crystal, detector, beam = demo_model()
     refiner = Refiner(crystal, detector, beam, demo_observed_frame)
-    original = Refiner.loss_of
-    calls = {"n": 0}
-
-    def one_nan(self, image):
-        calls["n"] += 1
-        loss = original(self, image)
-        return loss * float("nan") if calls["n"] == 6 else loss
-
-    monkeypatch.setattr(Refiner, "loss_of", one_nan)
+    calls = _sabotage(monkeypatch, "loss_of", lambda n, real: real() * float("nan") if n == 6 else real())
     _, result = _run(refiner)
     assert calls["n"] > 6
     assert result.status == "converged", result.message
@@ -214,24 +213,18 @@ def test_a_nan_at_one_trial_point_is_backed_off(demo_observed_frame, monkeypatch
 def test_unexpected_error_mid_run_keeps_last_good_parameters(demo_observed_frame, monkeypatch):
     crystal, detector, beam = demo_model()
     refiner = Refiner(crystal, detector, beam, demo_observed_frame)
-    original = Refiner.predict
-    calls = {"n": 0}
 
-    def runs_out_of_memory(self, internal):
-        calls["n"] += 1
-        if calls["n"] > 12 and torch.is_grad_enabled():
+    def runs_out_of_memory(n, real):
+        if n > 12 and torch.is_grad_enabled():
             raise MemoryError("cannot allocate 8 GB")
-        return original(self, internal)
+        return real()
 
-    monkeypatch.setattr(Refiner, "predict", runs_out_of_memory)
+    _sabotage(monkeypatch, "predict", runs_out_of_memory)
     states = list(refiner.run(50))
-    monkeypatch.setattr(Refiner, "predict", original)
     result = refiner.result
-    assert result.status == "failed"
+    _assert_failed_keeping_last_good(states, result)
     assert "MemoryError: cannot allocate 8 GB" in result.message and "last good" in result.message
-    assert all(math.isfinite(v) for v in result.parameters.values())
-    assert result.final_loss < result.initial_loss
-    assert states[-1].stage == "done" and states[-1].parameters == result.parameters
+    assert states[-1].parameters == result.parameters
 
 
 def test_standard_errors_at_the_edge_of_the_valid_region(demo_observed_frame):
