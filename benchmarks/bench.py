@@ -9,9 +9,11 @@ Every figure is the median of several repeats after a warm-up (min and repeats a
 the JSON).  Wall-clock times on a shared machine vary: the load average at the start
 and the end of the run is printed and stored with the results.
 """
+
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -42,8 +44,12 @@ TARGETS_S = {
 def still(pixels: int, domains: int, oversample: int = 1):
     """A cubic 100 A crystal, N=5, default_F 100 on a 0.1 mm, 100 mm detector."""
     crystal = Crystal(
-        cell=(100, 100, 100, 90, 90, 90), N_cells=(5, 5, 5), default_F=100, misset_deg=(5, 3, -2),
-        mosaic_spread_deg=0.5 if domains > 1 else 0.0, mosaic_domains=domains if domains > 1 else None,
+        cell=(100, 100, 100, 90, 90, 90),
+        N_cells=(5, 5, 5),
+        default_F=100,
+        misset_deg=(5, 3, -2),
+        mosaic_spread_deg=0.5 if domains > 1 else 0.0,
+        mosaic_domains=domains if domains > 1 else None,
     )
     detector = Detector(fpixels=pixels, spixels=pixels, pixel_size_mm=0.1, distance_mm=100, oversample=oversample)
     return crystal, detector, Beam(wavelength_A=1.0)
@@ -52,8 +58,31 @@ def still(pixels: int, domains: int, oversample: int = 1):
 def still_flags(pixels: int, domains: int, oversample: int = 1) -> list[str]:
     """The nanoBragg command line of :func:`still`."""
     flags = [
-        "-cell", "100", "100", "100", "90", "90", "90", "-N", "5", "-default_F", "100", "-misset", "5", "3", "-2",
-        "-lambda", "1", "-distance", "100", "-pixel", "0.1", "-detpixels", str(pixels), "-oversample", str(oversample),
+        "-cell",
+        "100",
+        "100",
+        "100",
+        "90",
+        "90",
+        "90",
+        "-N",
+        "5",
+        "-default_F",
+        "100",
+        "-misset",
+        "5",
+        "3",
+        "-2",
+        "-lambda",
+        "1",
+        "-distance",
+        "100",
+        "-pixel",
+        "0.1",
+        "-detpixels",
+        str(pixels),
+        "-oversample",
+        str(oversample),
     ]
     if domains > 1:
         flags += ["-mosaic", "0.5", "-mosaic_dom", str(domains)]
@@ -65,8 +94,13 @@ def demo_step(dtype=torch.float32):
     spread = torch.tensor(0.8, dtype=dtype, requires_grad=True)
     misset = [torch.tensor(x, dtype=dtype, requires_grad=True) for x in (5.0, 3.0, -2.0)]
     crystal = Crystal(
-        cell=(100, 100, 100, 90, 90, 90), N_cells=(5, 5, 5), default_F=100, misset_deg=misset,
-        mosaic_spread_deg=spread, mosaic_domains=5, mosaic_seed=42,
+        cell=(100, 100, 100, 90, 90, 90),
+        N_cells=(5, 5, 5),
+        default_F=100,
+        misset_deg=misset,
+        mosaic_spread_deg=spread,
+        mosaic_domains=5,
+        mosaic_seed=42,
     )
     detector = Detector(fpixels=64, spixels=64, pixel_size_mm=0.1, distance_mm=100, oversample=2)
     image = simulate(crystal, detector, Beam(wavelength_A=1.0, fluence=1e28), dtype=dtype)
@@ -100,9 +134,9 @@ def first_use_s() -> dict:
     """A fresh interpreter: import + first 512x512 simulate, with a cold and a warm kernel cache."""
     code = (
         "import time; t=time.perf_counter(); import torch, braggsim; from braggsim import _fast;"
-        "import sys; sys.path.insert(0, %r); import bench;"
+        f"import sys; sys.path.insert(0, {str(HERE)!r}); import bench;"
         "t1=time.perf_counter(); c,d,b=bench.still(512,10); braggsim.simulate(c,d,b);"
-        "t2=time.perf_counter(); print(t1-t, t2-t1, _fast.library() is not None)" % str(HERE)
+        "t2=time.perf_counter(); print(t1-t, t2-t1, _fast.library() is not None)"
     )
     results = {}
     with tempfile.TemporaryDirectory() as cold:
@@ -117,7 +151,11 @@ def first_use_s() -> dict:
 def demo_command_s(repeats: int) -> dict:
     """Wall time of the whole ``braggsim demo`` command (start-up, refinement, PNG, JSON)."""
     script = Path(sys.executable).with_name("braggsim")
-    command = [str(script)] if script.is_file() else [sys.executable, "-c", "from braggsim.cli import main; raise SystemExit(main())"]
+    command = (
+        [str(script)]
+        if script.is_file()
+        else [sys.executable, "-c", "from braggsim.cli import main; raise SystemExit(main())"]
+    )
     times = []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(repeats):
@@ -151,15 +189,18 @@ def run_nanobragg(binary: str, flags: list[str], repeats: int, threads: int) -> 
 # ------------------------------------------------------------------ report
 def machine_info(threads: int) -> dict:
     cpu = platform.processor()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    with contextlib.suppress(OSError, StopIteration):
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))  # noqa: SIM115  closed in the block below / by the generator
     return {
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
-        "cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": threads,
-        "python": platform.python_version(), "platform": platform.platform(),
-        "native_kernel": _fast.library() is not None, "native_unavailable": _fast.unavailable_reason(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": threads,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "native_kernel": _fast.library() is not None,
+        "native_unavailable": _fast.unavailable_reason(),
         "loadavg_start": os.getloadavg(),
     }
 
@@ -178,7 +219,7 @@ def main(argv=None) -> int:
     info = machine_info(args.threads)
     rows, results = [], {"machine": info}
 
-    print("braggsim benchmark  (float32, medians of %d repeats after a warm-up)" % repeats)
+    print(f"braggsim benchmark  (float32, medians of {repeats} repeats after a warm-up)")
     for key in ("date", "cpu", "cores", "threads", "torch", "python", "native_kernel", "loadavg_start"):
         print(f"  {key:14s} {info[key]}")
     if not info["native_kernel"]:
@@ -216,8 +257,12 @@ def main(argv=None) -> int:
         result = timed(fn, reps)
         if args.nanobragg and kernel == "auto":
             result["image"] = fn().numpy()
-        record(name, result, still_flags(pixels, domains, oversample) if kernel == "auto" else None,
-               pixels * pixels * domains * oversample**2)
+        record(
+            name,
+            result,
+            still_flags(pixels, domains, oversample) if kernel == "auto" else None,
+            pixels * pixels * domains * oversample**2,
+        )
 
     print("\nissue 7 figures")
     forward_case("1024x1024, 1 domain, forward", 1024, 1)
@@ -228,8 +273,7 @@ def main(argv=None) -> int:
     forward_case("512x512, 10 domains, forward", 512, 10)
     record("refinement demo, forward+backward", timed(demo_step, 10 if args.quick else 30, warmup=3))
     if not args.quick:
-        record("refinement demo, forward+backward, float64",
-               timed(lambda: demo_step(torch.float64), 30, warmup=3))
+        record("refinement demo, forward+backward, float64", timed(lambda: demo_step(torch.float64), 30, warmup=3))
 
     record("braggsim demo, whole command", demo_command_s(1 if args.quick else 3))
 
@@ -238,11 +282,15 @@ def main(argv=None) -> int:
     print(f"  native kernel compile (cold, once per machine)  {results['compile_s']:.2f} s")
     results["first_use"] = first_use_s()
     for label, item in results["first_use"].items():
-        print(f"  fresh process, {label:10s}: import {item['import_s']:.2f} s, "
-              f"first 512x512x10 simulate {item['first_simulate_s']:.2f} s")
+        print(
+            f"  fresh process, {label:10s}: import {item['import_s']:.2f} s, "
+            f"first 512x512x10 simulate {item['first_simulate_s']:.2f} s"
+        )
 
     print("\nscaling: cost per evaluation (pixel x domain x subpixel) should stay flat")
-    print(f"  {'pixels':>9s} {'domains':>8s} {'oversample':>10s} {'evaluations':>12s} {'median ms':>10s} {'ns/eval':>8s}")
+    print(
+        f"  {'pixels':>9s} {'domains':>8s} {'oversample':>10s} {'evaluations':>12s} {'median ms':>10s} {'ns/eval':>8s}"
+    )
     scaling = []
     grid = [(256, 1, 1), (512, 1, 1), (1024, 1, 1), (512, 5, 1), (512, 10, 1), (512, 20, 1), (512, 10, 2)]
     if not args.quick:
@@ -250,11 +298,20 @@ def main(argv=None) -> int:
     for pixels, domains, oversample in grid:
         result = timed(forward(pixels, domains, oversample), repeats)
         evaluations = pixels * pixels * domains * oversample**2
-        item = {"pixels": pixels * pixels, "domains": domains, "oversample": oversample,
-                "evaluations": evaluations, **result, "ns_per_evaluation": result["median_s"] / evaluations * 1e9}
+        item = {
+            "pixels": pixels * pixels,
+            "domains": domains,
+            "oversample": oversample,
+            "evaluations": evaluations,
+            **result,
+            "ns_per_evaluation": result["median_s"] / evaluations * 1e9,
+        }
         scaling.append(item)
-        print(f"  {pixels:>4d}x{pixels:<4d} {domains:>8d} {oversample:>10d} {evaluations:>12d} "
-              f"{result['median_s'] * 1e3:>10.2f} {item['ns_per_evaluation']:>8.2f}", flush=True)
+        print(
+            f"  {pixels:>4d}x{pixels:<4d} {domains:>8d} {oversample:>10d} {evaluations:>12d} "
+            f"{result['median_s'] * 1e3:>10.2f} {item['ns_per_evaluation']:>8.2f}",
+            flush=True,
+        )
 
     info["loadavg_end"] = os.getloadavg()
     print(f"\n  load average at start {info['loadavg_start']}, at end {info['loadavg_end']}")

@@ -11,6 +11,7 @@ Usage: python benchmarks/memory.py [--pixels 2048] [--domains 20] [--oversample 
        [--dtype float32] [--case forward|backward|all]
 Target: under 2 GB for each case.  A benchmark, not a test.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,7 +56,9 @@ print(json.dumps({"case": case, "peak_gb": peak_kb / 1024**2, "import_gb": basel
 def run_case(case: str, args) -> dict:
     result = subprocess.run(
         [sys.executable, "-c", CHILD, case, str(args.pixels), str(args.domains), str(args.oversample), args.dtype],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         raise SystemExit(f"{case} failed (exit {result.returncode}):\n{result.stderr}")
@@ -71,16 +74,22 @@ def main() -> int:
     parser.add_argument("--case", default="all", choices=("forward", "backward", "all"))
     args = parser.parse_args()
     cases = ("forward", "backward") if args.case == "all" else (args.case,)
-    print(f"{args.pixels}x{args.pixels} pixels, {args.domains} mosaic domains, oversample {args.oversample}, {args.dtype}")
+    print(
+        f"{args.pixels}x{args.pixels} pixels, {args.domains} mosaic domains, oversample {args.oversample}, {args.dtype}"
+    )
     within = True
     for case in cases:
         r = run_case(case, args)
         label = "forward" if case == "forward" else "forward+backward"
         ok = r["peak_gb"] < TARGET_GB
         within &= ok
-        grads = "" if not r["grads"] else "  d(sum)/d(spread, misset xyz) = " + ", ".join(f"{g:.4g}" for g in r["grads"])
-        print(f"{label:17s} peak RSS {r['peak_gb']:.3f} GB (after imports {r['import_gb']:.3f} GB)  "
-              f"time {r['seconds']:.1f} s  threads {r['threads']}  {'OK' if ok else 'OVER'} (< {TARGET_GB} GB){grads}")
+        grads = (
+            "" if not r["grads"] else "  d(sum)/d(spread, misset xyz) = " + ", ".join(f"{g:.4g}" for g in r["grads"])
+        )
+        print(
+            f"{label:17s} peak RSS {r['peak_gb']:.3f} GB (after imports {r['import_gb']:.3f} GB)  "
+            f"time {r['seconds']:.1f} s  threads {r['threads']}  {'OK' if ok else 'OVER'} (< {TARGET_GB} GB){grads}"
+        )
     return 0 if within else 1
 
 

@@ -6,6 +6,7 @@ assert r >= 0.9999 and a total within 0.1 %; this prints the actual values.
 
     python benchmarks/parity.py
 """
+
 from __future__ import annotations
 
 import json

@@ -5,6 +5,7 @@
 Writes docs/images/{simulate,load_frame,refine}.png.  Every image is made by the plugin
 itself through napari's own screenshot call, so the guide shows what a user sees.
 """
+
 from __future__ import annotations
 
 import sys

@@ -1,4 +1,5 @@
 """Bad input fails early with a ValueError that names the value and says why."""
+
 from __future__ import annotations
 
 import math
@@ -169,8 +170,19 @@ def test_failing_cli_run_leaves_nothing_behind(tmp_path, capsys):
     hkl.write_text("1 0 0 10\n0 1 0 oops\n")
     floatfile, intfile = tmp_path / "out.bin", tmp_path / "out.img"
     status = cli.main(
-        ["simulate", "-cell", *map(str, CUBIC), "-hkl", str(hkl), "-detpixels", "8",
-         "-floatfile", str(floatfile), "-intfile", str(intfile)]
+        [
+            "simulate",
+            "-cell",
+            *map(str, CUBIC),
+            "-hkl",
+            str(hkl),
+            "-detpixels",
+            "8",
+            "-floatfile",
+            str(floatfile),
+            "-intfile",
+            str(intfile),
+        ]
     )
     err = capsys.readouterr().err
     assert status == 2 and "line 2" in err and str(hkl) in err

@@ -1,4 +1,5 @@
 """The ``braggsim`` command line: help, simulate outputs, errors, dispatch."""
+
 from __future__ import annotations
 
 import os
@@ -12,7 +13,29 @@ import pytest
 from braggsim import cli
 from braggsim.nanobragg_flags import SUPPORTED_FLAGS
 
-SMALL = "-cell 100 100 100 90 90 90 -default_F 100 -N 5 -lambda 1 -distance 100 -pixel 0.1 -detpixels 32 -oversample 1".split()
+SMALL = [
+    "-cell",
+    "100",
+    "100",
+    "100",
+    "90",
+    "90",
+    "90",
+    "-default_F",
+    "100",
+    "-N",
+    "5",
+    "-lambda",
+    "1",
+    "-distance",
+    "100",
+    "-pixel",
+    "0.1",
+    "-detpixels",
+    "32",
+    "-oversample",
+    "1",
+]
 
 
 def run(capsys, *argv):
@@ -145,7 +168,16 @@ def test_bad_values_are_one_line_errors(extra, fragment, tmp_path, capsys):
 
 def test_resource_failure_is_reported_without_traceback(capsys):
     # 1e-13 A: nanoBragg's automatic rule asks for ~1.5e13 subpixels per edge, which cannot be allocated
-    argv = SMALL[: SMALL.index("-lambda")] + ["-lambda", "1e-13", "-distance", "100", "-pixel", "0.1", "-detpixels", "8"]
+    argv = SMALL[: SMALL.index("-lambda")] + [
+        "-lambda",
+        "1e-13",
+        "-distance",
+        "100",
+        "-pixel",
+        "0.1",
+        "-detpixels",
+        "8",
+    ]
     status, _, err = run(capsys, "simulate", *argv)
     assert status == 1
     assert err.startswith("braggsim: error: simulation failed") and "Traceback" not in err

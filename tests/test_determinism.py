@@ -1,4 +1,5 @@
 """Seeded randomness: nanoBragg's ran1, frozen mosaic draws, bitwise reproducibility."""
+
 from __future__ import annotations
 
 import math
@@ -90,7 +91,9 @@ def test_domain_draws_follow_nanobraggs_recipe(seed, n_domains):
             assert np.all(axes[0] == 0) and factors[0] == 0
             continue
         xy = math.sqrt(1 - r2 * r2)
-        np.testing.assert_allclose(axes[domain], [xy * math.sin(math.pi * r1), xy * math.cos(math.pi * r1), r2], atol=1e-6)
+        np.testing.assert_allclose(
+            axes[domain], [xy * math.sin(math.pi * r1), xy * math.cos(math.pi * r1), r2], atol=1e-6
+        )
         assert factors[domain] == pytest.approx((1 - r3 * r3) ** (1 / 3), rel=1e-5)
     np.testing.assert_allclose(np.linalg.norm(axes[1:], axis=1), 1.0, atol=1e-12)
 
@@ -111,8 +114,13 @@ def test_domain_rotation_angles_are_spread_times_frozen_factor():
 
 def _mosaic_case(seed: int, spread: float = 1.0):
     crystal = braggsim.Crystal(
-        cell=(50, 50, 50, 90, 90, 90), N_cells=(10, 10, 10), default_F=10,
-        mosaic_spread_deg=spread, mosaic_domains=20, mosaic_seed=seed, misset_deg=(1, 2, 3),
+        cell=(50, 50, 50, 90, 90, 90),
+        N_cells=(10, 10, 10),
+        default_F=10,
+        mosaic_spread_deg=spread,
+        mosaic_domains=20,
+        mosaic_seed=seed,
+        misset_deg=(1, 2, 3),
     )
     detector = braggsim.Detector(fpixels=48, pixel_size_mm=0.1, distance_mm=100, oversample=1)
     return crystal, detector, braggsim.Beam(wavelength_A=1.0)
@@ -149,7 +157,7 @@ def test_beam_centre_accepts_arrays_and_tensors_as_well_as_tuples():
     """A numpy array or a 1-d tensor beam centre gives the tuple's image; the tensor gets a gradient."""
     crystal = braggsim.Crystal(cell=(100, 100, 100, 90, 90, 90), N_cells=(5, 5, 5), default_F=100)
     beam = braggsim.Beam(wavelength_A=1.0)
-    base = dict(fpixels=48, spixels=48, pixel_size_mm=0.5, distance_mm=60.0)
+    base = {"fpixels": 48, "spixels": 48, "pixel_size_mm": 0.5, "distance_mm": 60.0}
     center = (11.3, 12.7)
     reference = braggsim.simulate(crystal, braggsim.Detector(**base, beam_center_mm=center), beam, dtype=torch.float64)
     from_array = braggsim.simulate(

@@ -3,6 +3,7 @@
 Values must agree with the eager torch path (float64 to round-off, float32 to float32
 resolution) and gradients must be exact: gradcheck in float64 through ``simulate``.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,11 +74,18 @@ def _demo_inputs(dtype, spread=0.8, misset=(5.0, 3.0, -2.0)):
 
 def _small_image(spread, misset, wavelength=None, kernel="native", block_evaluations=1 << 21):
     crystal = Crystal(
-        cell=(100, 100, 100, 90, 90, 90), N_cells=(5, 5, 5), default_F=100, misset_deg=tuple(misset.unbind()),
-        mosaic_spread_deg=spread, mosaic_domains=3, mosaic_seed=42,
+        cell=(100, 100, 100, 90, 90, 90),
+        N_cells=(5, 5, 5),
+        default_F=100,
+        misset_deg=tuple(misset.unbind()),
+        mosaic_spread_deg=spread,
+        mosaic_domains=3,
+        mosaic_seed=42,
     )
     # a corner of the demo detector that holds the edge of a spot: values and slopes vary
-    detector = Detector(fpixels=6, spixels=5, pixel_size_mm=0.4, distance_mm=60, beam_center_mm=(1.2, 1.0), oversample=2)
+    detector = Detector(
+        fpixels=6, spixels=5, pixel_size_mm=0.4, distance_mm=60, beam_center_mm=(1.2, 1.0), oversample=2
+    )
     beam = Beam(wavelength_A=wavelength if wavelength is not None else 1.0, fluence=1e28)
     return simulate(crystal, detector, beam, kernel=kernel, block_evaluations=block_evaluations)
 
@@ -104,7 +112,7 @@ def test_native_gradients_equal_torch_gradients(dtype):
         loss = (_small_image(spread, misset, kernel=kernel).double() * weights).sum()
         grads[kernel] = torch.autograd.grad(loss, (spread, misset))
     tolerance = 1e-9 if dtype == torch.float64 else 1e-3
-    for native, reference in zip(grads["native"], grads["torch"]):
+    for native, reference in zip(grads["native"], grads["torch"], strict=False):
         assert float(reference.abs().max()) > 0
         assert relative_max_error(native, reference) < tolerance
 
@@ -117,7 +125,7 @@ def test_native_blocks_and_checkpoints_give_the_same_gradient():
     blocked = _small_image(spread, misset, block_evaluations=6 * 4 * 3)  # one row per block
     g_blocked = torch.autograd.grad(blocked.sum(), (spread, misset))
     assert torch.allclose(whole, blocked, rtol=1e-12, atol=0)
-    for a, b in zip(g_whole, g_blocked):
+    for a, b in zip(g_whole, g_blocked, strict=False):
         assert torch.allclose(a, b, rtol=1e-10, atol=0)
 
 
@@ -161,8 +169,14 @@ def test_kernel_compiles_into_the_cache_dir(tmp_path, monkeypatch):
     ],
 )
 def test_native_image_geometry_matches_torch(detector_options, beam_options):
-    crystal = Crystal(cell=(60, 70, 80, 85, 95, 100), N_cells=(4, 6, 5), default_F=20, misset_deg=(3, -7, 11),
-                      mosaic_spread_deg=0.6, mosaic_domains=4)
+    crystal = Crystal(
+        cell=(60, 70, 80, 85, 95, 100),
+        N_cells=(4, 6, 5),
+        default_F=20,
+        misset_deg=(3, -7, 11),
+        mosaic_spread_deg=0.6,
+        mosaic_domains=4,
+    )
     detector = Detector(fpixels=24, spixels=20, pixel_size_mm=0.5, distance_mm=70, oversample=3, **detector_options)
     beam = Beam(wavelength_A=1.3, **beam_options)
     native = simulate(crystal, detector, beam, dtype=torch.float64, kernel="native")
@@ -176,13 +190,25 @@ def test_native_image_geometry_matches_torch(detector_options, beam_options):
 @needs_native
 def test_memoised_geometry_follows_every_detector_and_beam_change():
     spread, misset = _demo_inputs(torch.float64)
-    crystal = Crystal(cell=(100, 100, 100, 90, 90, 90), N_cells=(5, 5, 5), default_F=100,
-                      misset_deg=tuple(misset.unbind()), mosaic_spread_deg=spread, mosaic_domains=3)
-    detector = Detector(fpixels=6, spixels=5, pixel_size_mm=0.4, distance_mm=60, beam_center_mm=(1.2, 1.0), oversample=2)
+    crystal = Crystal(
+        cell=(100, 100, 100, 90, 90, 90),
+        N_cells=(5, 5, 5),
+        default_F=100,
+        misset_deg=tuple(misset.unbind()),
+        mosaic_spread_deg=spread,
+        mosaic_domains=3,
+    )
+    detector = Detector(
+        fpixels=6, spixels=5, pixel_size_mm=0.4, distance_mm=60, beam_center_mm=(1.2, 1.0), oversample=2
+    )
     beam = Beam(wavelength_A=1.0, fluence=1e28)
     changes = [
-        (detector, beam), (detector.replace(distance_mm=61), beam), (detector.replace(beam_center_mm=(1.3, 1.0)), beam),
-        (detector, beam.replace(wavelength_A=1.01)), (detector, beam.replace(polarization=0.7)), (detector, beam),
+        (detector, beam),
+        (detector.replace(distance_mm=61), beam),
+        (detector.replace(beam_center_mm=(1.3, 1.0)), beam),
+        (detector, beam.replace(wavelength_A=1.01)),
+        (detector, beam.replace(polarization=0.7)),
+        (detector, beam),
     ]
     images = []
     for det, bm in changes:
@@ -206,8 +232,15 @@ def test_memoised_crystal_constants_follow_every_crystal_change():
         crystal_module._PHI.clear()
         mosaic_module._CONSTANTS.clear()
 
-    base = Crystal(cell=(100, 100, 100, 90, 90, 90), N_cells=(5, 5, 5), default_F=100, misset_deg=(5, 3, -2),
-                   mosaic_spread_deg=0.8, mosaic_domains=5, mosaic_seed=42)
+    base = Crystal(
+        cell=(100, 100, 100, 90, 90, 90),
+        N_cells=(5, 5, 5),
+        default_F=100,
+        misset_deg=(5, 3, -2),
+        mosaic_spread_deg=0.8,
+        mosaic_domains=5,
+        mosaic_seed=42,
+    )
     detector = Detector(fpixels=24, spixels=20, pixel_size_mm=0.3, distance_mm=60, oversample=1)
     beam = Beam(wavelength_A=1.0, fluence=1e28)
     variants = [
@@ -227,7 +260,7 @@ def test_memoised_crystal_constants_follow_every_crystal_change():
     for variant in variants:
         clear()
         fresh.append(simulate(variant, detector, beam, dtype=torch.float64))
-    for i, (a, b) in enumerate(zip(memoised, fresh)):
+    for i, (a, b) in enumerate(zip(memoised, fresh, strict=False)):
         assert torch.equal(a, b), f"variant {i} met a stale constant"
     for i in range(1, len(variants) - 1):
         assert not torch.equal(memoised[0], memoised[i]), f"variant {i} did not change the image"

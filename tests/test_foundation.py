@@ -1,4 +1,5 @@
 """Packaging checks: the core stays headless, the manifest is valid, CI runs the README's command."""
+
 import subprocess
 import sys
 from pathlib import Path

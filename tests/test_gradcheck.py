@@ -5,6 +5,7 @@ flanks (the direct beam lies just off the corner), so intensities change to firs
 order with every parameter and the gradients are far from zero.  Each test also
 asserts that the gradient is non-zero, so a check cannot pass on a flat function.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -33,8 +34,14 @@ def model(
     shape="square",
 ) -> torch.Tensor:
     crystal = braggsim.Crystal(
-        cell=cell, N_cells=(5, 5, 5), default_F=100.0, misset_deg=misset, shape=shape,
-        mosaic_spread_deg=spread, mosaic_domains=domains, mosaic_seed=42,
+        cell=cell,
+        N_cells=(5, 5, 5),
+        default_F=100.0,
+        misset_deg=misset,
+        shape=shape,
+        mosaic_spread_deg=spread,
+        mosaic_domains=domains,
+        mosaic_seed=42,
     )
     # explicit oversample: the automatic rule is an integer step function of the inputs
     detector = braggsim.Detector(

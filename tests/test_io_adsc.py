@@ -1,4 +1,5 @@
 """The real ADSC Quantum-4 frame (tests/data/adsc_q4_2002.img.bz2) through read_frame."""
+
 from pathlib import Path
 
 import numpy as np

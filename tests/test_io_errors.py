@@ -1,4 +1,5 @@
 """Bad input to read_frame: each gives a clear ValueError/OSError naming the file and problem."""
+
 import bz2
 
 import numpy as np

@@ -1,4 +1,5 @@
 """read_frame on every format, write_smv/write_float round trips, masks, metadata."""
+
 import json
 from pathlib import Path
 
@@ -8,7 +9,13 @@ import pytest
 import braggsim
 from braggsim import resolution
 from braggsim.io import (
-    Frame, beamstop_mask, frame_from_metadata, read_frame, user_mask, write_float, write_smv,
+    Frame,
+    beamstop_mask,
+    frame_from_metadata,
+    read_frame,
+    user_mask,
+    write_float,
+    write_smv,
 )
 
 DATA = Path(__file__).parent / "data"
@@ -22,10 +29,18 @@ def _pattern(shape=(30, 40)):
 @pytest.mark.parametrize(
     "detector_kwargs",
     [
-        dict(fpixels=40, spixels=30, pixel_size_mm=0.172, distance_mm=123.4, beam_center_mm=(2.5, 3.7)),
-        dict(fpixels=40, spixels=30, pixel_size_mm=0.1, distance_mm=100.0),
-        dict(fpixels=40, spixels=30, pixel_size_mm=0.11, distance_mm=90.0, beam_center_mm=(1.3, 2.9),
-             convention="xds", orgx_px=17.25, orgy_px=11.5),
+        {"fpixels": 40, "spixels": 30, "pixel_size_mm": 0.172, "distance_mm": 123.4, "beam_center_mm": (2.5, 3.7)},
+        {"fpixels": 40, "spixels": 30, "pixel_size_mm": 0.1, "distance_mm": 100.0},
+        {
+            "fpixels": 40,
+            "spixels": 30,
+            "pixel_size_mm": 0.11,
+            "distance_mm": 90.0,
+            "beam_center_mm": (1.3, 2.9),
+            "convention": "xds",
+            "orgx_px": 17.25,
+            "orgy_px": 11.5,
+        },
     ],
 )
 def test_smv_round_trip_keeps_geometry(tmp_path, detector_kwargs):
@@ -48,9 +63,27 @@ def test_smv_round_trip_keeps_geometry(tmp_path, detector_kwargs):
     if detector.convention == "mosflm":
         assert frame.distance_mm == detector.distance_mm
         assert frame.beam_center_mm == (detector.beam_center_mm or detector.default_beam_center_mm())
-    for key in ("DIM", "BYTE_ORDER", "TYPE", "SIZE1", "SIZE2", "PIXEL_SIZE", "DISTANCE", "WAVELENGTH",
-                "BEAM_CENTER_X", "BEAM_CENTER_Y", "MOSFLM_CENTER_X", "MOSFLM_CENTER_Y", "XDS_ORGX",
-                "XDS_ORGY", "CLOSE_DISTANCE", "PHI", "OSC_START", "OSC_RANGE", "TWOTHETA"):
+    for key in (
+        "DIM",
+        "BYTE_ORDER",
+        "TYPE",
+        "SIZE1",
+        "SIZE2",
+        "PIXEL_SIZE",
+        "DISTANCE",
+        "WAVELENGTH",
+        "BEAM_CENTER_X",
+        "BEAM_CENTER_Y",
+        "MOSFLM_CENTER_X",
+        "MOSFLM_CENTER_Y",
+        "XDS_ORGX",
+        "XDS_ORGY",
+        "CLOSE_DISTANCE",
+        "PHI",
+        "OSC_START",
+        "OSC_RANGE",
+        "TWOTHETA",
+    ):
         assert key in frame.header, key
     if detector.convention == "xds":
         assert float(frame.header["XDS_ORGX"]) == pytest.approx(17.25, abs=1e-9)
@@ -92,8 +125,14 @@ def test_float_round_trip_and_sidecar(tmp_path):
     frame = read_frame(path)
     np.testing.assert_array_equal(frame.data, image)
     assert frame.format == "nanobragg_float"
-    assert frame.detector_kwargs() == dict(fpixels=40, spixels=30, convention="mosflm", pixel_size_mm=0.1,
-                                           distance_mm=80.0, beam_center_mm=(1.0, 2.0))
+    assert frame.detector_kwargs() == {
+        "fpixels": 40,
+        "spixels": 30,
+        "convention": "mosflm",
+        "pixel_size_mm": 0.1,
+        "distance_mm": 80.0,
+        "beam_center_mm": (1.0, 2.0),
+    }
     assert frame.beam_kwargs() == {"wavelength_A": 0.9}
     (tmp_path / "f.json").unlink()
     with pytest.raises(ValueError, match="shape"):
@@ -124,8 +163,10 @@ def test_cbf_edf_tiff(tmp_path):
     data = (_pattern() * 10).astype(np.int32)
     data[3, 4] = -1  # Pilatus gap marker
     data[5, 6] = 1048500  # at the count cutoff
-    contents = ("# Detector: PILATUS 6M\r\n# Pixel_size 172e-6 m x 172e-6 m\r\n# Detector_distance 0.25000 m\r\n"
-                "# Wavelength 0.9795 A\r\n# Beam_xy (20.50, 12.00) pixels\r\n# Count_cutoff 1048500 counts\r\n")
+    contents = (
+        "# Detector: PILATUS 6M\r\n# Pixel_size 172e-6 m x 172e-6 m\r\n# Detector_distance 0.25000 m\r\n"
+        "# Wavelength 0.9795 A\r\n# Beam_xy (20.50, 12.00) pixels\r\n# Count_cutoff 1048500 counts\r\n"
+    )
     cbf = CbfImage(data=data, header={"_array_data.header_contents": contents})
     cbf.write(str(tmp_path / "p.cbf"))
     frame = read_frame(tmp_path / "p.cbf")
@@ -136,9 +177,16 @@ def test_cbf_edf_tiff(tmp_path):
     assert frame.beam_center_mm == pytest.approx((11.5 * 0.172, 20.0 * 0.172))
     assert not frame.mask[3, 4] and not frame.mask[5, 6] and frame.mask.sum() == data.size - 2
 
-    EdfImage(data=data.astype(np.float32), header={"PSize_1": "1e-4", "SampleDistance": "0.1",
-                                                   "WaveLength": "1.1e-10", "Center_1": "20", "Center_2": "15"}
-             ).write(str(tmp_path / "e.edf"))
+    EdfImage(
+        data=data.astype(np.float32),
+        header={
+            "PSize_1": "1e-4",
+            "SampleDistance": "0.1",
+            "WaveLength": "1.1e-10",
+            "Center_1": "20",
+            "Center_2": "15",
+        },
+    ).write(str(tmp_path / "e.edf"))
     edf = read_frame(tmp_path / "e.edf")
     assert edf.format == "edf" and edf.pixel_size_mm == pytest.approx(0.1)
     assert edf.distance_mm == pytest.approx(100.0) and edf.wavelength_A == pytest.approx(1.1)
@@ -165,8 +213,12 @@ def test_nexus_master(tmp_path):
     with h5py.File(tmp_path / "x_master.h5", "w") as h5:
         h5["entry/data/data_000001"] = h5py.ExternalLink(data_file.name, "entry/data/data")
         det = h5.create_group("entry/instrument/detector")
-        for key, value, units in (("detector_distance", 0.15, "m"), ("x_pixel_size", 7.5e-5, "m"),
-                                  ("beam_center_x", 20.0, "pixel"), ("beam_center_y", 10.0, "pixel")):
+        for key, value, units in (
+            ("detector_distance", 0.15, "m"),
+            ("x_pixel_size", 7.5e-5, "m"),
+            ("beam_center_x", 20.0, "pixel"),
+            ("beam_center_y", 10.0, "pixel"),
+        ):
             det[key] = value
             det[key].attrs["units"] = units
         det["detectorSpecific/pixel_mask"] = pixel_mask
@@ -209,7 +261,9 @@ def test_masks_user_and_beamstop(tmp_path):
 
 
 def test_metadata_is_json_and_rebuilds_the_geometry(tmp_path):
-    detector = braggsim.Detector(fpixels=40, spixels=30, pixel_size_mm=0.2, distance_mm=150.0, beam_center_mm=(2.0, 3.0))
+    detector = braggsim.Detector(
+        fpixels=40, spixels=30, pixel_size_mm=0.2, distance_mm=150.0, beam_center_mm=(2.0, 3.0)
+    )
     write_smv(tmp_path / "m.img", _pattern(), detector=detector, beam=braggsim.Beam(wavelength_A=1.1))
     frame = read_frame(tmp_path / "m.img")
     metadata = json.loads(json.dumps(frame.metadata()))

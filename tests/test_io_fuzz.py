@@ -1,5 +1,6 @@
 """Random corruptions of a small SMV and a small CBF: read_frame either reads them or
 raises a clear ValueError/OSError, and never takes more than a second."""
+
 import time
 
 import numpy as np
@@ -13,7 +14,9 @@ CASES_PER_FORMAT = 150
 
 def _small_smv(path):
     slow, fast = np.indices((16, 20))
-    write_smv(path, 300 + 100 * np.cos(slow / 3.0) + fast, detector=braggsim.Detector(fpixels=20, spixels=16), scale=1.0)
+    write_smv(
+        path, 300 + 100 * np.cos(slow / 3.0) + fast, detector=braggsim.Detector(fpixels=20, spixels=16), scale=1.0
+    )
 
 
 def _small_cbf(path):

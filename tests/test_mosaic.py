@@ -1,4 +1,5 @@
 """Mosaic domains: counts, rotation geometry, reparameterization in the spread."""
+
 from __future__ import annotations
 
 import math
@@ -83,9 +84,7 @@ def test_mosaic_is_applied_after_phi():
     axes = lattice_axes(c, spindle, F64, "cpu")  # (3 domains, 3, 3)
     real = oriented_real_axes(c, F64, "cpu")
     phi = 25 * DEG
-    r_phi = torch.tensor(
-        [[math.cos(phi), -math.sin(phi), 0], [math.sin(phi), math.cos(phi), 0], [0, 0, 1]], dtype=F64
-    )
+    r_phi = torch.tensor([[math.cos(phi), -math.sin(phi), 0], [math.sin(phi), math.cos(phi), 0], [0, 0, 1]], dtype=F64)
     mosaic = mosaic_rotations(torch.tensor(3.0 * DEG, dtype=F64), 5, 3)
     expected = torch.einsum("dij,jk,ak->dai", mosaic, r_phi, real)
     torch.testing.assert_close(axes, expected, rtol=0, atol=1e-12)
@@ -98,7 +97,8 @@ def test_mosaic_spread_broadens_spots_but_keeps_the_domain_average():
     sharp = braggsim.simulate(crystal(N_cells=(10, 10, 10), misset_deg=(1, 2, 3)), detector, dtype=F64)
     mosaic = braggsim.simulate(
         crystal(N_cells=(10, 10, 10), misset_deg=(1, 2, 3), mosaic_spread_deg=1.0, mosaic_domains=20),
-        detector, dtype=F64,
+        detector,
+        dtype=F64,
     )
     # intensity spread over more pixels: the peak drops, more pixels are lit
     assert float(mosaic.max()) < float(sharp.max())

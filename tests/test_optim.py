@@ -1,5 +1,6 @@
 """The one-step L-BFGS: convergence on a known minimum, and how it treats points where
 the objective cannot be evaluated."""
+
 import pytest
 import torch
 

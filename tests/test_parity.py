@@ -4,6 +4,7 @@ The references in tests/data are nanoBragg's own -floatfile images (see
 tests/data/README.md).  A faithful simulator gives Pearson r >= 0.9999 and a total
 within 0.1 % of nanoBragg's.
 """
+
 from __future__ import annotations
 
 import json
@@ -88,7 +89,10 @@ def test_cli_subprocess_matches_nanobragg_and_reports(tmp_path):
     command = [script] if script else [sys.executable, "-m", "braggsim.cli"]
     result = subprocess.run(
         [*command, "simulate", *case_args(case), "-floatfile", str(out)],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert_matches(np.fromfile(out, dtype="<f4").reshape(64, 64), reference("p02_seed_truth"))
@@ -127,8 +131,14 @@ def test_cuda_gradients_match_the_cpu():
     def gradient(device):
         spread = torch.tensor(0.5, dtype=torch.float64, device=device, requires_grad=True)
         misset = torch.tensor([5.0, 3.0, -2.0], dtype=torch.float64, device=device, requires_grad=True)
-        crystal = Crystal(cell=(100, 100, 100, 90, 90, 90), N_cells=(5, 5, 5), default_F=100,
-                          misset_deg=tuple(misset.unbind()), mosaic_spread_deg=spread, mosaic_domains=5)
+        crystal = Crystal(
+            cell=(100, 100, 100, 90, 90, 90),
+            N_cells=(5, 5, 5),
+            default_F=100,
+            misset_deg=tuple(misset.unbind()),
+            mosaic_spread_deg=spread,
+            mosaic_domains=5,
+        )
         detector = Detector(fpixels=32, spixels=32, pixel_size_mm=0.2, distance_mm=100, oversample=2)
         image = simulate(crystal, detector, Beam(wavelength_A=1.0), dtype=torch.float64, device=device)
         image.sum().backward()

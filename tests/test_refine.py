@@ -1,4 +1,5 @@
 """Refinement engine: recovery of known truths, robustness, Poisson errors, stop, NaN, bad input."""
+
 import json
 import math
 from pathlib import Path
@@ -71,7 +72,10 @@ def test_random_truths_from_rough_start(case):
     _, result = _run(Refiner(crystal, detector, beam, observed, refine=("mosaic", "misset")))
     truth = {"mosaic_spread_deg": mosaic, **{f"misset_{a}_deg": misset[i] for i, a in enumerate("xyz")}}
     errors = _truth_errors(result.parameters, truth)
-    assert errors["mosaic_spread_deg"] <= 0.1 and max(errors[f"misset_{a}_deg"] for a in "xyz") <= 1.0, (truth, result.parameters)
+    assert errors["mosaic_spread_deg"] <= 0.1 and max(errors[f"misset_{a}_deg"] for a in "xyz") <= 1.0, (
+        truth,
+        result.parameters,
+    )
 
 
 def test_poisson_loss_recovers_truth_within_standard_errors():
@@ -265,8 +269,7 @@ def test_shape_mismatch_is_a_value_error():
 
 def test_bounds_are_respected(demo_observed_frame):
     crystal, detector, beam = demo_model()
-    refiner = Refiner(crystal, detector, beam, demo_observed_frame,
-                      bounds={"mosaic_spread_deg": (0.1, 0.5)})
+    refiner = Refiner(crystal, detector, beam, demo_observed_frame, bounds={"mosaic_spread_deg": (0.1, 0.5)})
     _, result = _run(refiner, 40)
     assert 0.1 <= result.parameters["mosaic_spread_deg"] <= 0.5
     assert result.parameters["mosaic_spread_deg"] > 0.45  # pressed against the bound, towards 0.8
@@ -284,18 +287,52 @@ def test_mask_excludes_pixels(demo_observed_frame):
 
 # the demo's starting model in nanoBragg's flags
 DEMO_START_FLAGS = [
-    "-cell", "100", "100", "100", "90", "90", "90", "-default_F", "100", "-N", "5", "-lambda", "1",
-    "-distance", "100", "-pixel", "0.1", "-detpixels", "64", "-mosaic", "0.2", "-mosaic_dom", "5",
-    "-mosaic_seed", "42", "-fluence", "1e28",
+    "-cell",
+    "100",
+    "100",
+    "100",
+    "90",
+    "90",
+    "90",
+    "-default_F",
+    "100",
+    "-N",
+    "5",
+    "-lambda",
+    "1",
+    "-distance",
+    "100",
+    "-pixel",
+    "0.1",
+    "-detpixels",
+    "64",
+    "-mosaic",
+    "0.2",
+    "-mosaic_dom",
+    "5",
+    "-mosaic_seed",
+    "42",
+    "-fluence",
+    "1e28",
 ]
 
 
 def test_cli_refine_on_nanobragg_frame_writes_json(tmp_path, capsys):
     out = tmp_path / "out.json"
-    status = cli_main([
-        "refine", "-data", str(DATA / "p02_seed_truth.bin"), *DEMO_START_FLAGS,
-        "-refine", "mosaic,misset", "-iterations", "80", "-json", str(out),
-    ])
+    status = cli_main(
+        [
+            "refine",
+            "-data",
+            str(DATA / "p02_seed_truth.bin"),
+            *DEMO_START_FLAGS,
+            "-refine",
+            "mosaic,misset",
+            "-iterations",
+            "80",
+            "-json",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
     assert status == 0
     assert "Std. err." in printed and "True" not in printed
@@ -309,10 +346,22 @@ def test_cli_refine_on_nanobragg_frame_writes_json(tmp_path, capsys):
 @pytest.mark.parametrize("value, status, expected", [("0", 0, None), ("-1", 2, "search_deg")])
 def test_cli_refine_search_flag(tmp_path, capsys, value, status, expected):
     out = tmp_path / "out.json"
-    code = cli_main([
-        "refine", "-data", str(DATA / "p02_seed_truth.bin"), *DEMO_START_FLAGS,
-        "-refine", "misset", "-iterations", "2", "-json", str(out), "-search_deg", value,
-    ])
+    code = cli_main(
+        [
+            "refine",
+            "-data",
+            str(DATA / "p02_seed_truth.bin"),
+            *DEMO_START_FLAGS,
+            "-refine",
+            "misset",
+            "-iterations",
+            "2",
+            "-json",
+            str(out),
+            "-search_deg",
+            value,
+        ]
+    )
     captured = capsys.readouterr()
     assert code == status
     if expected is None:
@@ -328,8 +377,14 @@ def smv_with_geometry(tmp_path_factory):
     from braggsim import Beam, Crystal, Detector
     from braggsim.io import write_smv
 
-    crystal = Crystal(cell=(100, 100, 100, 90, 90, 90), N_cells=(5, 5, 5), default_F=100,
-                      misset_deg=(2.0, -1.0, 1.5), mosaic_spread_deg=0.3, mosaic_domains=5)
+    crystal = Crystal(
+        cell=(100, 100, 100, 90, 90, 90),
+        N_cells=(5, 5, 5),
+        default_F=100,
+        misset_deg=(2.0, -1.0, 1.5),
+        mosaic_spread_deg=0.3,
+        mosaic_domains=5,
+    )
     detector = Detector(fpixels=56, spixels=48, pixel_size_mm=0.12, distance_mm=120.0, beam_center_mm=(3.5, 4.1))
     beam = Beam(wavelength_A=1.2, fluence=1e28)
     path = tmp_path_factory.mktemp("smv") / "still.img"
@@ -339,43 +394,125 @@ def smv_with_geometry(tmp_path_factory):
 
 def test_cli_refine_takes_missing_geometry_from_the_header(smv_with_geometry, tmp_path, capsys):
     out = tmp_path / "out.json"
-    status = cli_main([
-        "refine", "-data", str(smv_with_geometry), "-cell", "100", "100", "100", "90", "90", "90",
-        "-N", "5", "-default_F", "100", "-mosaic", "0.3", "-mosaic_dom", "5", "-fluence", "1e28",
-        "-refine", "misset,scale", "-iterations", "60", "-json", str(out),
-    ])
+    status = cli_main(
+        [
+            "refine",
+            "-data",
+            str(smv_with_geometry),
+            "-cell",
+            "100",
+            "100",
+            "100",
+            "90",
+            "90",
+            "90",
+            "-N",
+            "5",
+            "-default_F",
+            "100",
+            "-mosaic",
+            "0.3",
+            "-mosaic_dom",
+            "5",
+            "-fluence",
+            "1e28",
+            "-refine",
+            "misset,scale",
+            "-iterations",
+            "60",
+            "-json",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
     assert status == 0, printed
-    assert ("from the frame's header: 48x56 pixels; pixel 0.12 mm; distance 120 mm; "
-            "beam centre (3.5, 4.1) mm; wavelength 1.2 A") in printed
+    assert (
+        "from the frame's header: 48x56 pixels; pixel 0.12 mm; distance 120 mm; "
+        "beam centre (3.5, 4.1) mm; wavelength 1.2 A"
+    ) in printed
     refined = json.loads(out.read_text())["parameters"]
-    for axis, truth in zip("xyz", (2.0, -1.0, 1.5)):
+    for axis, truth in zip("xyz", (2.0, -1.0, 1.5), strict=False):
         assert abs(refined[f"misset_{axis}_deg"] - truth) <= MISSET_TOL_DEG, refined
 
 
 def test_cli_refine_flags_win_over_the_header(smv_with_geometry, capsys):
-    status = cli_main([
-        "refine", "-data", str(smv_with_geometry), "-cell", "100", "100", "100", "90", "90", "90",
-        "-N", "5", "-default_F", "100", "-distance", "100", "-lambda", "1.0",
-        "-refine", "scale", "-iterations", "1",
-    ])
+    status = cli_main(
+        [
+            "refine",
+            "-data",
+            str(smv_with_geometry),
+            "-cell",
+            "100",
+            "100",
+            "100",
+            "90",
+            "90",
+            "90",
+            "-N",
+            "5",
+            "-default_F",
+            "100",
+            "-distance",
+            "100",
+            "-lambda",
+            "1.0",
+            "-refine",
+            "scale",
+            "-iterations",
+            "1",
+        ]
+    )
     printed = capsys.readouterr().out
     assert status == 0
     header_line = next(line for line in printed.splitlines() if "from the frame's header" in line)
     assert "distance" not in header_line and "wavelength" not in header_line
     assert "pixel 0.12 mm" in header_line
-    status = cli_main([
-        "refine", "-data", str(smv_with_geometry), "-cell", "100", "100", "100", "90", "90", "90",
-        "-default_F", "100", "-detpixels", "64", "-refine", "scale", "-iterations", "1",
-    ])
+    status = cli_main(
+        [
+            "refine",
+            "-data",
+            str(smv_with_geometry),
+            "-cell",
+            "100",
+            "100",
+            "100",
+            "90",
+            "90",
+            "90",
+            "-default_F",
+            "100",
+            "-detpixels",
+            "64",
+            "-refine",
+            "scale",
+            "-iterations",
+            "1",
+        ]
+    )
     assert status == 2 and "the frame is 48x56" in capsys.readouterr().err
 
 
 def test_cli_refine_rejects_unknown_parameter(tmp_path, capsys):
-    status = cli_main([
-        "refine", "-data", str(DATA / "p02_seed_truth.bin"), "-cell", "100", "100", "100", "90", "90", "90",
-        "-default_F", "100", "-detpixels", "64", "-refine", "mosaic,wobble",
-    ])
+    status = cli_main(
+        [
+            "refine",
+            "-data",
+            str(DATA / "p02_seed_truth.bin"),
+            "-cell",
+            "100",
+            "100",
+            "100",
+            "90",
+            "90",
+            "90",
+            "-default_F",
+            "100",
+            "-detpixels",
+            "64",
+            "-refine",
+            "mosaic,wobble",
+        ]
+    )
     assert status == 2
     assert "wobble" in capsys.readouterr().err
 

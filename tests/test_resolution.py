@@ -1,4 +1,5 @@
 """braggsim.resolution: d-spacing maps and rings against closed-form geometry."""
+
 import math
 
 import numpy as np
@@ -28,8 +29,15 @@ def test_ring_radius_is_distance_tan_two_theta():
 
 @pytest.mark.parametrize("convention", ["mosflm", "xds"])
 def test_ring_points_lie_at_their_resolution_on_a_tilted_detector(convention):
-    detector = braggsim.Detector(fpixels=200, spixels=180, pixel_size_mm=0.1, distance_mm=90.0, convention=convention,
-                                 rotation_deg=(2.0, -3.0, 1.0), twotheta_deg=8.0)
+    detector = braggsim.Detector(
+        fpixels=200,
+        spixels=180,
+        pixel_size_mm=0.1,
+        distance_mm=90.0,
+        convention=convention,
+        rotation_deg=(2.0, -3.0, 1.0),
+        twotheta_deg=8.0,
+    )
     beam = braggsim.Beam(wavelength_A=1.2)
     ring = resolution.ring_points(4.0, detector, beam)
     assert len(ring) > 100
@@ -38,8 +46,9 @@ def test_ring_points_lie_at_their_resolution_on_a_tilted_detector(convention):
 
 def test_mosflm_beam_center_reproduces_the_beam_position_of_any_convention():
     xds = braggsim.Detector(fpixels=96, pixel_size_mm=0.1, distance_mm=100.0, convention="xds", orgx_px=40, orgy_px=55)
-    mosflm = braggsim.Detector(fpixels=96, pixel_size_mm=0.1, distance_mm=100.0,
-                               beam_center_mm=resolution.mosflm_beam_center_mm(xds))
+    mosflm = braggsim.Detector(
+        fpixels=96, pixel_size_mm=0.1, distance_mm=100.0, beam_center_mm=resolution.mosflm_beam_center_mm(xds)
+    )
     assert resolution.beam_center_px(mosflm) == pytest.approx(resolution.beam_center_px(xds), abs=1e-9)
     # XDS ORGX/ORGY are 1-based pixel centres along fast/slow
     assert resolution.beam_center_px(xds) == pytest.approx((54.0, 39.0), abs=1e-9)

@@ -1,4 +1,5 @@
 """Predicted spot positions, beam centre and resolution geometry (no Qt)."""
+
 import math
 
 import numpy as np
@@ -12,8 +13,13 @@ from braggsim.spots import beam_center_px, predict_spots, resolution_at_px, reso
 @pytest.fixture(scope="module")
 def truth():
     crystal = braggsim.Crystal(
-        cell=(100, 100, 100, 90, 90, 90), N_cells=(5, 5, 5), default_F=100, misset_deg=(5, 3, -2),
-        mosaic_spread_deg=0.8, mosaic_domains=5, mosaic_seed=42,
+        cell=(100, 100, 100, 90, 90, 90),
+        N_cells=(5, 5, 5),
+        default_F=100,
+        misset_deg=(5, 3, -2),
+        mosaic_spread_deg=0.8,
+        mosaic_domains=5,
+        mosaic_seed=42,
     )
     detector = braggsim.Detector(fpixels=64, spixels=64, pixel_size_mm=0.1, distance_mm=100)
     beam = braggsim.Beam(wavelength_A=1.0, fluence=1e28)

@@ -5,6 +5,7 @@
 
 This package never imports napari or Qt.
 """
+
 from .beam import Beam
 from .crystal import Crystal
 from .detector import Detector

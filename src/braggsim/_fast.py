@@ -14,11 +14,11 @@ The C source below is compiled with the system C compiler on first use (well und
 available every call falls back to the torch path, so nothing depends on it.
 Set ``BRAGGSIM_NATIVE=0`` to disable it.
 """
+
 from __future__ import annotations
 
 import ctypes
 import hashlib
-import math
 import os
 import platform
 import re
@@ -28,7 +28,6 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -327,10 +326,25 @@ void backward_SUF(const REAL *scat, int64_t m_count, const REAL *axes, int64_t o
 """
 
 _INSTANCES = {
-    "f32": {"REAL": "float", "sqrt": "sqrtf", "SINPI": "sinpi_f", "COSPI": "cospi_f", "RINT": "rintf", "CEIL": "ceilf",
-            "FABS": "fabsf", "THRESH": "1e-2f"},
-    "f64": {"REAL": "double", "SINPI": "sinpi_d", "COSPI": "cospi_d", "RINT": "rint", "CEIL": "ceil",
-            "FABS": "fabs", "THRESH": "1e-4"},
+    "f32": {
+        "REAL": "float",
+        "sqrt": "sqrtf",
+        "SINPI": "sinpi_f",
+        "COSPI": "cospi_f",
+        "RINT": "rintf",
+        "CEIL": "ceilf",
+        "FABS": "fabsf",
+        "THRESH": "1e-2f",
+    },
+    "f64": {
+        "REAL": "double",
+        "SINPI": "sinpi_d",
+        "COSPI": "cospi_d",
+        "RINT": "rint",
+        "CEIL": "ceil",
+        "FABS": "fabs",
+        "THRESH": "1e-4",
+    },
 }
 
 
@@ -346,8 +360,8 @@ _SOURCE = _HEADER + "".join(_instantiate(s) for s in _INSTANCES)
 # -fno-trapping-math lets gcc vectorise ceil/rint; results are unchanged (no -ffast-math)
 _FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
 _lock = threading.Lock()
-_library: Optional[ctypes.CDLL] = None
-_load_failed: Optional[str] = None
+_library: ctypes.CDLL | None = None
+_load_failed: str | None = None
 
 
 def cache_dir() -> Path:
@@ -380,7 +394,8 @@ def _compile(target: Path) -> None:
         for extra in (["-fopenmp"], []):  # OpenMP when the compiler has it
             result = subprocess.run(
                 [compiler, *_FLAGS, *extra, str(source), "-o", str(built), "-lm"],
-                capture_output=True, text=True,
+                capture_output=True,
+                text=True,
             )
             if result.returncode == 0:
                 break
@@ -389,7 +404,7 @@ def _compile(target: Path) -> None:
         os.replace(built, target)  # atomic, so concurrent processes never see half a file
 
 
-def library() -> Optional[ctypes.CDLL]:
+def library() -> ctypes.CDLL | None:
     """The compiled kernel, building it on first use; None when unavailable or disabled."""
     global _library, _load_failed
     if os.environ.get("BRAGGSIM_NATIVE", "1") == "0" or not sys.platform.startswith("linux"):
@@ -411,7 +426,7 @@ def library() -> Optional[ctypes.CDLL]:
     return _library
 
 
-def unavailable_reason() -> Optional[str]:
+def unavailable_reason() -> str | None:
     """Why :func:`library` returned None (None when it loaded)."""
     library()
     return _load_failed
@@ -469,8 +484,17 @@ class _LatticeSum(torch.autograd.Function):
         out = torch.empty(scat_c.shape[:-1], dtype=scat.dtype)
         lib = library()
         getattr(lib, "forward_" + _SUFFIX[scat.dtype])(
-            scat_c.data_ptr(), out.numel(), axes_c.data_ptr(), axes_c.shape[0], n.data_ptr(),
-            tab, tmin, tshape, fdef2, out.data_ptr(), _threads(out.numel() * axes_c.shape[0]),
+            scat_c.data_ptr(),
+            out.numel(),
+            axes_c.data_ptr(),
+            axes_c.shape[0],
+            n.data_ptr(),
+            tab,
+            tmin,
+            tshape,
+            fdef2,
+            out.data_ptr(),
+            _threads(out.numel() * axes_c.shape[0]),
         )
         ctx.save_for_backward(scat_c, axes_c)
         ctx.n_cells, ctx.table = n_cells, table
@@ -484,14 +508,24 @@ class _LatticeSum(torch.autograd.Function):
         grad_scat = torch.empty_like(scat)
         grad_axes = torch.empty_like(axes)
         getattr(library(), "backward_" + _SUFFIX[scat.dtype])(
-            scat.data_ptr(), g.numel(), axes.data_ptr(), axes.shape[0], n.data_ptr(),
-            tab, tmin, tshape, fdef2, g.data_ptr(), grad_scat.data_ptr(), grad_axes.data_ptr(),
+            scat.data_ptr(),
+            g.numel(),
+            axes.data_ptr(),
+            axes.shape[0],
+            n.data_ptr(),
+            tab,
+            tmin,
+            tshape,
+            fdef2,
+            g.data_ptr(),
+            grad_scat.data_ptr(),
+            grad_axes.data_ptr(),
             _threads(g.numel() * axes.shape[0]),
         )
         return grad_scat, grad_axes, None, None
 
 
-def lattice_sum(scat: torch.Tensor, axes: torch.Tensor, n_cells, table: Optional[Table] = None) -> torch.Tensor:
+def lattice_sum(scat: torch.Tensor, axes: torch.Tensor, n_cells, table: Table | None = None) -> torch.Tensor:
     """sum_k F^2 * F_latt^2 over orientations, for the square lattice transform.
 
     scat: (..., 3) scattering vectors in 1/A; axes: (K, 3, 3) real axes (rows a, b, c)
@@ -511,8 +545,15 @@ IMAGE_FLAGS = {"point_pixel": 1, "oversample_omega": 2, "oversample_polar": 4, "
 
 
 def image_rows(
-    geometry: torch.Tensor, rows: range, fpixels: int, oversample: int, wavelength_A: float, flags: int,
-    axes: torch.Tensor, n_cells, table: Optional[Table] = None,
+    geometry: torch.Tensor,
+    rows: range,
+    fpixels: int,
+    oversample: int,
+    wavelength_A: float,
+    flags: int,
+    axes: torch.Tensor,
+    n_cells,
+    table: Table | None = None,
 ) -> torch.Tensor:
     """Finished pixel values for detector rows ``rows`` without autograd, (len(rows), fpixels).
 
@@ -529,8 +570,21 @@ def image_rows(
     out = torch.empty((len(rows), fpixels), dtype=dtype)
     evaluations = out.numel() * oversample * oversample * axes_c.shape[0]
     getattr(library(), "image_" + _SUFFIX[dtype])(
-        geo.data_ptr(), rows.start, len(rows), fpixels, oversample, float(wavelength_A), flags,
-        axes_c.data_ptr(), axes_c.shape[0], n.data_ptr(), tab, tmin, tshape, fdef2, out.data_ptr(),
+        geo.data_ptr(),
+        rows.start,
+        len(rows),
+        fpixels,
+        oversample,
+        float(wavelength_A),
+        flags,
+        axes_c.data_ptr(),
+        axes_c.shape[0],
+        n.data_ptr(),
+        tab,
+        tmin,
+        tshape,
+        fdef2,
+        out.data_ptr(),
         _threads(evaluations),
     )
     return out
@@ -549,7 +603,16 @@ def geometry_rows(
     omega = torch.empty((len(rows), fpixels, o2), dtype=dtype)
     polar = torch.empty_like(omega)
     getattr(library(), "geometry_" + _SUFFIX[dtype])(
-        geo.data_ptr(), rows.start, len(rows), fpixels, oversample, float(wavelength_A), flags,
-        scat.data_ptr(), omega.data_ptr(), polar.data_ptr(), _threads(omega.numel() * 8),
+        geo.data_ptr(),
+        rows.start,
+        len(rows),
+        fpixels,
+        oversample,
+        float(wavelength_A),
+        flags,
+        scat.data_ptr(),
+        omega.data_ptr(),
+        polar.data_ptr(),
+        _threads(omega.numel() * 8),
     )
     return scat, omega, polar

@@ -4,9 +4,11 @@ The simulator rebuilds the same constants on every refinement step (detector fra
 axes, spindle and mosaic rotation terms); each is keyed on the exact input values, so a
 changed input can never meet a stale value.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Hashable, Optional, TypeVar
+from collections.abc import Callable, Hashable
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -18,7 +20,7 @@ class BoundedMemo(dict):
         super().__init__()
         self.max_entries = max_entries
 
-    def get_or_build(self, key: Optional[Hashable], build: Callable[[], T]) -> T:
+    def get_or_build(self, key: Hashable | None, build: Callable[[], T]) -> T:
         """``build()``, memoised on ``key``; a None or unhashable key (e.g. holding a numpy
         array) builds without memoising."""
         if key is None:

@@ -3,10 +3,12 @@
 Every public constructor funnels its numbers through these helpers so that bad
 input fails early with a ValueError that names the offending field and value.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import torch
 
@@ -51,7 +53,7 @@ def check_triple(name: str, values: Sequence[Scalar]) -> tuple:
         raise ValueError(f"{name} must be a sequence of 3 numbers, got {values!r}") from None
     if len(items) != 3:
         raise ValueError(f"{name} must have 3 entries, got {len(items)}: {values!r}")
-    for axis, item in zip("xyz", items):
+    for axis, item in zip("xyz", items, strict=False):
         check_finite(f"{name}[{axis}]", item)
     return items
 

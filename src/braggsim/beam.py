@@ -1,4 +1,5 @@
 """The incident beam: wavelength, fluence and polarization."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,7 +33,7 @@ class Beam:
         if not -1.0 <= kahn <= 1.0:
             raise ValueError(f"polarization (Kahn factor) must lie in [-1, 1], got {kahn!r}")
 
-    def replace(self, **changes) -> "Beam":
+    def replace(self, **changes) -> Beam:
         return dataclasses.replace(self, **changes)
 
 

@@ -9,6 +9,7 @@ Errors are one line on stderr, ``braggsim: error: ...``, with exit status 2.  Ou
 files are written to temporary names and renamed only once every file is complete, so a
 failing run leaves nothing half-written behind.
 """
+
 from __future__ import annotations
 
 import os
@@ -174,7 +175,9 @@ def simulate_main(argv: list) -> int:
     except (MemoryError, OverflowError, RuntimeError) as exc:
         # e.g. an enormous automatic oversample; report it, there is no output to clean up
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"braggsim: error: simulation failed ({oversample}x{oversample} oversample): {first_line}", file=sys.stderr)
+        print(
+            f"braggsim: error: simulation failed ({oversample}x{oversample} oversample): {first_line}", file=sys.stderr
+        )
         return 1
     image = image.detach().cpu().numpy()
     elapsed = time.perf_counter() - started
@@ -185,7 +188,7 @@ def simulate_main(argv: list) -> int:
 
 def _check_outputs(paths: list) -> None:
     """Fail before simulating when an output cannot be written at all."""
-    if len(set(os.path.abspath(p) for p in paths)) < len(paths):
+    if len({os.path.abspath(p) for p in paths}) < len(paths):
         raise CommandError("-floatfile and -intfile name the same file")
     for path in paths:
         parent = Path(path).parent
@@ -244,8 +247,7 @@ def _print_summary(image, detector, elapsed_s: float) -> float:
     rmsd = float(flat.std())
     print(f"simulated in {elapsed_s:.3f} s")
     print(
-        f"max_I = {max_i:g}  at {(fast + 0.5) * pixel_m:g} {(slow + 0.5) * pixel_m:g} "
-        f"(pixel slow={slow} fast={fast})"
+        f"max_I = {max_i:g}  at {(fast + 0.5) * pixel_m:g} {(slow + 0.5) * pixel_m:g} (pixel slow={slow} fast={fast})"
     )
     print(f"mean= {mean:g} rms= {rms:g} rmsd= {rmsd:g}")
     print(f"sum= {float(flat.sum()):g}")
@@ -270,7 +272,11 @@ def _write_outputs(flags, image, max_i: float) -> None:
             temporary = _temporary_name(flags.intfile)
             pending.append((temporary, flags.intfile))
             write_smv(
-                temporary, image, detector=flags.detector, beam=flags.beam, scale=scale,
+                temporary,
+                image,
+                detector=flags.detector,
+                beam=flags.beam,
+                scale=scale,
                 header_extra=_rotation_header(flags.crystal),
             )
         for temporary, final in pending:

@@ -4,12 +4,14 @@ Lengths are in Angstrom, angles in degrees at the interface and radians inside.
 ``Crystal`` only holds numbers; the tensors are built by the functions below on the
 dtype and device the caller asks for, so nothing goes stale when a field changes.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Union
 
 import numpy as np
 import torch
@@ -51,16 +53,16 @@ class Crystal:
     hkl: Union[None, str, Path, HKLTable] = None
     misset_deg: Sequence = (0.0, 0.0, 0.0)
     mosaic_spread_deg: Union[float, torch.Tensor] = 0.0
-    mosaic_domains: Optional[int] = None
+    mosaic_domains: int | None = None
     mosaic_seed: int = DEFAULT_MOSAIC_SEED
     shape: str = "square"
     phi_start_deg: Union[float, torch.Tensor] = 0.0
     osc_deg: Union[float, torch.Tensor] = 0.0
-    phi_steps: Optional[int] = None
-    spindle_axis: Optional[Sequence] = None
+    phi_steps: int | None = None
+    spindle_axis: Sequence | None = None
     mosflm_matrix: Union[None, str, Path, np.ndarray] = None
-    matrix_wavelength_A: Optional[float] = None
-    interpolate: Optional[bool] = None
+    matrix_wavelength_A: float | None = None
+    interpolate: bool | None = None
     fudge: float = 1.0
 
     def __post_init__(self):
@@ -76,10 +78,12 @@ class Crystal:
             cell = tuple(self.cell)
             if len(cell) != 6:
                 raise ValueError(f"cell must have 6 entries (a b c alpha beta gamma), got {len(cell)}")
-            for name, value in zip(("a", "b", "c"), cell[:3]):
+            for name, value in zip(("a", "b", "c"), cell[:3], strict=False):
                 v.check_positive(f"cell edge {name}", value, unit="A")
-            angles = [v.check_finite(f"cell angle {n}", x) for n, x in zip(("alpha", "beta", "gamma"), cell[3:])]
-            for name, angle in zip(("alpha", "beta", "gamma"), angles):
+            angles = [
+                v.check_finite(f"cell angle {n}", x) for n, x in zip(("alpha", "beta", "gamma"), cell[3:], strict=False)
+            ]
+            for name, angle in zip(("alpha", "beta", "gamma"), angles, strict=False):
                 if not 0.0 < angle < 180.0:
                     raise ValueError(f"cell angle {name} must lie in (0, 180) deg, got {angle!r}")
             al, be, ga = (x * DEG for x in angles)
@@ -93,7 +97,7 @@ class Crystal:
         cells = tuple(self.N_cells) if not isinstance(self.N_cells, (int, float, torch.Tensor)) else (self.N_cells,) * 3
         if len(cells) != 3:
             raise ValueError(f"N_cells must have 3 entries (Na Nb Nc), got {len(cells)}")
-        for name, value in zip(("Na", "Nb", "Nc"), cells):
+        for name, value in zip(("Na", "Nb", "Nc"), cells, strict=False):
             if v.check_finite(f"N_cells {name}", value) < 1:
                 raise ValueError(f"N_cells {name} must be >= 1, got {v.as_number(value)!r}")
         self.N_cells = cells
@@ -135,7 +139,7 @@ class Crystal:
             return bool(self.interpolate)
         return any(v.as_number(n) <= 2 for n in self.N_cells)
 
-    def replace(self, **changes) -> "Crystal":
+    def replace(self, **changes) -> Crystal:
         return dataclasses.replace(self, **changes)
 
 
@@ -194,13 +198,16 @@ def real_from_reciprocal(reciprocal: torch.Tensor) -> torch.Tensor:
     """The dual basis: real rows from reciprocal rows, or reciprocal from real. (3,3)->(3,3)."""
     a_star, b_star, c_star = reciprocal.unbind()
     volume_star = torch.dot(a_star, torch.linalg.cross(b_star, c_star))
-    return torch.stack(
-        [
-            torch.linalg.cross(b_star, c_star),
-            torch.linalg.cross(c_star, a_star),
-            torch.linalg.cross(a_star, b_star),
-        ]
-    ) / volume_star
+    return (
+        torch.stack(
+            [
+                torch.linalg.cross(b_star, c_star),
+                torch.linalg.cross(c_star, a_star),
+                torch.linalg.cross(a_star, b_star),
+            ]
+        )
+        / volume_star
+    )
 
 
 def oriented_real_axes(crystal: Crystal, dtype, device) -> torch.Tensor:
@@ -283,8 +290,12 @@ def _phi_rotations(crystal: Crystal, spindle_axis: torch.Tensor, dtype, device) 
     key = None
     if not spindle_axis.requires_grad and not any(isinstance(x, torch.Tensor) for x in fields):
         key = (
-            crystal.n_phi, tuple(float(x) for x in fields), crystal.spindle_axis is None,
-            tuple(float(x) for x in spindle_axis.detach().cpu().reshape(-1)), dtype, str(device),
+            crystal.n_phi,
+            tuple(float(x) for x in fields),
+            crystal.spindle_axis is None,
+            tuple(float(x) for x in spindle_axis.detach().cpu().reshape(-1)),
+            dtype,
+            str(device),
         )
 
     def build() -> torch.Tensor:

@@ -5,11 +5,13 @@ and the position of the first pixel's corner (``pix0``), exactly as nanoBragg de
 them for each convention and pivot.  ``subpixel_positions`` turns a block of pixel rows
 into lab-frame positions, so large detectors can be processed in chunks.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import NamedTuple, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import NamedTuple, Union
 
 import torch
 
@@ -63,18 +65,18 @@ class Detector:
     """
 
     fpixels: int = 1024
-    spixels: Optional[int] = None
+    spixels: int | None = None
     pixel_size_mm: Scalar = 0.1
     distance_mm: Scalar = 100.0
-    beam_center_mm: Optional[Sequence] = None
+    beam_center_mm: Sequence | None = None
     convention: str = "mosflm"
     rotation_deg: Sequence = (0.0, 0.0, 0.0)
     twotheta_deg: Scalar = 0.0
-    oversample: Optional[int] = None
+    oversample: int | None = None
     point_pixel: bool = False
-    pivot: Optional[str] = None
-    orgx_px: Optional[Scalar] = None
-    orgy_px: Optional[Scalar] = None
+    pivot: str | None = None
+    orgx_px: Scalar | None = None
+    orgy_px: Scalar | None = None
     oversample_omega: bool = False
     oversample_polar: bool = False
 
@@ -92,7 +94,7 @@ class Detector:
             center = tuple(self.beam_center_mm)
             if len(center) != 2:
                 raise ValueError(f"beam_center_mm must be (Xbeam, Ybeam), got {self.beam_center_mm!r}")
-            for name, value in zip(("Xbeam", "Ybeam"), center):
+            for name, value in zip(("Xbeam", "Ybeam"), center, strict=False):
                 v.check_finite(f"beam_center_mm {name}", value)
         v.check_triple("rotation_deg", self.rotation_deg)
         v.check_finite("twotheta_deg", self.twotheta_deg)
@@ -129,7 +131,7 @@ class Detector:
             return self.default_beam_center_mm()
         return tuple(self.beam_center_mm)
 
-    def replace(self, **changes) -> "Detector":
+    def replace(self, **changes) -> Detector:
         return dataclasses.replace(self, **changes)
 
 
@@ -179,8 +181,14 @@ def detector_frame(detector: Detector, dtype, device) -> DetectorFrame:
         pix0 = -f_beam * fast - s_beam * slow + beam_distance * beam
     close_distance = torch.dot(pix0, normal)
     return DetectorFrame(
-        fast, slow, normal, pix0, beam,
-        _vec(axes.polar_axis, dtype, device), _vec(axes.spindle_axis, dtype, device), close_distance,
+        fast,
+        slow,
+        normal,
+        pix0,
+        beam,
+        _vec(axes.polar_axis, dtype, device),
+        _vec(axes.spindle_axis, dtype, device),
+        close_distance,
     )
 
 

@@ -4,6 +4,7 @@ All functions take fractional Miller indices and are evaluated on the distance f
 nearest integer, so float32 stays accurate at large indices.  Near the removable
 singularities they switch to Taylor series, which keeps values and gradients finite.
 """
+
 from __future__ import annotations
 
 import math

@@ -3,6 +3,7 @@
 All take predicted and observed (n_pixels,) tensors of the masked pixels and return a
 0-d tensor.  They are means over pixels, so their size does not depend on the frame.
 """
+
 from __future__ import annotations
 
 import torch

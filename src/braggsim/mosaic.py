@@ -10,6 +10,7 @@ The deviates depend only on the seed, so they are drawn once (in plain Python, n
 torch RNG anywhere) and frozen.  The angle is linear in the spread, so the spread is
 differentiable through the frozen draws (the reparameterization trick).
 """
+
 from __future__ import annotations
 
 import functools

@@ -4,11 +4,11 @@
 users type for the features braggsim implements is accepted with nanoBragg's meaning;
 anything else raises ValueError naming the flag, so nothing is silently ignored.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
 
 from .beam import Beam
 from .crystal import Crystal
@@ -23,9 +23,9 @@ class FlagSet:
     crystal: Crystal
     detector: Detector
     beam: Beam
-    floatfile: Optional[str] = None
-    intfile: Optional[str] = None
-    intfile_scale: Optional[float] = None
+    floatfile: str | None = None
+    intfile: str | None = None
+    intfile_scale: float | None = None
     dtype: str = "float32"
     device: str = "cpu"
     extra: dict = dataclasses.field(default_factory=dict)
@@ -33,20 +33,74 @@ class FlagSet:
 
 # flag -> number of values
 _VALUE_FLAGS = {
-    "-cell": 6, "-mat": 1, "-hkl": 1, "-default_F": 1, "-N": 1, "-Na": 1, "-Nb": 1, "-Nc": 1,
-    "-misset": 3, "-mosaic": 1, "-mosaic_dom": 1, "-mosaic_domains": 1, "-mosaic_seed": 1,
-    "-lambda": 1, "-wavelength": 1, "-energy": 1, "-fluence": 1, "-distance": 1, "-pixel": 1,
-    "-detpixels": 1, "-detpixels_f": 1, "-detpixels_x": 1, "-detpixels_s": 1, "-detpixels_y": 1,
-    "-detsize": 1, "-detsize_f": 1, "-detsize_s": 1, "-Xbeam": 1, "-Ybeam": 1, "-ORGX": 1,
-    "-ORGY": 1, "-pivot": 1, "-oversample": 1, "-phi": 1, "-osc": 1, "-phisteps": 1,
-    "-polar": 1, "-fudge": 1, "-twotheta": 1, "-detector_rotx": 1, "-detector_roty": 1,
-    "-detector_rotz": 1, "-spindle_axis": 3, "-floatfile": 1, "-intfile": 1, "-scale": 1,
-    "-dtype": 1, "-device": 1,
+    "-cell": 6,
+    "-mat": 1,
+    "-hkl": 1,
+    "-default_F": 1,
+    "-N": 1,
+    "-Na": 1,
+    "-Nb": 1,
+    "-Nc": 1,
+    "-misset": 3,
+    "-mosaic": 1,
+    "-mosaic_dom": 1,
+    "-mosaic_domains": 1,
+    "-mosaic_seed": 1,
+    "-lambda": 1,
+    "-wavelength": 1,
+    "-energy": 1,
+    "-fluence": 1,
+    "-distance": 1,
+    "-pixel": 1,
+    "-detpixels": 1,
+    "-detpixels_f": 1,
+    "-detpixels_x": 1,
+    "-detpixels_s": 1,
+    "-detpixels_y": 1,
+    "-detsize": 1,
+    "-detsize_f": 1,
+    "-detsize_s": 1,
+    "-Xbeam": 1,
+    "-Ybeam": 1,
+    "-ORGX": 1,
+    "-ORGY": 1,
+    "-pivot": 1,
+    "-oversample": 1,
+    "-phi": 1,
+    "-osc": 1,
+    "-phisteps": 1,
+    "-polar": 1,
+    "-fudge": 1,
+    "-twotheta": 1,
+    "-detector_rotx": 1,
+    "-detector_roty": 1,
+    "-detector_rotz": 1,
+    "-spindle_axis": 3,
+    "-floatfile": 1,
+    "-intfile": 1,
+    "-scale": 1,
+    "-dtype": 1,
+    "-device": 1,
 }
 _SWITCHES = {
-    "-nopolar", "-round_xtal", "-square_xtal", "-gauss_xtal", "-tophat_spots", "-point_pixel",
-    "-oversample_omega", "-oversample_polar", "-interpolate", "-nointerpolate", "-xds",
-    "-mosflm", "-dials", "-adxv", "-denzo", "-nonoise", "-nopgm", "-noprogress",
+    "-nopolar",
+    "-round_xtal",
+    "-square_xtal",
+    "-gauss_xtal",
+    "-tophat_spots",
+    "-point_pixel",
+    "-oversample_omega",
+    "-oversample_polar",
+    "-interpolate",
+    "-nointerpolate",
+    "-xds",
+    "-mosflm",
+    "-dials",
+    "-adxv",
+    "-denzo",
+    "-nonoise",
+    "-nopgm",
+    "-noprogress",
 }
 _CONVENTION_SWITCHES = {"-xds": "xds", "-mosflm": "mosflm", "-dials": "dials", "-adxv": "adxv", "-denzo": "denzo"}
 _SHAPE_SWITCHES = {"-round_xtal": "round", "-square_xtal": "square", "-gauss_xtal": "gauss", "-tophat_spots": "tophat"}
@@ -222,7 +276,9 @@ def parse_flags(argv: list[str], extra_value_flags: dict | None = None) -> FlagS
         raise ValueError(f"-dtype must be float32 or float64, got {dtype!r}")
     extra = {k: v for k, v in found.items() if extra_value_flags and k in extra_value_flags}
     return FlagSet(
-        crystal, detector, beam,
+        crystal,
+        detector,
+        beam,
         floatfile=found.get("-floatfile", [None])[0],
         intfile=found.get("-intfile", [None])[0],
         intfile_scale=scale,

@@ -8,13 +8,14 @@ The line search backtracks until the Armijo condition holds and expands the step
 the slope stays steeply negative, which carries it quickly across flat or concave
 stretches of a diffraction loss.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Tuple
+from collections.abc import Callable
 
 import torch
 
-Objective = Callable[[torch.Tensor], Tuple[float, torch.Tensor]]
+Objective = Callable[[torch.Tensor], tuple[float, torch.Tensor]]
 
 
 class LBFGS:
@@ -44,7 +45,7 @@ class LBFGS:
         if self.pairs:
             s, y, _ = self.pairs[-1]
             q *= torch.dot(s, y) / torch.dot(y, y)
-        for (s, y, rho), alpha in zip(self.pairs, reversed(alphas)):
+        for (s, y, rho), alpha in zip(self.pairs, reversed(alphas), strict=False):
             beta = rho * torch.dot(y, q)
             q += (alpha - beta) * s
         return q

@@ -10,13 +10,14 @@ crystal size) held at their starting values, because a wrong orientation otherwi
 drags the mosaic spread upwards to smear spots over the misfit; then everything is
 refined together.  Standard errors come from the Gauss-Newton curvature at the optimum.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import math
 import threading
-from typing import Dict, Iterator, List, Optional
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from .beam import Beam
 from .crystal import Crystal
 from .detector import Detector
 from .losses import LOSSES, mse, pixel_weights, poisson_nll
+from .optim import LBFGS
 from .refine_params import (
     BROADENING,
     PARAMETER_GROUPS,
@@ -34,7 +36,6 @@ from .refine_params import (
     expand_names,
     read_parameter,
 )
-from .optim import LBFGS
 from .simulate import simulate
 
 __all__ = ["Refiner", "RefineState", "RefineResult", "PARAMETER_GROUPS", "PARAMETERS"]
@@ -47,30 +48,30 @@ class RefineState:
 
     iteration: int
     loss: float
-    parameters: Dict[str, float]
+    parameters: dict[str, float]
     grad_norm: float
-    predicted: Optional[np.ndarray]  # float32 (spixels, fpixels), or None between snapshots
+    predicted: np.ndarray | None  # float32 (spixels, fpixels), or None between snapshots
     stage: str
     message: str = ""
 
 
 @dataclasses.dataclass
 class RefineResult:
-    parameters: Dict[str, float]
-    standard_errors: Dict[str, float]
-    initial_parameters: Dict[str, float]
+    parameters: dict[str, float]
+    standard_errors: dict[str, float]
+    initial_parameters: dict[str, float]
     crystal: Crystal
     detector: Detector
     beam: Beam
     scale: float
-    history: List[dict]
+    history: list[dict]
     status: str  # "converged" | "max_iter" | "stopped" | "failed"
     message: str
     initial_loss: float
     final_loss: float
     # the orientation search's outcome: step_deg, points_tried, start_loss, chosen_loss,
     # chosen {misset name: deg}; None when no search ran
-    search: Optional[dict] = None
+    search: dict | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -110,15 +111,15 @@ class Refiner:
         refine=("mosaic", "misset"),
         loss: str = "mse",
         optimizer: str = "auto",
-        initial: Optional[Dict[str, float]] = None,
-        bounds: Optional[Dict[str, tuple]] = None,
+        initial: dict[str, float] | None = None,
+        bounds: dict[str, tuple] | None = None,
         staged: bool = True,
         gain: float = 1.0,
         readout_noise: float = 0.0,
-        learning_rate: Optional[float] = None,
+        learning_rate: float | None = None,
         predict_every: int = 1,
         tolerance: float = 1e-10,
-        search_deg: Optional[float] = 4.0,
+        search_deg: float | None = 4.0,
         dtype: torch.dtype = torch.float64,
     ):
         if loss not in LOSSES:
@@ -141,7 +142,9 @@ class Refiner:
                 raise ValueError(f"initial value or bounds given for {name!r}, which is not refined ({self.names})")
         self.crystal, self.detector, self.beam = crystal, detector, beam
         self.dtype = dtype
-        observed_t = torch.as_tensor(np.asarray(observed, dtype=np.float64) if not isinstance(observed, torch.Tensor) else observed)
+        observed_t = torch.as_tensor(
+            np.asarray(observed, dtype=np.float64) if not isinstance(observed, torch.Tensor) else observed
+        )
         if observed_t.ndim != 2:
             raise ValueError(f"observed must be a 2-D image, got shape {tuple(observed_t.shape)}")
         if tuple(observed_t.shape) != detector.shape:
@@ -168,7 +171,7 @@ class Refiner:
         self.tolerance = tolerance
         # the orientation search belongs to the staged default strategy only
         self.search_deg = float(search_deg or 0.0) if self.staged else 0.0
-        self.search: Optional[dict] = None  # what the last run's orientation search found
+        self.search: dict | None = None  # what the last run's orientation search found
 
         scale0 = 1.0
         self.transforms = []
@@ -182,16 +185,18 @@ class Refiner:
             [t.to_internal(t.start) for t in self.transforms], dtype=dtype, requires_grad=True
         )
         self._stop = threading.Event()
-        self.result: Optional[RefineResult] = None
-        self.history: List[dict] = []
+        self.result: RefineResult | None = None
+        self.history: list[dict] = []
 
     # ------------------------------------------------------------------ model
-    def physical(self, internal: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def physical(self, internal: torch.Tensor) -> dict[str, torch.Tensor]:
         return {t.name: t.to_physical(internal[i]) for i, t in enumerate(self.transforms)}
 
     def predict(self, internal: torch.Tensor) -> torch.Tensor:
         """Predicted image (spixels, fpixels) at internal coordinates ``internal``."""
-        crystal, detector, beam, scale = apply_parameters(self.physical(internal), self.crystal, self.detector, self.beam)
+        crystal, detector, beam, scale = apply_parameters(
+            self.physical(internal), self.crystal, self.detector, self.beam
+        )
         return scale * simulate(crystal, detector, beam, dtype=self.dtype)
 
     def loss_of(self, predicted_image: torch.Tensor) -> torch.Tensor:
@@ -241,7 +246,7 @@ class Refiner:
             objective = self._objective(active_mask, best)
             try:
                 stepper = self._make_stepper(objective, best["internal"])
-            except Exception as exc:  # whatever it is, the run ends with the best parameters
+            except Exception as exc:  # whatever it is, the run ends with the best parameters  # noqa: BLE001  any failure becomes a message, never a traceback
                 status, message = "failed", f"{_describe(exc)} at iteration {iteration}; kept the last good parameters"
                 break
             stage_status = "max_iter"
@@ -252,7 +257,7 @@ class Refiner:
                 previous = stepper.loss
                 try:
                     loss_value, grad = stepper.step()
-                except Exception as exc:  # whatever it is, the run ends with the best parameters
+                except Exception as exc:  # whatever it is, the run ends with the best parameters  # noqa: BLE001  any failure becomes a message, never a traceback
                     stage_status = "failed"
                     message = f"{_describe(exc)} at iteration {iteration}; kept the last good parameters"
                     break
@@ -303,7 +308,7 @@ class Refiner:
                     continue  # the start itself: its loss is known
                 candidate = start.clone()
                 inside = True
-                for i, offset in zip(axes, offsets):
+                for i, offset in zip(axes, offsets, strict=False):
                     transform = self.transforms[i]
                     physical = start_deg[i] + offset
                     if transform.bounds is not None and not transform.bounds[0] < physical < transform.bounds[1]:
@@ -316,7 +321,7 @@ class Refiner:
                     loss = float(self.loss_of(self.predict(candidate)))
                 except ValueError:  # no valid model there
                     continue
-                except Exception:  # e.g. out of memory: the descent will meet it and report it
+                except Exception:  # e.g. out of memory: the descent will meet it and report it  # noqa: BLE001  any failure becomes a message, never a traceback
                     break
                 tried += 1
                 if math.isfinite(loss) and loss < best["loss"]:
@@ -362,14 +367,14 @@ class Refiner:
             return _AdamStepper(objective, x0, self.learning_rate or 0.1)
         return LBFGS(objective, x0, max_step=self.learning_rate or 2.0)
 
-    def _finish(self, status: str, message: str, initial_loss: float, best: Optional[dict]) -> None:
+    def _finish(self, status: str, message: str, initial_loss: float, best: dict | None) -> None:
         internal = best["internal"] if best else self._internal.detach()
         with torch.no_grad():
             physical = self.physical(internal)
             crystal, detector, beam, scale = apply_parameters(physical, self.crystal, self.detector, self.beam)
             image = float(scale) * simulate(crystal, detector, beam, dtype=self.dtype) if best else None
         params = {n: float(x) for n, x in physical.items()}
-        errors = self.standard_errors(internal) if best else {n: math.nan for n in self.names}
+        errors = self.standard_errors(internal) if best else dict.fromkeys(self.names, math.nan)
         self._best_image = image.to(torch.float32).numpy() if image is not None else None
         if not message:
             message = {
@@ -393,7 +398,7 @@ class Refiner:
         )
 
     # ---------------------------------------------------------- uncertainties
-    def standard_errors(self, internal: torch.Tensor, step: float = 1e-4) -> Dict[str, float]:
+    def standard_errors(self, internal: torch.Tensor, step: float = 1e-4) -> dict[str, float]:
         """Standard errors in physical units from the Gauss-Newton curvature.
 
         The Jacobian of the predicted pixels with respect to the physical parameters is
@@ -411,7 +416,7 @@ class Refiner:
                     columns.append(column)
                     kept.append(name)
             if not columns:
-                return {n: math.nan for n in self.names}
+                return dict.fromkeys(self.names, math.nan)
             jacobian = torch.stack(columns, dim=1)  # (n_pixels, p)
             n_pixels, p = jacobian.shape
             if self.loss_name == "poisson":
@@ -427,7 +432,7 @@ class Refiner:
                 variances = torch.diagonal(covariance)
             except RuntimeError:
                 variances = torch.full((p,), math.nan, dtype=jacobian.dtype)
-        errors = {n: math.sqrt(float(x)) if float(x) >= 0 else math.nan for n, x in zip(kept, variances)}
+        errors = {n: math.sqrt(float(x)) if float(x) >= 0 else math.nan for n, x in zip(kept, variances, strict=False)}
         return {n: errors.get(n, math.nan) for n in self.names}
 
     def _jacobian_column(self, physical: dict, name: str, predicted: torch.Tensor, step: float):
@@ -453,7 +458,7 @@ class Refiner:
             return (upper - lower) / (high - low)
         return None
 
-    def _image_at(self, physical: Dict[str, torch.Tensor]) -> torch.Tensor:
+    def _image_at(self, physical: dict[str, torch.Tensor]) -> torch.Tensor:
         crystal, detector, beam, scale = apply_parameters(physical, self.crystal, self.detector, self.beam)
         return scale * simulate(crystal, detector, beam, dtype=self.dtype)
 

@@ -1,4 +1,5 @@
 """``braggsim refine`` and ``braggsim demo``: refinement from the command line."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,7 +10,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, Optional
 
 import numpy as np
 import torch
@@ -46,8 +46,17 @@ of -DEG, 0, +DEG around the start (-search_deg, default 4; 0 turns the search of
 """.format(params=", ".join(PARAMETERS))
 
 _EXTRA_FLAGS = {
-    "-data": 1, "-refine": 1, "-iterations": 1, "-json": 1, "-loss": 1, "-optimizer": 1,
-    "-gain": 1, "-readout_noise": 1, "-mask": 1, "-beamstop": 1, "-search_deg": 1,
+    "-data": 1,
+    "-refine": 1,
+    "-iterations": 1,
+    "-json": 1,
+    "-loss": 1,
+    "-optimizer": 1,
+    "-gain": 1,
+    "-readout_noise": 1,
+    "-mask": 1,
+    "-beamstop": 1,
+    "-search_deg": 1,
 }
 
 
@@ -61,9 +70,15 @@ def _fail(message: str) -> int:
 
 
 # ------------------------------------------------------------------- tables
-def format_table(result: RefineResult, truth: Optional[Dict[str, float]] = None) -> str:
+def format_table(result: RefineResult, truth: dict[str, float] | None = None) -> str:
     """Parameter | [True] | Initial | Refined | [Error] | Std. err., one row a parameter."""
-    header = ["Parameter"] + (["True"] if truth else []) + ["Initial", "Refined"] + (["Error"] if truth else []) + ["Std. err."]
+    header = (
+        ["Parameter"]
+        + (["True"] if truth else [])
+        + ["Initial", "Refined"]
+        + (["Error"] if truth else [])
+        + ["Std. err."]
+    )
     rows = []
     for name, refined in result.parameters.items():
         row = [name]
@@ -75,9 +90,12 @@ def format_table(result: RefineResult, truth: Optional[Dict[str, float]] = None)
         row.append(f"{result.standard_errors.get(name, math.nan):.2e}")
         rows.append(row)
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=False))]
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines += [
+        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=False)))
+        for r in rows
+    ]
     ratio = result.initial_loss / result.final_loss if result.final_loss > 0 else math.inf
     lines.append("")
     lines.append(f"initial loss {result.initial_loss:.6g}  final loss {result.final_loss:.6g}  ratio {ratio:.3g}x")
@@ -88,7 +106,7 @@ def format_table(result: RefineResult, truth: Optional[Dict[str, float]] = None)
     return "\n".join(lines)
 
 
-def format_search(search: Optional[dict]) -> str:
+def format_search(search: dict | None) -> str:
     """One line on the orientation search, or "" when none ran."""
     if not search:
         return ""
@@ -124,8 +142,13 @@ def run_refiner(refiner: Refiner, iterations: int, *, progress: bool = True) -> 
 def demo_model(misset_deg=(0.0, 0.0, 0.0), mosaic_spread_deg=0.2):
     """The demo problem's crystal, detector and beam (64x64, 5 domains, seed 42, fluence 1e28)."""
     crystal = Crystal(
-        cell=(100, 100, 100, 90, 90, 90), N_cells=(5, 5, 5), default_F=100,
-        misset_deg=tuple(misset_deg), mosaic_spread_deg=mosaic_spread_deg, mosaic_domains=5, mosaic_seed=42,
+        cell=(100, 100, 100, 90, 90, 90),
+        N_cells=(5, 5, 5),
+        default_F=100,
+        misset_deg=tuple(misset_deg),
+        mosaic_spread_deg=mosaic_spread_deg,
+        mosaic_domains=5,
+        mosaic_seed=42,
     )
     detector = Detector(fpixels=64, spixels=64, pixel_size_mm=0.1, distance_mm=100)
     beam = Beam(wavelength_A=1.0, fluence=1e28)
@@ -155,13 +178,22 @@ def demo_main(argv) -> int:
         ),
     )
     parser.add_argument("--iterations", type=int, default=100, help="iteration limit (default 100)")
-    parser.add_argument("--observed", choices=("braggsim", "nanobragg"), default="braggsim",
-                        help="observed frame: simulated by braggsim (default) or nanoBragg's own image")
+    parser.add_argument(
+        "--observed",
+        choices=("braggsim", "nanobragg"),
+        default="braggsim",
+        help="observed frame: simulated by braggsim (default) or nanoBragg's own image",
+    )
     parser.add_argument("--loss", choices=("mse", "poisson"), default="mse", help="loss (default mse)")
-    parser.add_argument("--optimizer", choices=("auto", "lbfgs", "adam"), default="auto",
-                        help="auto = staged L-BFGS (default)")
-    parser.add_argument("--search-deg", type=float, default=4.0,
-                        help="orientation search step before refining, auto optimizer only (default 4; 0: none)")
+    parser.add_argument(
+        "--optimizer", choices=("auto", "lbfgs", "adam"), default="auto", help="auto = staged L-BFGS (default)"
+    )
+    parser.add_argument(
+        "--search-deg",
+        type=float,
+        default=4.0,
+        help="orientation search step before refining, auto optimizer only (default 4; 0: none)",
+    )
     parser.add_argument("--output-dir", type=Path, default=Path("."), help="where the PNG and JSON go (default .)")
     parser.add_argument("--no-plot", action="store_true", help="skip refinement_demo.png")
     args = parser.parse_args(argv)
@@ -175,11 +207,21 @@ def demo_main(argv) -> int:
     t0 = time.perf_counter()
     observed = demo_observed(args.observed)
     crystal, detector, beam = demo_model()
-    refiner = Refiner(crystal, detector, beam, observed, refine=("mosaic", "misset"),
-                      loss=args.loss, optimizer=args.optimizer, search_deg=args.search_deg)
+    refiner = Refiner(
+        crystal,
+        detector,
+        beam,
+        observed,
+        refine=("mosaic", "misset"),
+        loss=args.loss,
+        optimizer=args.optimizer,
+        search_deg=args.search_deg,
+    )
     initial_image = refiner.predict(refiner._internal.detach()).detach().numpy()
-    print(f"braggsim demo: observed frame from {args.observed}; refining mosaic and misset "
-          f"for at most {args.iterations} iterations")
+    print(
+        f"braggsim demo: observed frame from {args.observed}; refining mosaic and misset "
+        f"for at most {args.iterations} iterations"
+    )
     result = run_refiner(refiner, args.iterations)
     elapsed = time.perf_counter() - t0
     print()
@@ -188,8 +230,10 @@ def demo_main(argv) -> int:
     print(f"iterations: {iterations}  wall time: {elapsed:.2f} s")
 
     json_path = args.output_dir / "refinement_demo.json"
-    _write_json(json_path, dict(result.to_dict(), truth=DEMO_TRUTH, observed=args.observed,
-                                iterations=iterations, wall_time_s=elapsed))
+    _write_json(
+        json_path,
+        dict(result.to_dict(), truth=DEMO_TRUTH, observed=args.observed, iterations=iterations, wall_time_s=elapsed),
+    )
     print(f"wrote {json_path}")
     if not args.no_plot:
         png_path = args.output_dir / "refinement_demo.png"
@@ -201,7 +245,7 @@ def demo_main(argv) -> int:
     return 0 if ok else 1
 
 
-def plot_demo(path: Path, observed, initial, refined, result: RefineResult, truth: Dict[str, float]) -> None:
+def plot_demo(path: Path, observed, initial, refined, result: RefineResult, truth: dict[str, float]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -209,7 +253,9 @@ def plot_demo(path: Path, observed, initial, refined, result: RefineResult, trut
 
     fig, axes = plt.subplots(2, 3, figsize=(12, 7.5))
     vmax = float(np.percentile(observed, 99.8)) or 1.0
-    for ax, image, title in zip(axes[0], (observed, initial, refined), ("experimental", "initial model", "refined model")):
+    for ax, image, title in zip(
+        axes[0], (observed, initial, refined), ("experimental", "initial model", "refined model"), strict=False
+    ):
         ax.imshow(image, cmap="gray_r", vmin=0, vmax=vmax, origin="upper")
         ax.set_title(title)
         ax.set_xlabel("fast (px)")
@@ -258,7 +304,11 @@ def refine_main(argv) -> int:
         observed, mask, detector, beam, from_header = _read_observed(frame_path, flags, list(argv), extra)
         dtype = torch.float64 if flags.dtype == "float64" else torch.float32
         refiner = Refiner(
-            flags.crystal, detector, beam, observed, mask,
+            flags.crystal,
+            detector,
+            beam,
+            observed,
+            mask,
             refine=extra["-refine"][0],
             loss=extra.get("-loss", ["mse"])[0],
             optimizer=extra.get("-optimizer", ["auto"])[0],
@@ -270,8 +320,10 @@ def refine_main(argv) -> int:
     except (ValueError, UsageError, OSError) as exc:
         return _fail(str(exc))
     t0 = time.perf_counter()
-    print(f"braggsim refine: {frame_path} ({observed.shape[0]}x{observed.shape[1]}, "
-          f"{int(mask.sum())} trusted pixels); refining {', '.join(refiner.names)}")
+    print(
+        f"braggsim refine: {frame_path} ({observed.shape[0]}x{observed.shape[1]}, "
+        f"{int(mask.sum())} trusted pixels); refining {', '.join(refiner.names)}"
+    )
     if from_header:
         print(f"  from the frame's header: {'; '.join(from_header)}")
     result = run_refiner(refiner, iterations)
@@ -309,8 +361,16 @@ def _float_flag(extra, flag, default):
 
 # nanoBragg flags that set each piece of geometry a frame header also carries
 _HEADER_FIELDS = {
-    "size": ("-detpixels", "-detpixels_f", "-detpixels_x", "-detpixels_s", "-detpixels_y",
-             "-detsize", "-detsize_f", "-detsize_s"),
+    "size": (
+        "-detpixels",
+        "-detpixels_f",
+        "-detpixels_x",
+        "-detpixels_s",
+        "-detpixels_y",
+        "-detsize",
+        "-detsize_f",
+        "-detsize_s",
+    ),
     "pixel": ("-pixel",),
     "distance": ("-distance",),
     "beam_center": ("-Xbeam", "-Ybeam", "-ORGX", "-ORGY"),

@@ -5,21 +5,22 @@ optimizer sees internal coordinates chosen so that one unit is a comparable, sen
 step for every parameter: a degree for angles, a pixel for the beam centre, a factor
 e for positive quantities (log), and a logistic map inside user bounds.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Dict, Iterable, Optional, Tuple
+from collections.abc import Iterable
 
 import torch
 
+from . import _validate as v
 from .beam import Beam
 from .crystal import Crystal
 from .detector import Detector
-from . import _validate as v
 
 # name -> (kind, typical step in physical units); kind "linear" or "log" (positive only)
-PARAMETERS: Dict[str, Tuple[str, float]] = {
+PARAMETERS: dict[str, tuple[str, float]] = {
     "mosaic_spread_deg": ("log", 1.0),
     "misset_x_deg": ("linear", 1.0),
     "misset_y_deg": ("linear", 1.0),
@@ -38,7 +39,7 @@ PARAMETERS: Dict[str, Tuple[str, float]] = {
     "beam_y_mm": ("linear", 0.1),
     "scale": ("log", 1.0),
 }
-PARAMETER_GROUPS: Dict[str, list] = {
+PARAMETER_GROUPS: dict[str, list] = {
     "mosaic": ["mosaic_spread_deg"],
     "misset": ["misset_x_deg", "misset_y_deg", "misset_z_deg"],
     "cell": ["cell_a_A", "cell_b_A", "cell_c_A", "cell_alpha_deg", "cell_beta_deg", "cell_gamma_deg"],
@@ -91,14 +92,16 @@ def read_parameter(name: str, crystal: Crystal, detector: Detector, beam: Beam, 
 _CELL_INDEX = {n: i for i, n in enumerate(PARAMETER_GROUPS["cell"])}
 
 
-def apply_parameters(values: Dict[str, torch.Tensor], crystal: Crystal, detector: Detector, beam: Beam):
+def apply_parameters(values: dict[str, torch.Tensor], crystal: Crystal, detector: Detector, beam: Beam):
     """A new (crystal, detector, beam, scale) with ``values`` (physical, tensors or floats) set."""
     c_changes: dict = {}
     d_changes: dict = {}
     if "mosaic_spread_deg" in values:
         c_changes["mosaic_spread_deg"] = values["mosaic_spread_deg"]
     if any(n.startswith("misset_") for n in values):
-        c_changes["misset_deg"] = tuple(values.get(f"misset_{a}_deg", crystal.misset_deg[i]) for i, a in enumerate("xyz"))
+        c_changes["misset_deg"] = tuple(
+            values.get(f"misset_{a}_deg", crystal.misset_deg[i]) for i, a in enumerate("xyz")
+        )
     if any(n.startswith("cell_") for n in values):
         c_changes["cell"] = tuple(values.get(n, crystal.cell[i]) for n, i in _CELL_INDEX.items())
     if any(n.startswith("N_") for n in values):
@@ -123,7 +126,7 @@ class ParameterTransform:
 
     name: str
     start: float
-    bounds: Optional[Tuple[float, float]] = None
+    bounds: tuple[float, float] | None = None
 
     def __post_init__(self):
         kind, step = PARAMETERS[self.name]

@@ -9,6 +9,7 @@ Pixel coordinates are (slow, fast) with pixel centres at integers, as in braggsi
 and napari.  All geometry goes through ``braggsim.detector.detector_frame``, so every
 convention, pivot and detector rotation is honoured.
 """
+
 from __future__ import annotations
 
 import math

@@ -3,6 +3,7 @@
 All functions are differentiable in their angles and return (..., 3, 3) matrices that
 act on column vectors: ``v_new = R @ v``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -41,9 +42,7 @@ def rotation_about_axis(axis: torch.Tensor, angle_rad: torch.Tensor) -> torch.Te
     s = torch.sin(angle_rad)[..., None, None]
     x, y, z = axis.unbind()
     zero = torch.zeros_like(x)
-    cross = torch.stack(
-        [torch.stack([zero, -z, y]), torch.stack([z, zero, -x]), torch.stack([-y, x, zero])]
-    )
+    cross = torch.stack([torch.stack([zero, -z, y]), torch.stack([z, zero, -x]), torch.stack([-y, x, zero])])
     outer = axis[:, None] * axis[None, :]
     eye = torch.eye(3, dtype=axis.dtype, device=axis.device)
     return c * eye + s * cross + (1 - c) * outer

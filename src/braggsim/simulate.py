@@ -6,10 +6,10 @@ with steps = domains * phi_steps * oversample^2.  Pixels are processed in blocks
 rows; when gradients are needed each block is checkpointed, so memory stays bounded
 by one block during the backward pass too.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -75,9 +75,7 @@ def _frame_for(detector: Detector, dtype, device) -> DetectorFrame:
     A refinement rebuilds the model every step with the same fixed detector; the key is
     the full set of field values, so a changed field can never meet a stale frame.
     """
-    values = tuple(
-        tuple(value) if isinstance(value, (tuple, list)) else value for value in vars(detector).values()
-    )
+    values = tuple(tuple(value) if isinstance(value, (tuple, list)) else value for value in vars(detector).values())
     key = None if any(isinstance(x, torch.Tensor) for x in _tensor_fields(detector)) else (values, dtype, str(device))
     return _FRAMES.get_or_build(key, lambda: detector_frame(detector, dtype, device))
 
@@ -87,8 +85,10 @@ class ForwardModel:
 
     def __init__(self, crystal: Crystal, detector: Detector, beam: Beam, dtype, device, kernel: str = "auto"):
         crystal.validate()
-        if crystal.hkl is None and v.as_number(crystal.default_F) == 0 and not (
-            isinstance(crystal.default_F, torch.Tensor) and crystal.default_F.requires_grad
+        if (
+            crystal.hkl is None
+            and v.as_number(crystal.default_F) == 0
+            and not (isinstance(crystal.default_F, torch.Tensor) and crystal.default_F.requires_grad)
         ):
             raise ValueError("no structure factors: give the crystal an hkl table or a default_F > 0")
         self.crystal, self.detector, self.beam = crystal, detector, beam
@@ -163,10 +163,7 @@ class ForwardModel:
         else:
             with torch.set_grad_enabled(torch.is_grad_enabled() and self.geometry_grad):
                 scattering, omega, polar = self._geometry(row_start, row_stop)
-        if self.native:
-            intensity = self._native_intensity(scattering)
-        else:
-            intensity = self._torch_intensity(scattering)
+        intensity = self._native_intensity(scattering) if self.native else self._torch_intensity(scattering)
         # per-subpixel factors weight the sum; otherwise nanoBragg takes the first subpixel's
         if self.detector.oversample_omega:
             intensity = intensity * omega
@@ -205,8 +202,15 @@ class ForwardModel:
         with torch.no_grad():
             geometry, flags = self._native_geometry_args()
             return _fast.image_rows(
-                geometry, range(row_start, row_stop), self.detector.fpixels, self.oversample,
-                float(self.wavelength_A), flags, self.axes, self._n_cells_int, self._table,
+                geometry,
+                range(row_start, row_stop),
+                self.detector.fpixels,
+                self.oversample,
+                float(self.wavelength_A),
+                flags,
+                self.axes,
+                self._n_cells_int,
+                self._table,
             )
 
     def _constant_geometry(self, row_start: int, row_stop: int):
@@ -252,10 +256,7 @@ class ForwardModel:
         hkl = torch.einsum("rfsj,kij->rfski", scattering, self.axes)  # (r, f, o2, K, 3)
         hkl0 = nearest_integer(hkl.detach())
         f_latt = lattice_factor(hkl - hkl0, self.n_cells, self.crystal.shape, self.reciprocal, self.crystal.fudge)
-        if self.interpolate:
-            f_cell = self.factors.interpolated(hkl)
-        else:
-            f_cell = self.factors.nearest(hkl0)
+        f_cell = self.factors.interpolated(hkl) if self.interpolate else self.factors.nearest(hkl0)
         return (f_cell * f_cell * f_latt * f_latt).sum(-1)
 
     def _native_intensity(self, scattering: torch.Tensor) -> torch.Tensor:
@@ -282,9 +283,9 @@ class ForwardModel:
 def simulate(
     crystal: Crystal,
     detector: Detector,
-    beam: Optional[Beam] = None,
+    beam: Beam | None = None,
     *,
-    dtype: Optional[torch.dtype] = None,
+    dtype: torch.dtype | None = None,
     device=None,
     block_evaluations: int = DEFAULT_BLOCK_EVALUATIONS,
     kernel: str = "auto",

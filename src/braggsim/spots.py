@@ -6,10 +6,11 @@ the image convention used everywhere in braggsim: (slow, fast) arrays whose pixe
 ``i`` covers ``[i, i + 1) * pixel_size_mm`` from ``pix0``, so its centre is at array
 index ``i`` (napari's pixel-centre convention) after subtracting half a pixel.
 """
+
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -91,8 +92,8 @@ def predict_spots(
     detector: Detector,
     beam: Beam,
     *,
-    d_min_A: Optional[float] = None,
-    excitation_tolerance: Optional[float] = None,
+    d_min_A: float | None = None,
+    excitation_tolerance: float | None = None,
     max_index: int = 60,
 ) -> Spots:
     """Reflections whose relp lies within ``excitation_tolerance`` of the Ewald sphere and
@@ -181,9 +182,8 @@ def resolution_ring_px(detector: Detector, beam: Beam, d_A: float, n_points: int
     u /= np.linalg.norm(u)
     w = np.cross(axis, u)
     azimuth = np.linspace(0.0, 2.0 * math.pi, n_points + 1)
-    directions = (
-        math.cos(two_theta) * axis[None, :]
-        + math.sin(two_theta) * (np.cos(azimuth)[:, None] * u + np.sin(azimuth)[:, None] * w)
+    directions = math.cos(two_theta) * axis[None, :] + math.sin(two_theta) * (
+        np.cos(azimuth)[:, None] * u + np.sin(azimuth)[:, None] * w
     )
     px, hit = _project(directions, detector, frame)
     return px[hit]

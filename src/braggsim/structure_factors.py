@@ -4,6 +4,7 @@ nanoBragg fills a dense table spanning the file's index range with ``default_F``
 then writes the listed F values; indices outside the range also get ``default_F``.
 No symmetry is applied, not even Friedel's law.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,7 +30,7 @@ class HKLTable:
 
     @property
     def index_max(self) -> tuple:
-        return tuple(m + n - 1 for m, n in zip(self.index_min, self.amplitudes.shape))
+        return tuple(m + n - 1 for m, n in zip(self.index_min, self.amplitudes.shape, strict=False))
 
     def __len__(self) -> int:
         return int(self.present.sum())
@@ -131,5 +132,7 @@ class StructureFactors:
         ik = idx[..., 1, None, :, None]
         il = idx[..., 2, None, None, :]
         cube = self._values[ih, ik, il]  # (..., 4, 4, 4)
-        value = torch.einsum("...i,...j,...k,...ijk->...", weights[..., 0, :], weights[..., 1, :], weights[..., 2, :], cube)
+        value = torch.einsum(
+            "...i,...j,...k,...ijk->...", weights[..., 0, :], weights[..., 1, :], weights[..., 2, :], cube
+        )
         return torch.where(inside, value, self.default_F)

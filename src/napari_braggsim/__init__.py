@@ -3,4 +3,7 @@
 Importing this package is cheap: torch and napari are imported only when a widget,
 reader or sample is used.
 """
-__version__ = "0.1.0"
+
+from braggsim import __version__  # one version for the distribution, kept in braggsim
+
+__all__ = ["__version__"]

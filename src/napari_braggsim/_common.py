@@ -1,9 +1,10 @@
 """Small shared pieces of the widgets: a per-viewer widget registry and error reporting."""
+
 from __future__ import annotations
 
 import weakref
 
-_WIDGETS: "weakref.WeakSet" = weakref.WeakSet()
+_WIDGETS: weakref.WeakSet = weakref.WeakSet()
 
 
 def register(widget) -> None:

@@ -4,11 +4,11 @@ and the resolution readout under the cursor.
 Every position and d-spacing comes from :mod:`braggsim.spots`; this module only turns
 those numbers into napari layers, updating a layer in place when it already exists.
 """
+
 from __future__ import annotations
 
 import math
 import weakref
-from typing import Optional
 
 import numpy as np
 
@@ -21,8 +21,8 @@ BEAM_CENTER = "beam centre"
 RESIDUAL = "residual"
 
 # per viewer: (key, detector, beam) of the last geometry used by the cursor readout
-_GEOMETRY_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-_READOUT_INSTALLED: "weakref.WeakSet" = weakref.WeakSet()
+_GEOMETRY_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_READOUT_INSTALLED: weakref.WeakSet = weakref.WeakSet()
 
 
 def _existing(viewer, name: str, kind: str):
@@ -70,8 +70,16 @@ def show_predicted_spots(viewer, crystal, detector, beam, name: str = SPOTS):
     layer = _existing(viewer, name, "Points")
     if layer is None:
         layer = viewer.add_points(
-            spots.px, name=name, features=features, text=text, size=size, symbol="disc",
-            face_color="transparent", border_color="yellow", border_width=0.15, opacity=0.9,
+            spots.px,
+            name=name,
+            features=features,
+            text=text,
+            size=size,
+            symbol="disc",
+            face_color="transparent",
+            border_color="yellow",
+            border_width=0.15,
+            opacity=0.9,
         )
     else:
         layer.data = spots.px
@@ -86,7 +94,9 @@ def ring_resolutions_A(detector, beam, n_rings: int = 4) -> list:
     from braggsim.spots import beam_center_px, resolution_at_px
 
     center = beam_center_px(detector)
-    reach = min(center[0] + 0.5, detector.spixels - 0.5 - center[0], center[1] + 0.5, detector.fpixels - 0.5 - center[1])
+    reach = min(
+        center[0] + 0.5, detector.spixels - 0.5 - center[0], center[1] + 0.5, detector.fpixels - 0.5 - center[1]
+    )
     if not reach > 1:
         reach = min(detector.spixels, detector.fpixels) / 2
     out = []
@@ -99,7 +109,7 @@ def ring_resolutions_A(detector, beam, n_rings: int = 4) -> list:
     return out
 
 
-def show_resolution_rings(viewer, detector, beam, d_values_A: Optional[list] = None, name: str = RINGS):
+def show_resolution_rings(viewer, detector, beam, d_values_A: list | None = None, name: str = RINGS):
     """Shapes layer of resolution rings (paths) labelled with d in Angstrom."""
     from braggsim.spots import resolution_ring_px
 
@@ -119,8 +129,14 @@ def show_resolution_rings(viewer, detector, beam, d_values_A: Optional[list] = N
     if not paths:
         return None
     return viewer.add_shapes(
-        paths, shape_type="path", name=name, edge_color="cyan", edge_width=max(0.3, detector.fpixels / 300),
-        features=features, text=text, opacity=0.7,
+        paths,
+        shape_type="path",
+        name=name,
+        edge_color="cyan",
+        edge_width=max(0.3, detector.fpixels / 300),
+        features=features,
+        text=text,
+        opacity=0.7,
     )
 
 
@@ -132,7 +148,11 @@ def show_beam_center(viewer, detector, name: str = BEAM_CENTER):
     layer = _existing(viewer, name, "Points")
     if layer is None:
         return viewer.add_points(
-            center, name=name, symbol="cross", size=_marker_size(detector) * 1.5, face_color="red",
+            center,
+            name=name,
+            symbol="cross",
+            size=_marker_size(detector) * 1.5,
+            face_color="red",
             border_color="red",
         )
     layer.data = center
@@ -171,7 +191,7 @@ def _geometry_layer(viewer):
     return None
 
 
-def resolution_under_cursor(viewer, position) -> Optional[float]:
+def resolution_under_cursor(viewer, position) -> float | None:
     """d (A) at a world ``position`` for the geometry layer, None if no geometry."""
     from braggsim.spots import resolution_at_px
 
@@ -202,7 +222,7 @@ def install_resolution_readout(viewer) -> None:
     def _on_move(viewer, event):
         try:
             d = resolution_under_cursor(viewer, event.position)
-        except Exception:  # a readout must never break mouse handling
+        except Exception:  # a readout must never break mouse handling  # noqa: BLE001  any failure becomes a message, never a traceback
             return
         if d is None:
             return

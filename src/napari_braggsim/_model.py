@@ -11,9 +11,10 @@ Simulate widget by name.  Layer metadata carries:
 
 torch is imported only when objects are built.
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 # the refinement demo's ground truth (nanoBragg golden case p02_seed_truth)
 DEFAULTS: dict = {
@@ -104,7 +105,7 @@ def frame_metadata(values: Mapping) -> dict:
     }
 
 
-def geometry_from_metadata(metadata: Optional[Mapping], shape=None) -> dict:
+def geometry_from_metadata(metadata: Mapping | None, shape=None) -> dict:
     """Value-dict entries from a layer's ``braggsim_frame`` metadata (and the image shape
     (slow, fast)); keys the header does not give are left out."""
     out: dict = {}
@@ -118,11 +119,13 @@ def geometry_from_metadata(metadata: Optional[Mapping], shape=None) -> dict:
     if center is not None and all(c is not None for c in center):
         out["beam_x_mm"], out["beam_y_mm"] = float(center[0]), float(center[1])
     elif "fpixels" in out and "pixel_size_mm" in out:
-        out["beam_x_mm"], out["beam_y_mm"] = default_beam_center_mm(out["fpixels"], out["spixels"], out["pixel_size_mm"])
+        out["beam_x_mm"], out["beam_y_mm"] = default_beam_center_mm(
+            out["fpixels"], out["spixels"], out["pixel_size_mm"]
+        )
     return out
 
 
-def values_from_layer(metadata: Optional[Mapping], shape=None, base: Optional[Mapping] = None) -> dict:
+def values_from_layer(metadata: Mapping | None, shape=None, base: Mapping | None = None) -> dict:
     """A full value dict for a layer: ``base`` (else DEFAULTS), then the layer's
     ``braggsim_model``, ``braggsim_start`` and header geometry, later ones winning."""
     metadata = metadata or {}

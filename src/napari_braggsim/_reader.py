@@ -2,6 +2,7 @@
 
 braggsim is imported inside the functions so napari starts fast.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,7 +34,7 @@ def get_reader(path):
                 if handle.read(8) != _HDF5_MAGIC:
                     return None
         return read_layers
-    except Exception:  # get_reader must never raise: napari then tries other readers
+    except Exception:  # get_reader must never raise: napari then tries other readers  # noqa: BLE001  any failure becomes a message, never a traceback
         return None
 
 
@@ -47,7 +48,12 @@ def read_layers(path):
     if isinstance(path, (list, tuple)):
         path = path[0]
     frame = read_frame(path)
-    if frame.format != "nanobragg_float" and not is_simulated(frame.header) and frame.beam_center_mm and frame.pixel_size_mm:
+    if (
+        frame.format != "nanobragg_float"
+        and not is_simulated(frame.header)
+        and frame.beam_center_mm
+        and frame.pixel_size_mm
+    ):
         from braggsim.resolution import beam_center_px
 
         frame.mask &= beamstop_mask(frame.data, beam_center_px(frame), trusted=frame.mask)

@@ -5,6 +5,7 @@ p02_seed_truth: mosaic 0.8 deg, misset 5 3 -2 deg); the layer's metadata carries
 header-like geometry and the deliberately wrong starting model (mosaic 0.2 deg, no
 misset), so the Refine widget can start at once and should find the truth.
 """
+
 from __future__ import annotations
 
 from ._model import DEFAULTS, build_model, frame_metadata, start_values

@@ -5,6 +5,7 @@ The header carries the layer's geometry: the Simulate widget's full model
 file reads back with the same geometry.  braggsim is imported inside the functions so
 napari starts fast.
 """
+
 from __future__ import annotations
 
 import numpy as np

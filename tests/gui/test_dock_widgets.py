@@ -1,7 +1,9 @@
 """Every widget the manifest declares docks in a real viewer."""
+
+from pathlib import Path
+
 import pytest
 import yaml
-from pathlib import Path
 
 import napari_braggsim
 

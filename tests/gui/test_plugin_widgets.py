@@ -1,4 +1,5 @@
 """The three dock widgets, the overlays and the sample, driven through the manifest."""
+
 from pathlib import Path
 
 import numpy as np
@@ -171,7 +172,7 @@ def test_refine_updates_predicted_on_each_yield(make_napari_viewer, qtbot):
     with qtbot.waitSignal(worker.finished, timeout=30000):
         pass
     assert len(snapshots) >= 4
-    for before, after in zip(snapshots[:3], snapshots[1:4]):
+    for before, after in zip(snapshots[:3], snapshots[1:4], strict=False):
         assert np.abs(after - before).max() > 0
     assert widget.progress.value() == 4
     assert widget.progress.format() == "max_iter after 4 iterations"  # 4 iterations do not converge

@@ -1,4 +1,5 @@
 """The napari reader contribution: get_reader claims frames, never raises, and builds layers."""
+
 from pathlib import Path
 
 import numpy as np

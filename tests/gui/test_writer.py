@@ -1,11 +1,12 @@
 """The SMV writer contribution: layers with braggsim geometry save and read back."""
+
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from braggsim.io import read_frame
-from napari_braggsim._writer import write_smv_frame, write_smv_layer
+from napari_braggsim._writer import write_smv_frame
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 PLUGIN = "napari-braggsim"

@@ -1,4 +1,5 @@
 """Atomic file writes: a reader never sees a half-written file."""
+
 from __future__ import annotations
 
 import contextlib
@@ -13,7 +14,7 @@ def atomic_output(path):
     The temporary file lives in the target's directory so ``os.replace`` is a rename."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    handle = tempfile.NamedTemporaryFile(
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115  closed in the block below / by the generator
         "wb", dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".part", delete=False
     )
     try:

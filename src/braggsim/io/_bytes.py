@@ -1,4 +1,5 @@
 """Read a file's bytes, undoing .gz/.bz2 compression, with a size cap (no decompression bombs)."""
+
 from __future__ import annotations
 
 import bz2

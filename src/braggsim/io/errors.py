@@ -1,4 +1,5 @@
 """Errors raised while reading or writing detector frames."""
+
 from __future__ import annotations
 
 import errno

@@ -1,9 +1,9 @@
 """Frame: one detector image with its trust mask and the geometry its header carries."""
+
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
 
 import numpy as np
 
@@ -29,14 +29,14 @@ class Frame:
 
     data: np.ndarray
     mask: np.ndarray
-    distance_mm: Optional[float]
-    pixel_size_mm: Optional[float]
-    wavelength_A: Optional[float]
-    beam_center_mm: Optional[tuple]
+    distance_mm: float | None
+    pixel_size_mm: float | None
+    wavelength_A: float | None
+    beam_center_mm: tuple | None
     header: dict
     path: str
     format: str
-    saturation: Optional[float] = None
+    saturation: float | None = None
 
     @property
     def shape(self) -> tuple:

@@ -7,16 +7,16 @@ Rules (see docs/formats.md):
 - beamstop: a disk of given radius, or the low-valued blob around the beam centre;
 - user mask: any array or image file, nonzero = trusted (or inverted).
 """
+
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import numpy as np
 from scipy import ndimage
 
 
-def saturation_mask(data: np.ndarray, saturation: Optional[float]) -> np.ndarray:
+def saturation_mask(data: np.ndarray, saturation: float | None) -> np.ndarray:
     """False where data >= saturation; all True when saturation is None."""
     data = np.asarray(data)
     if saturation is None:
@@ -48,8 +48,8 @@ def beamstop_mask(
     data: np.ndarray,
     center_px: tuple,
     *,
-    radius_px: Optional[float] = None,
-    trusted: Optional[np.ndarray] = None,
+    radius_px: float | None = None,
+    trusted: np.ndarray | None = None,
     search_radius_px: float = 50.0,
     threshold: float = 0.5,
     grow_px: int = 3,
@@ -85,8 +85,10 @@ def beamstop_mask(
     # work in the shadow's bounding box (plus margin): morphology on a whole frame is slow
     rows, cols = np.nonzero(core)
     margin = 2 * (grow_px + 4)
-    box = (slice(max(rows.min() - margin, 0), rows.max() + margin + 1),
-           slice(max(cols.min() - margin, 0), cols.max() + margin + 1))
+    box = (
+        slice(max(rows.min() - margin, 0), rows.max() + margin + 1),
+        slice(max(cols.min() - margin, 0), cols.max() + margin + 1),
+    )
     # untrusted seam pixels touching the shadow belong to it, so the pieces join up
     local = core[box] | (~trusted[box] & ndimage.binary_dilation(core[box], iterations=grow_px + 3))
     # the seams cut the shadow: close over them so the shadow is one region
@@ -114,6 +116,6 @@ def user_mask(mask, shape: tuple, *, invert: bool = False) -> np.ndarray:
     return ~trusted if invert else trusted
 
 
-def default_mask(data: np.ndarray, saturation: Optional[float], *, zeros_are_dead: bool = True) -> np.ndarray:
+def default_mask(data: np.ndarray, saturation: float | None, *, zeros_are_dead: bool = True) -> np.ndarray:
     """Saturated, dead and gap pixels removed."""
     return saturation_mask(data, saturation) & dead_pixel_mask(data, zeros_are_dead=zeros_are_dead)

@@ -8,8 +8,10 @@ pixels from the first pixel's outer edge) and ``entry/instrument/beam/incident_w
 (Angstrom unless ``units`` says otherwise).  ``detectorSpecific/pixel_mask`` (nonzero =
 bad) and ``saturation_value`` / ``countrate_correction_count_cutoff`` feed the mask.
 """
+
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -17,17 +19,24 @@ import numpy as np
 from .errors import FrameReadError
 from .pilatus import center_px_to_mosflm_mm
 
-_LENGTH_TO_MM = {"m": 1000.0, "meter": 1000.0, "metre": 1000.0, "mm": 1.0, "millimeter": 1.0,
-                 "um": 1e-3, "micron": 1e-3, "microns": 1e-3, "cm": 10.0}
+_LENGTH_TO_MM = {
+    "m": 1000.0,
+    "meter": 1000.0,
+    "metre": 1000.0,
+    "mm": 1.0,
+    "millimeter": 1.0,
+    "um": 1e-3,
+    "micron": 1e-3,
+    "microns": 1e-3,
+    "cm": 10.0,
+}
 _LENGTH_TO_A = {"angstrom": 1.0, "a": 1.0, "å": 1.0, "nm": 10.0, "m": 1e10, "meter": 1e10}
 
 
 def read_nexus(path: str):
     """(data (slow, fast), header dict, geometry dict, extra bad-pixel mask or None)."""
-    try:
+    with contextlib.suppress(ImportError):
         import hdf5plugin  # noqa: F401  registers the compression filters Eiger files use
-    except ImportError:
-        pass
     import h5py
 
     try:
@@ -36,12 +45,23 @@ def read_nexus(path: str):
             detector = h5.get("entry/instrument/detector")
             beam = h5.get("entry/instrument/beam")
             header = {}
-            geometry = {"distance_mm": None, "pixel_size_mm": None, "wavelength_A": None,
-                        "beam_center_mm": None, "saturation": None}
+            geometry = {
+                "distance_mm": None,
+                "pixel_size_mm": None,
+                "wavelength_A": None,
+                "beam_center_mm": None,
+                "saturation": None,
+            }
             bad = None
             if isinstance(detector, h5py.Group):
-                for key in ("distance", "detector_distance", "x_pixel_size", "y_pixel_size",
-                            "beam_center_x", "beam_center_y"):
+                for key in (
+                    "distance",
+                    "detector_distance",
+                    "x_pixel_size",
+                    "y_pixel_size",
+                    "beam_center_x",
+                    "beam_center_y",
+                ):
                     if isinstance(detector.get(key), h5py.Dataset):
                         header[key] = str(_scalar(path, detector[key]))
                 distance_key = "distance" if "distance" in header else "detector_distance"
@@ -66,7 +86,9 @@ def read_nexus(path: str):
                 units = _units(item) or "angstrom"
                 if units not in _LENGTH_TO_A:
                     raise FrameReadError(path, f"incident_wavelength has unknown units {units!r}")
-                geometry["wavelength_A"] = _positive(path, "incident_wavelength", float(_scalar(path, item)) * _LENGTH_TO_A[units])
+                geometry["wavelength_A"] = _positive(
+                    path, "incident_wavelength", float(_scalar(path, item)) * _LENGTH_TO_A[units]
+                )
                 header["incident_wavelength"] = str(_scalar(path, item))
     except FrameReadError:
         raise
@@ -79,7 +101,7 @@ def _first_image(path, h5) -> np.ndarray:
     group = h5.get("entry/data")
     if group is None:
         raise FrameReadError(path, "no entry/data group (not a NeXus/Eiger master file)")
-    names = sorted(k for k in group.keys() if k == "data" or k.startswith("data_"))
+    names = sorted(k for k in group if k == "data" or k.startswith("data_"))
     for name in names:
         try:
             item = group[name]

@@ -5,6 +5,7 @@ and slow (y), as dxtbx reads it: Fbeam = x * pixel, Sbeam = y * pixel, so MOSFLM
 Xbeam = (y - 0.5) * pixel and Ybeam = (x - 0.5) * pixel.  EDF ``Center_1/Center_2`` (fast,
 slow, pixels) are read the same way.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,18 +43,34 @@ def center_px_to_mosflm_mm(x_fast_px: float, y_slow_px: float, pixel_mm: float) 
 def cbf_geometry(path: str, header: dict) -> dict:
     text = "\n".join(str(v) for v in header.values())
     found = {name: pattern.search(text) for name, pattern in _LINES.items()}
-    pixel = _positive(path, "Pixel_size", _finite(path, "Pixel_size", found["pixel"].group(1)) * 1000.0) if found["pixel"] else None
-    distance = (_positive(path, "Detector_distance", _finite(path, "Detector_distance", found["distance"].group(1)) * 1000.0)
-                if found["distance"] else None)
-    wavelength = _positive(path, "Wavelength", _finite(path, "Wavelength", found["wavelength"].group(1))) if found["wavelength"] else None
+    pixel = (
+        _positive(path, "Pixel_size", _finite(path, "Pixel_size", found["pixel"].group(1)) * 1000.0)
+        if found["pixel"]
+        else None
+    )
+    distance = (
+        _positive(path, "Detector_distance", _finite(path, "Detector_distance", found["distance"].group(1)) * 1000.0)
+        if found["distance"]
+        else None
+    )
+    wavelength = (
+        _positive(path, "Wavelength", _finite(path, "Wavelength", found["wavelength"].group(1)))
+        if found["wavelength"]
+        else None
+    )
     center = None
     if found["beam"] and pixel is not None:
         x = _finite(path, "Beam_xy", found["beam"].group(1))
         y = _finite(path, "Beam_xy", found["beam"].group(2))
         center = center_px_to_mosflm_mm(x, y, pixel)
     saturation = _finite(path, "Count_cutoff", found["cutoff"].group(1)) if found["cutoff"] else None
-    return {"distance_mm": distance, "pixel_size_mm": pixel, "wavelength_A": wavelength,
-            "beam_center_mm": center, "saturation": saturation}
+    return {
+        "distance_mm": distance,
+        "pixel_size_mm": pixel,
+        "wavelength_A": wavelength,
+        "beam_center_mm": center,
+        "saturation": saturation,
+    }
 
 
 def edf_geometry(path: str, header: dict) -> dict:
@@ -72,5 +89,10 @@ def edf_geometry(path: str, header: dict) -> dict:
     x, y = number("Center_1"), number("Center_2")
     if x is not None and y is not None and pixel is not None:
         center = center_px_to_mosflm_mm(x, y, pixel)
-    return {"distance_mm": distance, "pixel_size_mm": pixel, "wavelength_A": wavelength,
-            "beam_center_mm": center, "saturation": number("Saturation")}
+    return {
+        "distance_mm": distance,
+        "pixel_size_mm": pixel,
+        "wavelength_A": wavelength,
+        "beam_center_mm": center,
+        "saturation": number("Saturation"),
+    }

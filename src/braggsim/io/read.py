@@ -1,10 +1,11 @@
 """read_frame: any supported detector file -> Frame (data, mask, geometry, header)."""
+
 from __future__ import annotations
 
 import json
 import math
 import os
-from typing import Optional, Union
+from typing import Union
 
 import numpy as np
 
@@ -14,14 +15,23 @@ from .errors import FrameReadError, check_readable_file
 from .frame import Frame
 
 _SUFFIX_FORMAT = {
-    ".img": "smv", ".smv": "smv", ".cbf": "cbf", ".edf": "edf", ".tif": "tiff", ".tiff": "tiff",
-    ".h5": "nexus", ".hdf5": "nexus", ".nxs": "nexus", ".bin": "nanobragg_float", ".raw": "nanobragg_float",
+    ".img": "smv",
+    ".smv": "smv",
+    ".cbf": "cbf",
+    ".edf": "edf",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+    ".h5": "nexus",
+    ".hdf5": "nexus",
+    ".nxs": "nexus",
+    ".bin": "nanobragg_float",
+    ".raw": "nanobragg_float",
 }
 _CBF_BINARY_STARTER = b"\x0c\x1a\x04\xd5"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
-def guess_format(path: str) -> Optional[str]:
+def guess_format(path: str) -> str | None:
     """The format a file name implies (compression suffixes ignored); None if unknown."""
     stem = strip_compression(os.fspath(path)).lower()
     return _SUFFIX_FORMAT.get(os.path.splitext(stem)[1])
@@ -30,9 +40,9 @@ def guess_format(path: str) -> Optional[str]:
 def read_frame(
     path,
     *,
-    shape: Optional[tuple] = None,
+    shape: tuple | None = None,
     beamstop: Union[bool, str, float, None] = False,
-    zeros_are_dead: Optional[bool] = None,
+    zeros_are_dead: bool | None = None,
 ) -> Frame:
     """Read a detector frame.
 
@@ -71,9 +81,16 @@ def read_frame(
     if bad is not None:
         mask &= ~bad
     frame = Frame(
-        data=data, mask=mask, distance_mm=geometry.get("distance_mm"), pixel_size_mm=geometry.get("pixel_size_mm"),
-        wavelength_A=geometry.get("wavelength_A"), beam_center_mm=geometry.get("beam_center_mm"),
-        header={str(k): str(v) for k, v in header.items()}, path=path, format=kind, saturation=saturation,
+        data=data,
+        mask=mask,
+        distance_mm=geometry.get("distance_mm"),
+        pixel_size_mm=geometry.get("pixel_size_mm"),
+        wavelength_A=geometry.get("wavelength_A"),
+        beam_center_mm=geometry.get("beam_center_mm"),
+        header={str(k): str(v) for k, v in header.items()},
+        path=path,
+        format=kind,
+        saturation=saturation,
     )
     if beamstop is not False and beamstop is not None:
         _apply_beamstop(frame, beamstop)
@@ -105,7 +122,7 @@ def _starts_with(path: str, magic: bytes) -> bool:
         return False
 
 
-def _read_with_fabio(path: str, kind: Optional[str]):
+def _read_with_fabio(path: str, kind: str | None):
     raw = read_bytes(path)
     if not raw:
         raise FrameReadError(path, "empty file")
@@ -133,7 +150,7 @@ def _fabio_decode(path: str):
         image = fabio.open(path)
         data = np.asarray(image.data)
         header = {str(k): str(v) for k, v in image.header.items()}
-    except Exception as exc:  # fabio raises many kinds; all mean "this file is bad"
+    except Exception as exc:  # fabio raises many kinds; all mean "this file is bad"  # noqa: BLE001  any failure becomes a message, never a traceback
         raise FrameReadError(path, f"fabio cannot decode it ({type(exc).__name__}: {exc})") from None
     if data.ndim != 2:
         raise FrameReadError(path, f"expected a 2-D image, fabio gave shape {data.shape}")
@@ -190,7 +207,9 @@ def _read_raw_float(path: str, shape):
         raise FrameReadError(path, "empty file")
     expected = shape[0] * shape[1] * 4
     if len(raw) != expected:
-        raise FrameReadError(path, f"{len(raw)} bytes do not make a {shape[0]}x{shape[1]} float32 image ({expected} bytes)")
+        raise FrameReadError(
+            path, f"{len(raw)} bytes do not make a {shape[0]}x{shape[1]} float32 image ({expected} bytes)"
+        )
     data = np.frombuffer(raw, dtype="<f4").reshape(shape)
     header = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in sidecar.items()}
     return data, header, _sidecar_geometry(path, sidecar)
@@ -206,7 +225,9 @@ def _sidecar_geometry(path: str, sidecar: dict) -> dict:
         try:
             x, y = (float(v) for v in sidecar["beam_center_mm"])
         except (TypeError, ValueError):
-            raise FrameReadError(path, f"sidecar beam_center_mm={sidecar['beam_center_mm']!r} is not (Xbeam, Ybeam)") from None
+            raise FrameReadError(
+                path, f"sidecar beam_center_mm={sidecar['beam_center_mm']!r} is not (Xbeam, Ybeam)"
+            ) from None
         geometry["beam_center_mm"] = (x, y)
     if not geometry and isinstance(sidecar.get("args"), str):
         geometry = _geometry_from_flags(path, sidecar["args"])
@@ -223,8 +244,10 @@ def _geometry_from_flags(path: str, args: str) -> dict:
         raise FrameReadError(path, f"sidecar args are not nanoBragg flags ({exc})") from None
     detector = flags.detector
     return {
-        "distance_mm": float(detector.distance_mm), "pixel_size_mm": float(detector.pixel_size_mm),
-        "wavelength_A": float(flags.beam.wavelength_A), "beam_center_mm": mosflm_beam_center_mm(detector),
+        "distance_mm": float(detector.distance_mm),
+        "pixel_size_mm": float(detector.pixel_size_mm),
+        "wavelength_A": float(flags.beam.wavelength_A),
+        "beam_center_mm": mosflm_beam_center_mm(detector),
     }
 
 

@@ -13,6 +13,7 @@ Beam centre, in order of preference:
    its own DENZO_XBEAM/YBEAM (Sbeam, Fbeam) agree, and the solvent ring's fitted centre lies
    0.5 mm from it (the transposed reading, X along slow, lies 4.8 mm away).
 """
+
 from __future__ import annotations
 
 import io
@@ -24,10 +25,18 @@ import numpy as np
 from .errors import FrameReadError
 
 BYTES_PER_TYPE = {
-    "unsigned_short": (2, "u2"), "signed_short": (2, "i2"), "short": (2, "i2"),
-    "unsigned_int": (4, "u4"), "unsigned_long": (4, "u4"), "signed_int": (4, "i4"),
-    "signed_long": (4, "i4"), "int": (4, "i4"), "long": (4, "i4"),
-    "float": (4, "f4"), "float_ieee": (4, "f4"), "double": (8, "f8"),
+    "unsigned_short": (2, "u2"),
+    "signed_short": (2, "i2"),
+    "short": (2, "i2"),
+    "unsigned_int": (4, "u4"),
+    "unsigned_long": (4, "u4"),
+    "signed_int": (4, "i4"),
+    "signed_long": (4, "i4"),
+    "int": (4, "i4"),
+    "long": (4, "i4"),
+    "float": (4, "f4"),
+    "float_ieee": (4, "f4"),
+    "double": (8, "f8"),
 }
 BYTE_ORDERS = {"little_endian": "<", "big_endian": ">"}
 MAX_SIDE = 65536
@@ -45,12 +54,18 @@ def check_layout(path: str, raw: bytes) -> dict:
         raise FrameReadError(path, "empty file")
     if not looks_like_smv(raw):
         raise FrameReadError(path, "not an SMV file (no '{ HEADER_BYTES=' header)")
-    fields = {k.decode("ascii", "replace").upper(): v.strip().decode("ascii", "replace")
-              for k, v in _KEY_VALUE.findall(raw[:512])}
+    fields = {
+        k.decode("ascii", "replace").upper(): v.strip().decode("ascii", "replace")
+        for k, v in _KEY_VALUE.findall(raw[:512])
+    }
     header_bytes = _int(path, fields, "HEADER_BYTES", 1, len(raw))
     if header_bytes > 512:  # long headers: read the remaining keys too
-        fields.update({k.decode("ascii", "replace").upper(): v.strip().decode("ascii", "replace")
-                       for k, v in _KEY_VALUE.findall(raw[512:header_bytes])})
+        fields.update(
+            {
+                k.decode("ascii", "replace").upper(): v.strip().decode("ascii", "replace")
+                for k, v in _KEY_VALUE.findall(raw[512:header_bytes])
+            }
+        )
     if b"}" not in raw[:header_bytes]:
         raise FrameReadError(path, f"header is not closed by '}}' within HEADER_BYTES={header_bytes}")
     fast = _int(path, fields, "SIZE1", 1, MAX_SIDE)
@@ -69,8 +84,9 @@ def check_layout(path: str, raw: bytes) -> dict:
         )
     if len(raw) > expected:
         raise FrameReadError(
-            path, f"header does not match the file size: {fast}x{slow} {kind} pixels after a "
-            f"{header_bytes}-byte header make {expected} bytes, file has {len(raw)}"
+            path,
+            f"header does not match the file size: {fast}x{slow} {kind} pixels after a "
+            f"{header_bytes}-byte header make {expected} bytes, file has {len(raw)}",
         )
     return {"header_bytes": header_bytes, "shape": (slow, fast), "dtype": BYTE_ORDERS[order] + code, "order": order}
 
@@ -96,7 +112,7 @@ def decode(path: str, raw: bytes, layout: dict):
         image = fabio.open(io.BytesIO(raw))
         data = np.asarray(image.data)
         header = {str(k): str(v) for k, v in image.header.items()}
-    except Exception as exc:  # fabio raises many kinds; all mean "this file is bad"
+    except Exception as exc:  # fabio raises many kinds; all mean "this file is bad"  # noqa: BLE001  any failure becomes a message, never a traceback
         raise FrameReadError(path, f"fabio cannot decode it as SMV ({type(exc).__name__}: {exc})") from None
     if data.shape != layout["shape"]:
         raise FrameReadError(path, f"decoded shape {data.shape} differs from the header's {layout['shape']}")
@@ -161,8 +177,13 @@ def geometry(path: str, header: dict, shape: tuple) -> dict:
         saturation = header_float(path, header, key)
         if saturation is not None:
             break
-    return {"distance_mm": distance, "pixel_size_mm": pixel, "wavelength_A": wavelength,
-            "beam_center_mm": center, "saturation": saturation}
+    return {
+        "distance_mm": distance,
+        "pixel_size_mm": pixel,
+        "wavelength_A": wavelength,
+        "beam_center_mm": center,
+        "saturation": saturation,
+    }
 
 
 def adsc_to_mosflm_mm(beam_center_x: float, beam_center_y: float, spixels: int, pixel_mm: float) -> tuple:

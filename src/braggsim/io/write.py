@@ -3,11 +3,11 @@
 Both write to a temporary file in the target directory and rename it into place, so a
 crash never leaves a half-written frame behind.
 """
+
 from __future__ import annotations
 
 import json
 import os
-from typing import Optional
 
 import numpy as np
 
@@ -54,14 +54,21 @@ def smv_geometry(detector, beam) -> dict:
     # for MOSFLM itself write the given numbers, not a recomputation, so they read back exactly
     mosflm = (x_beam, y_beam) if detector.convention == "mosflm" else (s_beam - 0.5 * pixel, f_beam - 0.5 * pixel)
     return {
-        "SIZE1": str(detector.fpixels), "SIZE2": str(detector.spixels),
-        "PIXEL_SIZE": _number(pixel), "DISTANCE": _number(detector.distance_mm),
+        "SIZE1": str(detector.fpixels),
+        "SIZE2": str(detector.spixels),
+        "PIXEL_SIZE": _number(pixel),
+        "DISTANCE": _number(detector.distance_mm),
         "WAVELENGTH": _number(beam.wavelength_A),
-        "BEAM_CENTER_X": _number(x_beam), "BEAM_CENTER_Y": _number(y_beam),
-        "ADXV_CENTER_X": _derived(f_beam), "ADXV_CENTER_Y": _derived(detector.spixels * pixel - s_beam),
-        "MOSFLM_CENTER_X": _number(mosflm[0]), "MOSFLM_CENTER_Y": _number(mosflm[1]),
-        "DENZO_X_BEAM": _derived(s_beam), "DENZO_Y_BEAM": _derived(f_beam),
-        "XDS_ORGX": _derived(f_close / pixel + 0.5), "XDS_ORGY": _derived(s_close / pixel + 0.5),
+        "BEAM_CENTER_X": _number(x_beam),
+        "BEAM_CENTER_Y": _number(y_beam),
+        "ADXV_CENTER_X": _derived(f_beam),
+        "ADXV_CENTER_Y": _derived(detector.spixels * pixel - s_beam),
+        "MOSFLM_CENTER_X": _number(mosflm[0]),
+        "MOSFLM_CENTER_Y": _number(mosflm[1]),
+        "DENZO_X_BEAM": _derived(s_beam),
+        "DENZO_Y_BEAM": _derived(f_beam),
+        "XDS_ORGX": _derived(f_close / pixel + 0.5),
+        "XDS_ORGY": _derived(s_close / pixel + 0.5),
         "CLOSE_DISTANCE": _derived(close),
         "TWOTHETA": _number(detector.twotheta_deg),
         "DETECTOR_CONVENTION": detector.convention,
@@ -90,8 +97,9 @@ def intfile_scale(image) -> float:
     return INT_FILE_TARGET_MAX / peak if peak > 0 else 1.0
 
 
-def write_smv(path, image, *, detector=None, beam=None, scale: Optional[float] = None,
-              header_extra: Optional[dict] = None) -> float:
+def write_smv(
+    path, image, *, detector=None, beam=None, scale: float | None = None, header_extra: dict | None = None
+) -> float:
     """Write ``image`` (slow, fast) as an unsigned-short SMV file, as nanoBragg's ``-intfile``.
 
     Pixels are floor(image * scale + 0.5) clipped to 0..65535, scale = 55000 / max(image)
@@ -141,8 +149,11 @@ def write_float(path, image, *, sidecar: bool = False, detector=None, beam=None)
         if detector is not None:
             from ..resolution import mosflm_beam_center_mm
 
-            info.update(pixel_size_mm=float(detector.pixel_size_mm), distance_mm=float(detector.distance_mm),
-                        beam_center_mm=list(mosflm_beam_center_mm(detector)))
+            info.update(
+                pixel_size_mm=float(detector.pixel_size_mm),
+                distance_mm=float(detector.distance_mm),
+                beam_center_mm=list(mosflm_beam_center_mm(detector)),
+            )
         if beam is not None:
             info["wavelength_A"] = float(beam.wavelength_A)
         with atomic_output(sidecar_path(os.fspath(path))) as handle:

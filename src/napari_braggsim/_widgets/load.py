@@ -1,7 +1,9 @@
 """Load frame dock widget: a detector frame -> image layer (geometry in metadata) plus a
 hidden mask layer, and the geometry passed on to the other braggsim widgets."""
+
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from qtpy.QtWidgets import QVBoxLayout, QWidget
@@ -37,7 +39,7 @@ class LoadFrameWidget(QWidget):
         path = Path(path if path is not None else self.file.value)
         try:
             frame = _read(path)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  any failure becomes a message, never a traceback
             self._failed(path, exc)
             return None
         return self._show(path, frame)
@@ -69,16 +71,12 @@ class LoadFrameWidget(QWidget):
 
     def _done(self, worker) -> None:
         self._workers.discard(worker)
-        try:
+        with contextlib.suppress(RuntimeError):  # the dock was closed while the file was read
             self.load_button.enabled = True
-        except RuntimeError:  # the dock was closed while the file was read
-            pass
 
     def _show_if_alive(self, path: Path, frame) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # the dock (or the viewer) was closed while the file was read
             self._show(path, frame)
-        except RuntimeError:  # the dock (or the viewer) was closed while the file was read
-            pass
 
     def _failed(self, path: Path, exc: BaseException) -> None:
         _common.notify_error(f"Load frame: cannot read {path.name}: {_common.describe(exc)}")

@@ -6,12 +6,13 @@ progress bar advances.  Stop asks the refiner to end between iterations (so the 
 and its standard errors still arrive); closing the dock or the viewer also quits the
 worker and waits briefly for its thread.
 """
+
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import threading
-from typing import Optional
 
 import numpy as np
 from qtpy.QtCore import QEvent, QObject, QTimer
@@ -68,14 +69,13 @@ class _Run:
 
     def states(self):
         try:
-            for state in self.refiner.run(max_iter=self.max_iter):
-                yield state
+            yield from self.refiner.run(max_iter=self.max_iter)
             return self.refiner.result
         finally:
             self.done.set()
 
 
-def abort_run(run: Optional[_Run], wait_s: float = 3.0) -> bool:
+def abort_run(run: _Run | None, wait_s: float = 3.0) -> bool:
     """Ask the refiner to stop and wait up to ``wait_s`` for the worker's generator to
     end; only if it does not, quit the worker (which abandons the generator).  True if
     the generator ended (or never started).
@@ -87,10 +87,8 @@ def abort_run(run: Optional[_Run], wait_s: float = 3.0) -> bool:
     run.refiner.stop()
     if run.worker is None or run.done.wait(wait_s):
         return True
-    try:
+    with contextlib.suppress(RuntimeError):  # the worker's QObject is already gone
         run.worker.quit()
-    except RuntimeError:  # the worker's QObject is already gone
-        pass
     return False
 
 
@@ -119,7 +117,7 @@ class RefineWidget(QWidget):
 
         self.viewer = napari_viewer
         self._runs: list = []  # plain list shared with the cleanup callbacks
-        self.run_state: Optional[_Run] = None
+        self.run_state: _Run | None = None
         self.result = None
         self.history: list = []  # (iteration, loss)
         self._base_values = dict(DEFAULTS)
@@ -133,7 +131,9 @@ class RefineWidget(QWidget):
         start = start_values()
         groups = []
         for group, rows in GROUPS.items():
-            check = CheckBox(name=f"refine_{group}", text=f"refine {group.replace('_', ' ')}", value=group in DEFAULT_GROUPS)
+            check = CheckBox(
+                name=f"refine_{group}", text=f"refine {group.replace('_', ' ')}", value=group in DEFAULT_GROUPS
+            )
             self.checks[group] = check
             members = [check]
             for key, label, low, high, step, decimals in rows:
@@ -146,9 +146,7 @@ class RefineWidget(QWidget):
         self.optimizer = ComboBox(name="optimizer", label="optimizer", choices=["auto", "adam", "lbfgs"], value="auto")
         self.iterations = SpinBox(name="iterations", label="iterations (max)", min=1, max=100000, value=60)
         # the refiner's orientation search (auto optimizer only): a misset grid of -s, 0, +s
-        self.search_deg = _common.number_box(
-            "search_deg", "misset search step (deg, 0 = off)", 0.0, 30.0, 0.5, 2, 4.0
-        )
+        self.search_deg = _common.number_box("search_deg", "misset search step (deg, 0 = off)", 0.0, 30.0, 0.5, 2, 4.0)
         self.run_button = PushButton(name="run", text="Run")
         self.stop_button = PushButton(name="stop", text="Stop", enabled=False)
         self.apply_button = PushButton(name="apply", text="Apply refined values to Simulate", enabled=False)
@@ -253,10 +251,8 @@ class RefineWidget(QWidget):
         from .simulate import SimulateWidget
 
         for sim in _common.siblings(self.viewer, SimulateWidget):
-            try:
+            with contextlib.suppress(ValueError):
                 base = sim.values()
-            except ValueError:
-                pass
         self._base_values = values_from_layer(layer.metadata, layer.data.shape, base)
         self.set_start_values(self._base_values)
 
@@ -317,8 +313,16 @@ class RefineWidget(QWidget):
         from braggsim.refine import Refiner
 
         refiner = Refiner(
-            crystal, detector, beam, observed, mask, refine=tuple(groups), loss=self.loss.value,
-            optimizer=self.optimizer.value, initial=initial, search_deg=float(self.search_deg.value),
+            crystal,
+            detector,
+            beam,
+            observed,
+            mask,
+            refine=tuple(groups),
+            loss=self.loss.value,
+            optimizer=self.optimizer.value,
+            initial=initial,
+            search_deg=float(self.search_deg.value),
         )
         return refiner, observed, (crystal, detector, beam)
 
@@ -328,7 +332,7 @@ class RefineWidget(QWidget):
             return None
         try:
             refiner, observed, model = self.build_refiner()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  any failure becomes a message, never a traceback
             _common.notify_error(f"Refine: {_common.describe(exc)}")
             return None
         from napari.qt.threading import create_worker
@@ -421,7 +425,7 @@ class RefineWidget(QWidget):
 
         try:
             show_overlays(self.viewer, result.crystal, result.detector, result.beam)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  any failure becomes a message, never a traceback
             _common.notify_error(f"Overlays: {_common.describe(exc)}")
 
     def _on_error(self, exc):
@@ -447,7 +451,7 @@ class RefineWidget(QWidget):
         self.axes.set_xlabel("iteration")
         self.axes.set_ylabel("loss")
         if self.history:
-            its, losses = zip(*self.history)
+            its, losses = zip(*self.history, strict=False)
             losses = np.asarray(losses, dtype=float)
             self.axes.plot(its, losses, "o-", color="tab:blue", markersize=3)
             if np.all(losses > 0) and losses.max() / max(losses.min(), 1e-300) > 100:
@@ -475,10 +479,8 @@ class RefineWidget(QWidget):
 
 def _quit_if_running(run: _Run):
     if not run.done.is_set() and run.worker is not None:
-        try:
+        with contextlib.suppress(RuntimeError):
             run.worker.quit()
-        except RuntimeError:
-            pass
 
 
 def _residual_visible(viewer) -> bool:
@@ -512,8 +514,8 @@ def _starting_text(refiner) -> str:
     axes = sum(name.startswith("misset_") for name in refiner.names)
     if refiner.search_deg > 0 and axes:
         return (
-            f"starting: trying {3 ** axes} misset starts {refiner.search_deg:g} deg apart "
-            f"({3 ** axes - 1} simulations), then refining..."
+            f"starting: trying {3**axes} misset starts {refiner.search_deg:g} deg apart "
+            f"({3**axes - 1} simulations), then refining..."
         )
     return "starting..."
 

@@ -4,12 +4,13 @@ Run simulates once; "live" re-simulates after each change, debounced, and in a n
 ``thread_worker`` when the image is large, so the GUI never waits on torch.  Only the
 newest request's image reaches the layer.
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QLabel, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
 from .. import _common
 from .._model import DEFAULTS, INT_KEYS, frame_metadata, geometry_from_metadata
@@ -136,7 +137,7 @@ class SimulateWidget(QWidget):
             else:
                 widget.value = float(value)
 
-    def set_geometry_from_metadata(self, metadata: Optional[Mapping], shape=None) -> None:
+    def set_geometry_from_metadata(self, metadata: Mapping | None, shape=None) -> None:
         """Fill detector and beam fields from a layer's ``braggsim_frame`` metadata."""
         self.set_values(geometry_from_metadata(metadata, shape))
 
@@ -158,7 +159,7 @@ class SimulateWidget(QWidget):
             from .._model import build_model
 
             model = build_model(values)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  any failure becomes a message, never a traceback
             _common.notify_error(f"Simulate: {_common.describe(exc)}")
             return None
         self._request += 1
@@ -167,7 +168,7 @@ class SimulateWidget(QWidget):
         if pixels <= THREAD_ABOVE_PIXELS:
             try:
                 image = _simulate(model)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001  any failure becomes a message, never a traceback
                 _common.notify_error(f"Simulate: {_common.describe(exc)}")
                 return None
             self._apply(request, values, model, image)
@@ -199,7 +200,7 @@ class SimulateWidget(QWidget):
         if self.overlays.value:
             try:
                 show_overlays(self.viewer, *model)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001  any failure becomes a message, never a traceback
                 _common.notify_error(f"Overlays: {_common.describe(exc)}")
         self._applied = request
         self.status.value = f"simulated {image.shape[0]}x{image.shape[1]}, max {float(image.max()):.3g} photons"
@@ -216,8 +217,9 @@ class SimulateWidget(QWidget):
 
 def _simulate(model):
     """(Crystal, Detector, Beam) -> float32 numpy image (slow, fast)."""
-    import braggsim
     import torch
+
+    import braggsim
 
     with torch.no_grad():
         return braggsim.simulate(*model).numpy().astype("float32", copy=False)
