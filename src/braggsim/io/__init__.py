@@ -9,7 +9,7 @@ No napari or Qt here; fabio and h5py are imported when a file is read.
 from .errors import FrameReadError
 from .frame import Frame, frame_from_metadata
 from .masks import beamstop_mask, dead_pixel_mask, default_mask, disk_mask, saturation_mask, user_mask
-from .read import guess_format, read_frame
+from .read import guess_format, image_count, read_frame
 from .write import write_float, write_smv
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "disk_mask",
     "frame_from_metadata",
     "guess_format",
+    "image_count",
     "read_frame",
     "saturation_mask",
     "user_mask",

@@ -1,0 +1,167 @@
+"""Batches on a real Dask LocalCluster with two worker processes: results equal the
+in-process ones, a killed worker loses no frame, a restart skips finished frames, a
+frame that takes its worker down is 'failed'.  The frames are crops of the public
+thaumatin stills; the frame functions are cheap doubles (batch_doubles.py) except in
+the test that needs the real pipeline."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import batch_doubles
+import pytest
+
+from braggsim.batch import run_batch
+from braggsim.batch.pipeline import ProcessOptions
+
+pytest.importorskip("distributed")
+
+TESTS = Path(__file__).parent
+CROPS = TESTS / "data" / "thaumatin_crops"
+NAMES = ["thau_3_2_0003_c256", "thau_3_2_0006_c256", "thau_3_2_0016_c256"]
+
+
+@pytest.fixture(scope="module")
+def client():
+    """The LocalCluster ``--scheduler local`` makes, with two worker processes; they
+    import batch_doubles from tests/.  A frame may take down one worker (allowed-failures
+    1, default 3) before it counts as failed."""
+    import dask
+    from distributed import Client
+
+    from braggsim.batch.runner import _local_cluster
+
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), saved) if p)
+    try:
+        with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+            cluster = _local_cluster(2)
+        client = Client(cluster, set_as_default=False)
+        client.wait_for_workers(2, timeout=60)
+        yield client
+        client.close()
+        cluster.close()
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+
+
+@pytest.fixture
+def frames(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, name in enumerate(NAMES * 2):
+        shutil.copy(CROPS / f"{name}.cbf.bz2", folder / f"f_{i + 1}.cbf.bz2")
+    return folder
+
+
+def results(out) -> dict:
+    """name -> the frame's JSON without what may differ between runs (time, process)."""
+    found = {}
+    for path in sorted(Path(out).glob("f_*.json")):
+        data = json.loads(path.read_text())
+        data.pop("time_s")
+        data["parameters"].pop("pid", None)
+        found[path.stem] = data
+    return found
+
+
+def pids(out) -> dict:
+    return {p.stem: json.loads(p.read_text())["parameters"]["pid"] for p in Path(out).glob("f_*.json")}
+
+
+def test_cluster_results_equal_in_process_results(tmp_path, frames, client):
+    local = run_batch(
+        [frames], ProcessOptions(), tmp_path / "dask", scheduler=client, frame_function=batch_doubles.count_spots
+    )
+    alone = run_batch(
+        [frames], ProcessOptions(), tmp_path / "none", scheduler="none", frame_function=batch_doubles.count_spots
+    )
+    assert local.state == alone.state == "finished" and local.done == alone.done == 6
+    assert results(tmp_path / "dask") == results(tmp_path / "none")
+    assert (tmp_path / "dask" / "summary.csv").read_text().splitlines()[0].startswith("frame,status,")
+    assert len(set(pids(tmp_path / "dask").values())) == 2  # both workers took frames
+    assert set(pids(tmp_path / "none").values()) == {os.getpid()}
+
+
+def test_killing_a_worker_mid_frame_loses_no_frame(tmp_path, frames, client):
+    killed = {}
+
+    def kill_a_busy_worker(progress):
+        if progress.result is None or killed:
+            return
+        for address, keys in client.processing().items():
+            if keys:  # this worker is running a frame right now
+                pid = client.run(os.getpid, workers=[address])[address]
+                killed.update(pid=pid, frames=[k.split("-")[2] for k in keys])
+                os.kill(pid, signal.SIGKILL)
+                return
+
+    slow = functools.partial(batch_doubles.slow, delay_s=1.0)
+    final = run_batch(
+        [frames],
+        ProcessOptions(),
+        tmp_path / "dask",
+        scheduler=client,
+        frame_function=slow,
+        on_progress=kill_a_busy_worker,
+    )
+    run_batch([frames], ProcessOptions(), tmp_path / "none", scheduler="none", frame_function=batch_doubles.count_spots)
+    assert killed, "no worker was busy when the first frame finished"
+    assert final.state == "finished" and final.done == 6
+    assert results(tmp_path / "dask") == results(tmp_path / "none")
+    by_pid = pids(tmp_path / "dask")
+    for name in killed["frames"]:  # the killed worker's frame was run again by a live one
+        assert by_pid[name] != killed["pid"]
+    client.wait_for_workers(2, timeout=60)  # the nanny restarts the killed worker
+
+
+def test_a_restart_skips_finished_frames(tmp_path, frames, client):
+    out = tmp_path / "out"
+    first = run_batch(
+        [frames / f"f_{i}.cbf.bz2" for i in (1, 2, 3)],
+        ProcessOptions(),
+        out,
+        scheduler=client,
+        frame_function=batch_doubles.count_spots,
+    )
+    assert first.done == 3
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("f_*.json")}
+    time.sleep(0.05)
+    second = run_batch([frames], ProcessOptions(), out, scheduler=client, frame_function=batch_doubles.count_spots)
+    assert second.skipped == 3 and second.done == 3 and second.counts == {"indexed": 4, "no-lattice": 2}
+    assert {p: out.joinpath(p).stat().st_mtime_ns for p in stamps} == stamps  # not rewritten
+    assert sorted(p.stem for p in out.glob("f_*.json")) == [f"f_{i}" for i in range(1, 7)]
+
+
+def test_a_frame_that_kills_its_worker_every_time_is_failed(tmp_path, frames, client):
+    deadly = functools.partial(batch_doubles.kills_process_on, bad="f_2")
+    final = run_batch([frames], ProcessOptions(), tmp_path / "out", scheduler=client, frame_function=deadly)
+    rows = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "out").glob("f_*.json")}
+    assert final.state == "finished" and len(rows) == 6
+    assert rows["f_2"]["status"] == "failed" and "workers running this frame died" in rows["f_2"]["reason"]
+    assert [rows[f"f_{i}"]["status"] for i in (1, 3, 4, 5, 6)] == [
+        "indexed",
+        "no-lattice",
+        "indexed",
+        "indexed",
+        "no-lattice",
+    ]
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_a_corrupt_frame_among_good_ones_is_failed_and_the_rest_indexed(tmp_path, frames, client):
+    pytest.importorskip("braggsim.process", reason="needs the real per-frame pipeline (braggsim.process)")
+    (frames / "f_4.cbf.bz2").write_bytes((frames / "f_4.cbf.bz2").read_bytes()[:5000])  # truncated
+    run_batch([frames / f"f_{i}.cbf.bz2" for i in (1, 2, 4)], ProcessOptions(), tmp_path / "out", scheduler=client)
+    rows = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "out").glob("f_*.json")}
+    assert rows["f_4"]["status"] == "failed" and rows["f_4"]["reason"]
+    assert rows["f_1"]["status"] == rows["f_2"]["status"] == "indexed"
