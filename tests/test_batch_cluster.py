@@ -6,11 +6,13 @@ the test that needs the real pipeline."""
 
 from __future__ import annotations
 
+import csv
 import functools
 import json
 import os
 import shutil
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -74,6 +76,11 @@ def results(out) -> dict:
     return found
 
 
+def statuses(out) -> dict:
+    with open(Path(out) / "summary.csv", newline="") as handle:
+        return {row["frame"]: row["status"] for row in csv.DictReader(handle)}
+
+
 def pids(out) -> dict:
     return {p.stem: json.loads(p.read_text())["parameters"]["pid"] for p in Path(out).glob("f_*.json")}
 
@@ -92,7 +99,65 @@ def test_cluster_results_equal_in_process_results(tmp_path, frames, client):
     assert set(pids(tmp_path / "none").values()) == {os.getpid()}
 
 
+def test_a_restart_skips_finished_frames(tmp_path, frames, client):
+    out = tmp_path / "out"
+    first = run_batch(
+        [frames / f"f_{i}.cbf.bz2" for i in (1, 2, 3)],
+        ProcessOptions(),
+        out,
+        scheduler=client,
+        frame_function=batch_doubles.count_spots,
+    )
+    assert first.done == 3
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("f_*.json")}
+    time.sleep(0.05)
+    second = run_batch([frames], ProcessOptions(), out, scheduler=client, frame_function=batch_doubles.count_spots)
+    assert second.skipped == 3 and second.done == 3 and second.counts == {"indexed": 4, "no-lattice": 2}
+    assert {p: out.joinpath(p).stat().st_mtime_ns for p in stamps} == stamps  # not rewritten
+    assert sorted(p.stem for p in out.glob("f_*.json")) == [f"f_{i}" for i in range(1, 7)]
+
+
+def test_a_corrupt_frame_among_good_ones_is_failed_and_the_rest_indexed(tmp_path, frames, client):
+    pytest.importorskip("braggsim.process", reason="needs the real per-frame pipeline (braggsim.process)")
+    (frames / "f_4.cbf.bz2").write_bytes((frames / "f_4.cbf.bz2").read_bytes()[:5000])  # truncated
+    run_batch([frames / f"f_{i}.cbf.bz2" for i in (1, 2, 4)], ProcessOptions(), tmp_path / "out", scheduler=client)
+    rows = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "out").glob("f_*.json")}
+    assert rows["f_4"]["status"] == "failed" and rows["f_4"]["reason"]
+    assert rows["f_1"]["status"] == rows["f_2"]["status"] == "indexed"
+
+
+def test_cli_through_a_scheduler_address_with_a_worker_killed(tmp_path, frames, client, capsys):
+    """``braggsim process --scheduler tcp://...`` (the pipeline itself, not a double); a
+    worker is SIGKILLed once the first frame's JSON appears: every frame is in
+    summary.csv with the status that ``--scheduler none`` gives."""
+    from braggsim.cli import main
+
+    client.wait_for_workers(2, timeout=120)  # nannies restart killed workers; the tests that kill run last
+    out = tmp_path / "dask"
+    pid = next(iter(client.run(os.getpid).values()))
+    killed = threading.Event()
+
+    def kill_after_first_frame():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(p.name != "options.json" for p in out.glob("*.json")):
+            time.sleep(0.01)
+        os.kill(pid, signal.SIGKILL)
+        killed.set()
+
+    killer = threading.Thread(target=kill_after_first_frame, daemon=True)
+    killer.start()
+    args = ["process", str(frames), "--quiet"]
+    assert main([*args, "--out", str(out), "--scheduler", client.scheduler.address]) == 0
+    assert main([*args, "--out", str(tmp_path / "none"), "--scheduler", "none"]) == 0
+    killer.join(timeout=130)
+    assert killed.is_set()
+    with_dask, alone = statuses(out), statuses(tmp_path / "none")
+    assert list(with_dask) == [f"f_{i}" for i in range(1, 7)] and with_dask == alone
+    assert "processed 6 of 6 frames" in capsys.readouterr().out
+
+
 def test_killing_a_worker_mid_frame_loses_no_frame(tmp_path, frames, client):
+    client.wait_for_workers(2, timeout=120)
     killed = {}
 
     def kill_a_busy_worker(progress):
@@ -121,28 +186,11 @@ def test_killing_a_worker_mid_frame_loses_no_frame(tmp_path, frames, client):
     by_pid = pids(tmp_path / "dask")
     for name in killed["frames"]:  # the killed worker's frame was run again by a live one
         assert by_pid[name] != killed["pid"]
-    client.wait_for_workers(2, timeout=60)  # the nanny restarts the killed worker
-
-
-def test_a_restart_skips_finished_frames(tmp_path, frames, client):
-    out = tmp_path / "out"
-    first = run_batch(
-        [frames / f"f_{i}.cbf.bz2" for i in (1, 2, 3)],
-        ProcessOptions(),
-        out,
-        scheduler=client,
-        frame_function=batch_doubles.count_spots,
-    )
-    assert first.done == 3
-    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("f_*.json")}
-    time.sleep(0.05)
-    second = run_batch([frames], ProcessOptions(), out, scheduler=client, frame_function=batch_doubles.count_spots)
-    assert second.skipped == 3 and second.done == 3 and second.counts == {"indexed": 4, "no-lattice": 2}
-    assert {p: out.joinpath(p).stat().st_mtime_ns for p in stamps} == stamps  # not rewritten
-    assert sorted(p.stem for p in out.glob("f_*.json")) == [f"f_{i}" for i in range(1, 7)]
 
 
 def test_a_frame_that_kills_its_worker_every_time_is_failed(tmp_path, frames, client):
+    # last in the module: on a loaded machine a nanny may fail to restart a worker after this
+    client.wait_for_workers(2, timeout=120)
     deadly = functools.partial(batch_doubles.kills_process_on, bad="f_2")
     final = run_batch([frames], ProcessOptions(), tmp_path / "out", scheduler=client, frame_function=deadly)
     rows = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "out").glob("f_*.json")}
@@ -155,13 +203,3 @@ def test_a_frame_that_kills_its_worker_every_time_is_failed(tmp_path, frames, cl
         "indexed",
         "no-lattice",
     ]
-    client.wait_for_workers(2, timeout=60)
-
-
-def test_a_corrupt_frame_among_good_ones_is_failed_and_the_rest_indexed(tmp_path, frames, client):
-    pytest.importorskip("braggsim.process", reason="needs the real per-frame pipeline (braggsim.process)")
-    (frames / "f_4.cbf.bz2").write_bytes((frames / "f_4.cbf.bz2").read_bytes()[:5000])  # truncated
-    run_batch([frames / f"f_{i}.cbf.bz2" for i in (1, 2, 4)], ProcessOptions(), tmp_path / "out", scheduler=client)
-    rows = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "out").glob("f_*.json")}
-    assert rows["f_4"]["status"] == "failed" and rows["f_4"]["reason"]
-    assert rows["f_1"]["status"] == rows["f_2"]["status"] == "indexed"

@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--force", action="store_true", help="reprocess frames already done in DIR")
     parser.add_argument(
-        "--max-in-flight", type=int, metavar="N", help="tasks submitted at a time (default: twice the worker threads)"
+        "--max-in-flight", type=int, metavar="N", help="tasks submitted at a time (default: one per worker thread)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     return parser

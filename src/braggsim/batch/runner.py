@@ -6,8 +6,11 @@ Dask scheduler, with results streamed to the output folder as frames finish.
 
 One task per frame.  A task carries only the frame's reference (path, index) and the
 options; the worker reads the pixels.  At most ``max_in_flight`` tasks exist at a time
-(by default twice the workers' threads, recomputed as workers come and go), so neither
-the client nor the scheduler holds the whole set.  Dask re-runs a task whose worker died
+(by default one per worker thread, recounted as workers come and go), so neither the
+client nor the scheduler holds the whole set, and a worker holds only the frames it is
+running: when a frame kills its worker (out of memory, a crash) no innocent frame queued
+there shares the blame (Dask counts a death against every task on the worker).  The
+cost, a scheduler round trip between a worker's frames, is milliseconds against seconds.  Dask re-runs a task whose worker died
 (up to ``distributed.scheduler.allowed-failures`` times; after that the frame is
 ``failed``).  ``dask`` and ``distributed`` are imported only when a cluster is used.
 """
@@ -28,6 +31,9 @@ from .task import describe_exception, run_frame
 
 log = logging.getLogger(__name__)
 
+_LOST = object()  # a finished frame whose result died with its worker
+_MAX_LOST = 3
+NO_WORKERS_TIMEOUT_S = 120.0  # a LocalCluster with no workers this long has failed
 CONNECT_TIMEOUT_S = 10.0  # how long to try reaching a scheduler address
 SCHEDULER_HELP = "local (a LocalCluster on this machine), none (in-process, one frame after another) or tcp://host:port"
 
@@ -269,48 +275,76 @@ class _Dask:
         extra = () if frame_function is None else (frame_function,)
         todo = iter(pending)
         in_flight: dict = {}
-        finished: queue.SimpleQueue = queue.SimpleQueue()  # futures, as their callbacks report them
+        # (future, its status when it completed), as the futures' callbacks report them
+        finished: queue.SimpleQueue = queue.SimpleQueue()
+        lost: collections.Counter = collections.Counter()
         exhausted = False
+
+        def submit(ref):
+            again = f"-again{lost[ref]}" if lost[ref] else ""
+            key = f"braggsim-frame-{ref.name}-{run_id}{again}"
+            future = self.client.submit(run_frame, ref, options, *extra, key=key, pure=False)
+            in_flight[future] = ref
+            future.add_done_callback(lambda done: finished.put((done, done.status)))
+
+        workers_seen = time.monotonic()
         try:
             while True:
                 if cancel is not None and cancel.is_set():
                     return
-                limit = max_in_flight or max(4, 2 * self._census()[1])
+                n_workers, n_threads = self._census()
+                if n_workers or self.cluster is None:  # a remote cluster's workers may be queued jobs
+                    workers_seen = time.monotonic()
+                elif time.monotonic() - workers_seen > NO_WORKERS_TIMEOUT_S:
+                    raise BatchError(f"the LocalCluster has had no workers for {NO_WORKERS_TIMEOUT_S:.0f} s")
+                limit = max_in_flight or max(1, n_threads)
                 while not exhausted and len(in_flight) < limit:
                     ref = next(todo, None)
                     if ref is None:
                         exhausted = True
                         break
-                    key = f"braggsim-frame-{ref.name}-{run_id}"
-                    future = self.client.submit(run_frame, ref, options, *extra, key=key, pure=False)
-                    in_flight[future] = ref
-                    future.add_done_callback(finished.put)
+                    submit(ref)
                 self.running = len(in_flight)
                 if not in_flight:
                     return
                 try:
-                    future = finished.get(timeout=tick_s)
+                    future, status = finished.get(timeout=tick_s)
                 except queue.Empty:
                     yield None
                     continue
                 ref = in_flight.pop(future)
+                result = self._result(future, status, ref)
+                if result is _LOST:
+                    lost[ref] += 1
+                    if lost[ref] > _MAX_LOST:
+                        raise BatchError(f"the result of frame {ref} was lost {lost[ref]} times; are workers dying?")
+                    submit(ref)
+                    continue
                 self.running = len(in_flight)
-                yield ref, self._result(future, ref)
+                yield ref, result
         finally:
             if in_flight:
                 self.client.cancel(list(in_flight))
             self.running = 0
 
     @staticmethod
-    def _result(future, ref):
+    def _result(future, status: str, ref):
+        """The frame's result; _LOST when it finished but the result died with its worker."""
         from distributed import KilledWorker
 
         from .pipeline import failed_result
 
-        if future.status == "finished":
-            return future.result()
-        if future.cancelled():
+        if status == "cancelled":
             raise BatchError(f"the scheduler cancelled frame {ref}; is it shutting down?")
+        if status != "error":  # it finished (and may have been lost and rescheduled since)
+            try:
+                return future.result()
+            except Exception:  # noqa: BLE001  whatever went wrong after it ran, it did run
+                # Its worker died before the result reached us and Dask's recomputation
+                # failed too (a recomputed task may land beside a frame that kills workers,
+                # and share its KilledWorker): this frame is innocent, so it gets a fresh
+                # task with fresh lives.
+                return _LOST
         exc = future.exception()
         if isinstance(exc, KilledWorker):
             # the frame took its worker down (out of memory, a crash) every time it ran
