@@ -29,7 +29,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PUBLIC = ROOT.parent / "shared" / "data" / "thaumatin_grid"
+# the project's ../shared (a worktree sits one level deeper)
+PUBLIC = next(
+    (d / "shared" / "data" / "thaumatin_grid" for d in (ROOT.parent, ROOT.parent.parent) if (d / "shared").is_dir()),
+    ROOT.parent / "shared" / "data" / "thaumatin_grid",
+)
 CELL = ["57.8", "57.8", "150.0", "90", "90", "90"]
 
 
