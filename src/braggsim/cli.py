@@ -1,9 +1,10 @@
-"""The ``braggsim`` command: ``simulate`` | ``refine`` | ``demo``.
+"""The ``braggsim`` command: ``simulate`` | ``refine`` | ``process`` | ``demo``.
 
 ``braggsim simulate`` is a drop-in for nanoBragg: it takes nanoBragg's flags (see
 ``braggsim simulate --help``), prints a short nanoBragg-like summary and writes
 ``-floatfile`` (raw float32) and ``-intfile`` (SMV).  ``refine`` and ``demo`` live in
-:mod:`braggsim.refine_cli` and are imported only when asked for.
+:mod:`braggsim.refine_cli`, ``process`` in :mod:`braggsim.process_cli`; each is imported
+only when asked for.
 
 Errors are one line on stderr, ``braggsim: error: ...``, with exit status 2.  Output
 files are written to temporary names and renamed only once every file is complete, so a
@@ -23,6 +24,7 @@ usage: braggsim <command> [options]
 commands:
   simulate   simulate a diffraction image from nanoBragg's command-line flags
   refine     refine a model against a measured frame
+  process    real stills: find spots, index with a known cell, refine; .expt + summary.csv
   demo       simulate a known crystal, then refine a perturbed model back to it
 
 Run 'braggsim <command> --help' for the options of a command.
@@ -118,7 +120,11 @@ def main(argv=None) -> int:
             return simulate_main(rest)
         if command in ("refine", "demo"):
             return _dispatch_refine(command, rest)
-        raise CommandError(f"unknown command {command!r} (choose from simulate, refine, demo)")
+        if command == "process":
+            from .process_cli import process_main
+
+            return int(process_main(rest) or 0)
+        raise CommandError(f"unknown command {command!r} (choose from simulate, refine, process, demo)")
     except CommandError as exc:
         return _fail(str(exc))
 

@@ -129,7 +129,7 @@ def _sharpen_direction(u: np.ndarray, q: np.ndarray, d_A: np.ndarray, length_A: 
             continue
         e1, e2 = _tangent_basis(u)
 
-        def negative(t, subset=subset, e1=e1, e2=e2):
+        def negative(t, subset=subset, e1=e1, e2=e2, u=u):
             v = u + t[0] * e1 + t[1] * e2
             return -periodicity((v / np.linalg.norm(v))[None, :], subset, length_A)[0]
 
@@ -187,9 +187,7 @@ def _rotation_onto(e: np.ndarray, u: np.ndarray) -> np.ndarray:
     return Rotation.from_rotvec(axis / sine * math.atan2(sine, cosine)).as_matrix()
 
 
-def psi_scan(
-    u: np.ndarray, axis: int, q: np.ndarray, cell: tuple, step_deg: float
-) -> list[tuple[float, np.ndarray]]:
+def psi_scan(u: np.ndarray, axis: int, q: np.ndarray, cell: tuple, step_deg: float) -> list[tuple[float, np.ndarray]]:
     """Orientations with cell edge ``axis`` along u, every ``step_deg`` about it, scored by
     :func:`soft_count`; returns [(score, U (3, 3))] best first (local maxima only)."""
     frame = orthogonalization(cell)
@@ -218,7 +216,7 @@ def _sharpen_orientation(orientation: np.ndarray, q: np.ndarray, cell: tuple) ->
         if len(subset) < 5:
             continue
 
-        def negative(r, subset=subset):
+        def negative(r, subset=subset, orientation=orientation):
             rotation = Rotation.from_rotvec(r).as_matrix() @ orientation
             return -soft_count(subset @ (rotation @ frame))
 
@@ -297,7 +295,9 @@ def index_still(
     n_spots = len(px)
     tolerance = options.spot_refine.hkl_tolerance
     if n_spots < options.min_spots:
-        return IndexingResult("no-lattice", f"{n_spots} strong spots (fewer than {options.min_spots})", n_spots, 0, 0.0, 0.0, None)
+        return IndexingResult(
+            "no-lattice", f"{n_spots} strong spots (fewer than {options.min_spots})", n_spots, 0, 0.0, 0.0, None
+        )
     q = geometry.q_vectors(px)
     candidates = search_orientations(q, cell, group, options)
     best: SpotFit | None = None

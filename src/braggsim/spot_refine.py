@@ -81,6 +81,7 @@ class SpotFit:
     hkl: (n_spots, 3) int nearest integer indices of every spot; indexed: (n_spots,) bool
         within hkl_tolerance; inlier: (n_spots,) bool indexed and used in the final fit.
     rmsd_px: root-mean-square position error over the inliers; rmsd_indexed_px: over all indexed.
+    predicted_px, observed_px: (n_spots, 2) (slow, fast) predictions of ``hkl`` and the centroids.
     """
 
     real_space: np.ndarray
@@ -97,6 +98,7 @@ class SpotFit:
     rmsd_indexed_px: float
     delpsi_rmsd_deg: float
     predicted_px: np.ndarray
+    observed_px: np.ndarray
 
     @property
     def n_indexed(self) -> int:
@@ -110,16 +112,19 @@ def apply_detector(header: StillGeometry, values: dict) -> StillGeometry:
     it; the distance moves the panel along the beam; shifts slide it in its own plane.
     """
     footprint = _beam_footprint(header)
-    tilt = math.radians(values.get("tilt_fast_deg", 0.0)) * header.fast + math.radians(
-        values.get("tilt_slow_deg", 0.0)
-    ) * header.slow
+    tilt = (
+        math.radians(values.get("tilt_fast_deg", 0.0)) * header.fast
+        + math.radians(values.get("tilt_slow_deg", 0.0)) * header.slow
+    )
     rotation = rotation_matrix(tilt)
     fast = rotation @ header.fast
     slow = rotation @ header.slow
     origin = footprint + rotation @ (header.origin - footprint)
     origin = origin - values.get("distance_mm", 0.0) * header.beam_direction
     pixel_f, pixel_s = header.pixel_size_mm
-    origin = origin + values.get("shift_fast_px", 0.0) * pixel_f * fast + values.get("shift_slow_px", 0.0) * pixel_s * slow
+    origin = (
+        origin + values.get("shift_fast_px", 0.0) * pixel_f * fast + values.get("shift_slow_px", 0.0) * pixel_s * slow
+    )
     # the fields are valid by construction; skip the dataclass checks (this runs in the inner loop)
     geometry = object.__new__(StillGeometry)
     geometry.__dict__.update(header.__dict__)
@@ -203,7 +208,7 @@ def refine_on_spots(
         real_space=real_space_from(rotation, cell),
         geometry=apply_detector(header, values),
         cell=tuple(float(v) for v in cell),
-        cell_sigma=_cell_sigma(model.parameters, x[3 : 3 + n_cell], sigmas[3 : 3 + n_cell]),
+        cell_sigma=model.parameters.full_sigma(sigmas[3 : 3 + n_cell]),
         orientation_sigma_deg=tuple(float(math.degrees(s)) for s in sigmas[:3]),
         detector={n: float(values[n]) for n in DETECTOR_NAMES},
         detector_sigma={n: float(s) for n, s in zip(model.detector_names, sigmas[3 + n_cell :], strict=True)},
@@ -214,6 +219,7 @@ def refine_on_spots(
         rmsd_indexed_px=_rms(error[indexed & valid]),
         delpsi_rmsd_deg=float(math.degrees(_rms(delpsi[inlier]))),
         predicted_px=model.predict(x, hkl)[0],
+        observed_px=px,
     )
 
 
@@ -243,7 +249,13 @@ class _Model:
                 for n, t in zip(self.parameters.names, self.target_free, strict=True)
             ]
         )
-        step = {"shift_fast_px": 1e-3, "shift_slow_px": 1e-3, "distance_mm": 1e-3, "tilt_fast_deg": 1e-4, "tilt_slow_deg": 1e-4}
+        step = {
+            "shift_fast_px": 1e-3,
+            "shift_slow_px": 1e-3,
+            "distance_mm": 1e-3,
+            "tilt_fast_deg": 1e-4,
+            "tilt_slow_deg": 1e-4,
+        }
         self.steps = np.concatenate(
             [np.full(3, 1e-6), np.maximum(np.abs(self.free) * 1e-6, 1e-7), [step[n] for n in self.detector_names]]
         )
@@ -255,7 +267,7 @@ class _Model:
         n_cell = len(self.free)
         rotation = rotation_matrix(x[:3]) @ self.orientation
         cell = self.parameters.cell(x[3 : 3 + n_cell])
-        values = {name: 0.0 for name in DETECTOR_NAMES}
+        values = dict.fromkeys(DETECTOR_NAMES, 0.0)
         values.update(zip(self.detector_names, x[3 + n_cell :], strict=True))
         return rotation, cell, values
 
@@ -361,22 +373,3 @@ def _robust_rms(values: np.ndarray) -> float:
 
 def _rms(values: np.ndarray) -> float:
     return float(np.sqrt(np.mean(values * values))) if values.size else math.nan
-
-
-def _cell_sigma(parameters: CellParameters, free: np.ndarray, free_sigma: np.ndarray) -> tuple:
-    """Standard errors of the 6 cell parameters (those tied to a free one share its error)."""
-    sigma = dict(zip(parameters.names, free_sigma, strict=True))
-    tied = {"b": "a", "c": "a", "beta": "alpha", "gamma": "alpha"}
-    out = []
-    for name in ("a", "b", "c", "alpha", "beta", "gamma"):
-        if name in sigma:
-            out.append(float(sigma[name]))
-        elif parameters.system in ("tetragonal", "hexagonal") and name == "b":
-            out.append(float(sigma["a"]))
-        elif parameters.system in ("cubic", "rhombohedral") and name in ("b", "c"):
-            out.append(float(sigma["a"]))
-        elif parameters.system == "rhombohedral" and name in ("beta", "gamma"):
-            out.append(float(sigma[tied[name]]))
-        else:
-            out.append(0.0)
-    return tuple(out)

@@ -91,6 +91,20 @@ class CellParameters:
             return (v["a"], v["a"], v["a"], v["alpha"], v["alpha"], v["alpha"])
         return (v["a"], v["a"], v["a"], 90.0, 90.0, 90.0)
 
+    def sources(self) -> tuple:
+        """For each of (a, b, c, alpha, beta, gamma), the index of the free parameter it
+        equals, or None when the system fixes it (a tetragonal cell: (0, 0, 1, None, None, None))."""
+        probe = self.cell(1000.0 * (np.arange(len(self.names)) + 1))
+        out = []
+        for value in probe:
+            index = int(round(value / 1000.0)) - 1
+            out.append(index if 0 <= index < len(self.names) and abs(value - 1000.0 * (index + 1)) < 1e-6 else None)
+        return tuple(out)
+
+    def full_sigma(self, free_sigma: Sequence) -> tuple:
+        """Standard errors of the 6 cell parameters from those of the free ones (0 where fixed)."""
+        return tuple(0.0 if i is None else float(free_sigma[i]) for i in self.sources())
+
     def symmetrize(self, cell: Sequence) -> tuple:
         """The nearest cell that obeys the constraints (equal edges averaged, fixed angles set)."""
         a, b, c, al, be, ga = (float(x) for x in cell)

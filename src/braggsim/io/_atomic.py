@@ -18,6 +18,10 @@ def atomic_output(path):
         "wb", dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".part", delete=False
     )
     try:
+        # mkstemp makes the file 0600; give the result the permissions a plain open() would
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(handle.name, 0o666 & ~umask)
         with handle:
             yield handle
             handle.flush()
