@@ -65,6 +65,17 @@ class IndexingOptions:
     max_rmsd_px: float = 2.5
     spot_refine: SpotRefineOptions = dataclasses.field(default_factory=SpotRefineOptions)
 
+    def __post_init__(self):
+        for name in ("grid_step_deg", "max_index_coarse", "psi_step_deg", "psi_max_index", "max_rmsd_px"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        for name in ("n_axis_candidates", "n_solutions_refined", "min_spots", "min_indexed"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if not 0 <= self.min_fraction <= 1:
+            raise ValueError(f"min_fraction must lie in [0, 1], got {self.min_fraction!r}")
+
 
 @dataclasses.dataclass
 class IndexingResult:

@@ -36,6 +36,8 @@ class SpotFinderOptions:
     gain: detector gain, ADU per photon (1 for a photon-counting Pilatus).
     min_spot_size, max_spot_size: region size limits, pixels (DIALS uses 3 on pixel-array
         detectors; a hot pixel is 1).
+    background_margin: gap in pixels between a spot's box and the eight local-mean windows
+        around it whose median is its background.
     """
 
     kernel_size: int = 3
@@ -46,6 +48,7 @@ class SpotFinderOptions:
     global_threshold: float = 0.0
     min_spot_size: int = 3
     max_spot_size: int = 1000
+    background_margin: int = 2
 
     def __post_init__(self):
         if int(self.kernel_size) != self.kernel_size or self.kernel_size < 1:
@@ -69,7 +72,7 @@ class StrongSpots(NamedTuple):
 
     px: (n, 2) float, (slow, fast) centroid of the background-subtracted counts.
     intensity: (n,) summed counts above the local background, ADU.
-    background: (n,) mean local background per pixel under the spot, ADU.
+    background: (n,) local background per pixel (median of eight local means around the spot), ADU.
     size: (n,) pixels in the region.
     peak: (n,) highest pixel value, ADU.
     bbox: (n, 4) int, slow0, slow1, fast0, fast1 (half-open).
@@ -178,11 +181,14 @@ def find_spots(
 
     data: (S, F) pixel values (ADU); mask: (S, F) bool, True = trusted (gaps, bad and
     saturated pixels, beamstop and user masks already applied by the caller).
-    Centroids weight each pixel by its counts above the local mean (the raw counts when
-    that sum is not positive); intensities are those background-subtracted sums.
+    Centroids weight each pixel by its counts above the spot's local background (the median of
+    the threshold's window means at eight points just clear of the spot; raw counts when that
+    sum is not positive);
+    intensities are the background-subtracted sums over the spot's pixels.
     """
     options = options or SpotFinderOptions()
     data = np.asarray(data)
+    mask = np.asarray(mask, dtype=bool)
     strong, window_count, window_sum = _threshold(data, mask, options)
     labels, count = ndimage.label(strong)
     if count == 0:
@@ -201,9 +207,19 @@ def find_spots(
     new_id[kept] = np.arange(kept.size)
     ids = new_id[ids]
     m = kept.size
+    bbox = np.stack(
+        [
+            _group_extreme(ids, rows, m, np.minimum, np.iinfo(np.int64).max),
+            _group_extreme(ids, rows, m, np.maximum, -1) + 1,
+            _group_extreme(ids, cols, m, np.minimum, np.iinfo(np.int64).max),
+            _group_extreme(ids, cols, m, np.maximum, -1) + 1,
+        ],
+        axis=1,
+    )
+    window_mean = window_sum / np.maximum(window_count, 1)
+    background = _ring_background(window_mean, bbox, int(options.kernel_size), options.background_margin)
     value = data[rows, cols].astype(np.float64)
-    back = window_sum[rows, cols] / np.maximum(window_count[rows, cols], 1)
-    signal = value - back
+    signal = value - background[ids]
     weight = np.clip(signal, 0.0, None)
     w_sum = np.bincount(ids, weight, m)
     raw_sum = np.bincount(ids, value, m)
@@ -215,21 +231,28 @@ def find_spots(
     fast = np.bincount(ids, w * cols, m) / w_sum
     n_pix = np.bincount(ids, minlength=m)
     intensity = np.bincount(ids, signal, m)
-    background = np.bincount(ids, back, m) / n_pix
     peak = np.full(m, -np.inf)
     np.maximum.at(peak, ids, value)
-    bbox = np.stack(
-        [
-            _group_extreme(ids, rows, m, np.minimum, np.iinfo(np.int64).max),
-            _group_extreme(ids, rows, m, np.maximum, -1) + 1,
-            _group_extreme(ids, cols, m, np.minimum, np.iinfo(np.int64).max),
-            _group_extreme(ids, cols, m, np.maximum, -1) + 1,
-        ],
-        axis=1,
-    )
     order = np.argsort(-intensity, kind="stable")
     spots = StrongSpots(np.stack([slow, fast], axis=1), intensity, background, n_pix, peak, bbox)
     return spots.take(order)
+
+
+def _ring_background(window_mean: np.ndarray, bbox: np.ndarray, half: int, gap: int) -> np.ndarray:
+    """Each spot's background: the median of the window means (the threshold's own local
+    means, (S, F)) of eight windows around the spot, placed ``gap`` pixels clear of its box
+    so they hold none of its tails; the median shrugs off a neighbour in one of them.  (m,)"""
+    shape = window_mean.shape
+    centre_s = (bbox[:, 0] + bbox[:, 1] - 1) / 2.0
+    centre_f = (bbox[:, 2] + bbox[:, 3] - 1) / 2.0
+    reach_s = (bbox[:, 1] - bbox[:, 0]) / 2.0 + gap + half + 0.5
+    reach_f = (bbox[:, 3] - bbox[:, 2]) / 2.0 + gap + half + 0.5
+    samples = []
+    for ds, df in ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)):
+        s = np.clip(np.rint(centre_s + ds * reach_s).astype(int), 0, shape[0] - 1)
+        f = np.clip(np.rint(centre_f + df * reach_f).astype(int), 0, shape[1] - 1)
+        samples.append(window_mean[s, f])
+    return np.median(np.stack(samples, axis=1), axis=1)
 
 
 def _group_extreme(ids: np.ndarray, values: np.ndarray, m: int, op, start) -> np.ndarray:
