@@ -46,12 +46,15 @@ def test_real_thaumatin_still_indexes_with_the_known_cell():
     assert 0 < fit.cell_sigma[0] < 0.2 and 0 < fit.cell_sigma[2] < 0.5
 
 
-def test_second_real_still_indexes_half_its_spots_or_more():
-    px = spot_list("0003")  # 1386 spots; this crystal volume diffracts less like one lattice
+def test_still_whose_first_refinement_is_a_compromise_is_rescued_by_its_leftover_spots():
+    """thau_3_2_0003 (1386 spots): the best search candidate refines to a compromise (c drifts
+    to 147 A, 59 % indexed); the spots it leaves hold the lattice, which indexes 93 %."""
+    px = spot_list("0003")
     result = index_still(px, pilatus_geometry(), THAUMATIN, GROUP)
     assert result.status == "indexed", result.reason
-    assert result.fraction > 0.5
-    assert result.fit.rmsd_px < 2.5
+    assert result.fraction > 0.9
+    assert result.fit.rmsd_px < 1.6
+    assert abs(result.fit.cell[0] / 57.8 - 1) < 0.005 and abs(result.fit.cell[2] / 150.0 - 1) < 0.005
 
 
 def synthetic_spots(orientation, geometry, cell=THAUMATIN, excitation=6e-4, noise_px=0.15, junk=0, seed=0):

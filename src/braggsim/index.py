@@ -50,6 +50,8 @@ class IndexingOptions:
     min_fraction: smallest indexed fraction for a lattice.
     min_z: smallest binomial z-score of the indexed count against chance.
     max_rmsd_px: largest inlier RMSD for a lattice.
+    good_fraction: a solution that indexes less than this fraction makes the search try the
+        other candidates and the unindexed spots on their own (see :func:`_try_leftovers`).
     """
 
     grid_step_deg: float = 1.7
@@ -63,6 +65,7 @@ class IndexingOptions:
     min_fraction: float = 0.35
     min_z: float = 8.0
     max_rmsd_px: float = 2.5
+    good_fraction: float = 0.8
     spot_refine: SpotRefineOptions = dataclasses.field(default_factory=SpotRefineOptions)
 
     def __post_init__(self):
@@ -316,10 +319,12 @@ def index_still(
         fit = refine_on_spots(px, real_space_from(orientation, cell), geometry, group, cell, options.spot_refine)
         if best is None or _rank(fit) > _rank(best):
             best = fit
-        if not _reasons(best, n_spots, options):
-            break  # the best-scoring candidates come first: stop at the first that passes
+        if not _reasons(best, n_spots, options) and best.n_indexed >= options.good_fraction * n_spots:
+            break  # the best-scoring candidates come first: stop at the first that is clearly good
     if best is None:
         return IndexingResult("no-lattice", "no candidate orientation", n_spots, 0, 0.0, 0.0, None)
+    if best.n_indexed < options.good_fraction * n_spots:
+        best = _try_leftovers(px, best, geometry, cell, group, options)
     reasons = _reasons(best, n_spots, options)
     status = "no-lattice" if reasons else "indexed"
     z = z_score(best.n_indexed, n_spots, tolerance)
@@ -341,6 +346,24 @@ def _reasons(fit: SpotFit, n_spots: int, options: IndexingOptions) -> list[str]:
     if not fit.rmsd_px <= options.max_rmsd_px:
         reasons.append(f"RMSD {fit.rmsd_px:.2f} px (need <= {options.max_rmsd_px:g})")
     return reasons
+
+
+def _try_leftovers(px, best: SpotFit, geometry, cell, group, options: IndexingOptions) -> SpotFit:
+    """A refinement can settle on a compromise between two close lattices (two crystals, or
+    domains of one) and index neither well.  Index the spots it left unindexed on their own;
+    if they hold a lattice, refine that one on all spots and keep whichever indexes more."""
+    rest = px[~best.indexed]
+    if len(rest) < options.min_spots:
+        return best
+    q = geometry.q_vectors(rest)
+    for _score, orientation in search_orientations(q, cell, group, options)[:1]:
+        other = refine_on_spots(rest, real_space_from(orientation, cell), geometry, group, cell, options.spot_refine)
+        if _reasons(other, len(rest), options):
+            continue
+        whole = refine_on_spots(px, other.real_space, geometry, group, cell, options.spot_refine)
+        if _rank(whole) > _rank(best):
+            return whole
+    return best
 
 
 def _rank(fit: SpotFit) -> tuple:
