@@ -110,7 +110,8 @@ class FrameResult:
     frame: the frame's path (with ``#index`` for an image of a multi-image file).
     status: "indexed", "no-lattice" or "failed"; reason: why, when not indexed.
     n_spots, n_indexed, rmsd_px: strong spots, spots within 0.3 of integer indices, and the
-        position RMSD (DIALS' stills predictor) of the indexed spots used in the fit.
+        2-D position RMSD (DIALS' stills predictor, the .expt's model) of the indexed spots
+        used in the fit (those within 3 px); details has it per axis (rmsd_x_px, rmsd_y_px).
     cell, cell_sigma: refined cell and standard errors (None unless indexed).
     mosaic_deg: refined mosaic spread (None when the pixel refinement did not run).
     parameters: refined parameter -> {"value", "sigma"} (orientation, cell, detector, and the
@@ -293,9 +294,25 @@ def _process(path: str, index: int | None, name: str, options: ProcessOptions, t
             experiment.geometry, experiment.real_space = refined.geometry, refined.real_space
             result.cell = refined.cell
             result.cell_sigma = _pixel_cell_sigma(refined, group)
-            result.rmsd_px = refined.rmsd_after_px
+    total, along_x, along_y = _position_rmsd(experiment, fit)
+    result.rmsd_px = total
+    result.details.update({"rmsd_x_px": along_x, "rmsd_y_px": along_y})
     result.expt = experiment_to_dict(experiment)
     return result
+
+
+def _position_rmsd(experiment, fit) -> tuple:
+    """(2-D, fast (DIALS x), slow (DIALS y)) RMSD in px of the fit's inlier spots under the
+    model written to the .expt, with DIALS' stills predictor."""
+    from .dials_geometry import predict_still_px
+
+    chosen = fit.inlier
+    predicted = predict_still_px(experiment.real_space, fit.hkl[chosen], experiment.geometry)[0]
+    error = predicted - fit.observed_px[chosen]
+    if not len(error):
+        return math.nan, math.nan, math.nan
+    mean_sq = np.mean(error * error, axis=0)
+    return float(np.sqrt(mean_sq.sum())), float(np.sqrt(mean_sq[1])), float(np.sqrt(mean_sq[0]))
 
 
 def read_still(path: str, index: int | None, options: ProcessOptions):
