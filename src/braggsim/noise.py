@@ -14,8 +14,8 @@ Two ways to add noise to a photons/pixel image (``(slow, fast)``):
   pair, whatever ``calib_seed`` says).  The loops run in a small C kernel
   (:mod:`braggsim._noise_native`); without a C compiler a pure-Python twin gives the
   same pixels, slower.
-- **Fast and seeded by torch** (tensor in, tensor out): :func:`detector_noise` applies
-  the same model with ``torch.Generator`` draws.  Statistically the same detector, but
+- **Seeded by torch** (tensor in, tensor out, any device): :func:`detector_noise`
+  applies the same model with ``torch.Generator`` draws.  Statistically the same detector, but
   NOT pixel-identical to noisify, and its PSF keeps a fixed radius (see its docstring).
 
 All noise is in photons/pixel before the gain; ADU after it.  The PSF is applied to the
@@ -425,7 +425,7 @@ def detector_noise(
     pixel_size_mm: float = 0.1,
     calib_seed: int = NOISIFY_DEFAULT_CALIB_STATE,
 ) -> torch.Tensor:
-    """noisify's detector model with torch's random numbers: fast, NOT noisify-identical.
+    """noisify's detector model with torch's random numbers: NOT noisify-identical.
 
     image: (slow, fast) photons/pixel, on any device (``generator`` on the same device).
     Returns (slow, fast) ADU in ``image``'s dtype (float32 for integer input),
@@ -436,7 +436,9 @@ def detector_noise(
     (``psf_radius_px``, or noisify's choice for the brightest pixel) and adds back what
     the kernel misses evenly, so the photon total is kept.  Same distributions as
     :func:`noisify`, different draws: use :func:`noisify` to reproduce noisify's pixels.
-    Nothing here is differentiable (the draws are discrete).
+    Nothing here is differentiable (the draws are discrete).  It runs wherever the
+    tensor lives (a GPU included) and needs no C compiler; on a CPU it takes about as long
+    as :func:`noisify` (benchmarks/noise.py).  Arithmetic is in ``image``'s precision.
     """
     model = DetectorModel() if model is None else model
     if not isinstance(image, torch.Tensor) or image.ndim != 2 or image.numel() == 0:
@@ -451,7 +453,7 @@ def detector_noise(
     calib_seed = _check_seed(calib_seed, "calib_seed")
     dtype = image.dtype if image.dtype.is_floating_point else torch.float32
     with torch.no_grad():
-        photons = image.detach().to(torch.float64)
+        photons = image.detach().to(dtype)
         if not torch.isfinite(photons).all():
             raise ValueError("image has non-finite pixels")
         device = photons.device
