@@ -379,6 +379,17 @@ def test_noisify_defaults_to_noiseimage_img(tmp_path, capsys, monkeypatch):
     assert (tmp_path / "noiseimage.img").read_bytes() == (DATA / "z01_noisify.img").read_bytes()
 
 
+def test_noisify_warns_about_negative_intensities_and_goes_on(tmp_path, capsys):
+    image = np.full((4, 4), 5.0, dtype="<f4")
+    image[1, 1] = -2.0
+    (tmp_path / "neg.bin").write_bytes(image.tobytes())
+    status, out, err = run_noisify(capsys, tmp_path / "neg.bin", "-seed", "3", "-noisefile", tmp_path / "n.img")
+    assert status == 0, err
+    assert "WARNING: 1 negative intensities" in out
+    counts = np.frombuffer((tmp_path / "n.img").read_bytes()[512:], dtype="<u2").reshape(4, 4)
+    assert counts[1, 1] == 40  # no photons drawn for a negative mean: the ADC offset only
+
+
 def test_noisify_help_lists_every_flag(capsys):
     status, out, _ = run_noisify(capsys, "--help")
     assert status == 0 and out == HELP

@@ -381,6 +381,11 @@ def noisify_main(argv: list) -> int:
     if guessed:
         print(f"WARNING: guessing xy pixel dimensions: {xpixels} x {ypixels} (give -detpixels_x/-detpixels_y)")
     image = values.reshape(ypixels, xpixels)
+    negative = np.flatnonzero(values < 0)
+    if negative.size:  # noisify warns and goes on: a negative mean draws 0 photons
+        print(
+            f"WARNING: {negative.size} negative intensities in {found['-floatfile']} (the first: {values[negative[0]]:g})"
+        )
 
     pixel_m = pixel_mm / 1000.0
     detsize_x, detsize_y = pixel_m * xpixels, pixel_m * ypixels
