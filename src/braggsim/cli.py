@@ -1,10 +1,11 @@
-"""The ``braggsim`` command: ``simulate`` | ``refine`` | ``process`` | ``demo``.
+"""The ``braggsim`` command: ``simulate`` | ``noisify`` | ``refine`` | ``process`` | ``demo``.
 
 ``braggsim simulate`` is a drop-in for nanoBragg: it takes nanoBragg's flags (see
 ``braggsim simulate --help``), prints a short nanoBragg-like summary and writes
-``-floatfile`` (raw float32) and ``-intfile`` (SMV).  ``refine`` and ``demo`` live in
-:mod:`braggsim.refine_cli`, ``process`` in :mod:`braggsim.process_cli`; each is imported
-only when asked for.
+``-floatfile`` (raw float32), ``-intfile`` and ``-noisefile`` (SMV).  ``noisify`` is
+nanoBragg's companion program (:mod:`braggsim.noisify_cli`).  ``refine`` and ``demo``
+live in :mod:`braggsim.refine_cli`, ``process`` in :mod:`braggsim.process_cli`; each is
+imported only when asked for.
 
 Errors are one line on stderr, ``braggsim: error: ...``, with exit status 2.  Output
 files are written to temporary names and renamed only once every file is complete, so a
@@ -23,6 +24,7 @@ usage: braggsim <command> [options]
 
 commands:
   simulate   simulate a diffraction image from nanoBragg's command-line flags
+  noisify    add detector noise to a photons/pixel image, as nanoBragg's noisify
   refine     refine a model against a measured frame
   process    real stills: find spots, index with a known cell, refine; .expt + summary.csv
   demo       simulate a known crystal, then refine a perturbed model back to it
@@ -86,15 +88,27 @@ detector:
 
 output:
   -floatfile FILE          raw float32 little-endian, slow axis first (as nanoBragg)
-  -intfile FILE            SMV image (unsigned short) with a geometry header
+  -intfile FILE            SMV image (unsigned short) with a geometry header:
+                           photons * scale + ADC offset, rounded
   -scale s                 -intfile scale (default 55000 / max_I)
+  -noisefile FILE          SMV noise image: a Poisson draw of each pixel's photons plus the
+                           ADC offset, clipped at 65535 (alias -noiseimage); pixel-identical
+                           to nanoBragg's for the same -seed and float image
+  -nonoise                 no noise image (cancels an earlier -noisefile, as in nanoBragg)
+  -seed n                  seed of the Poisson draws (default: the time, printed)
+  -adc ADU                 offset added to -intfile and -noisefile pixels (default 40)
 
 braggsim:
   -dtype float32|float64   arithmetic precision (default float32)
   -device cpu|cuda|...     torch device (default cpu)
 
-accepted for nanoBragg compatibility, with no effect (braggsim adds no noise and
-writes no PGM): -nonoise -nopgm -noprogress
+accepted for nanoBragg compatibility, with no effect (braggsim writes no PGM and
+shows no progress meter): -nopgm -noprogress
+
+Unlike nanoBragg, braggsim writes only the files you name: nanoBragg also writes
+floatimage.bin, intimage.img, image.pgm and noiseimage.img when they are not named.
+For noisify's fuller detector model (readout noise, flicker, calibration error, PSF,
+gain) run 'braggsim noisify' on the -floatfile.
 """
 
 REFINE_HELP_FALLBACK = "usage: braggsim {name} [options]\n\n{what}\n"
@@ -118,13 +132,20 @@ def main(argv=None) -> int:
     try:
         if command == "simulate":
             return simulate_main(rest)
+        if command == "noisify":
+            from .noisify_cli import NoisifyError, noisify_main
+
+            try:
+                return noisify_main(rest)
+            except NoisifyError as exc:
+                raise CommandError(str(exc)) from None
         if command in ("refine", "demo"):
             return _dispatch_refine(command, rest)
         if command == "process":
             from .process_cli import process_main
 
             return int(process_main(rest) or 0)
-        raise CommandError(f"unknown command {command!r} (choose from simulate, refine, process, demo)")
+        raise CommandError(f"unknown command {command!r} (choose from simulate, noisify, refine, process, demo)")
     except CommandError as exc:
         return _fail(str(exc))
 
@@ -159,12 +180,14 @@ def simulate_main(argv: list) -> int:
         print(SIMULATE_HELP, end="")
         return 0
     from .nanobragg_flags import parse_flags
+    from .noise import nanobragg_noise_options
 
     try:
         flags = parse_flags(argv)
+        noise_options = nanobragg_noise_options(argv)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    outputs = [p for p in (flags.floatfile, flags.intfile) if p is not None]
+    outputs = [p for p in (flags.floatfile, flags.intfile, noise_options.noisefile) if p is not None]
     _check_outputs(outputs)
     dtype, device = _torch_dtype_device(flags.dtype, flags.device)
 
@@ -188,14 +211,27 @@ def simulate_main(argv: list) -> int:
     image = image.detach().cpu().numpy()
     elapsed = time.perf_counter() - started
     max_i = _print_summary(image, detector, elapsed)
-    _write_outputs(flags, image, max_i)
+    noisy = _noise_image(image, noise_options)
+    _write_outputs(flags, image, max_i, noise_options, noisy)
     return 0
+
+
+def _noise_image(image, options):
+    """nanoBragg's -noisefile counts for the float image, or None when not asked for."""
+    if options.noisefile is None:
+        return None
+    from .noise import nanobragg_noise
+
+    result = nanobragg_noise(image, seed=options.seed, adc_offset_adu=options.adc_offset_adu)
+    print(f"noise seed: {result.seed}{'' if options.seed is not None else ' (from the time)'}")
+    print(f"{result.photons:.0f} photons on noise image ({result.overloads} overloads)")
+    return result.counts
 
 
 def _check_outputs(paths: list) -> None:
     """Fail before simulating when an output cannot be written at all."""
     if len({os.path.abspath(p) for p in paths}) < len(paths):
-        raise CommandError("-floatfile and -intfile name the same file")
+        raise CommandError("two of -floatfile, -intfile and -noisefile name the same file")
     for path in paths:
         parent = Path(path).parent
         if not parent.is_dir():
@@ -260,9 +296,11 @@ def _print_summary(image, detector, elapsed_s: float) -> float:
     return max_i
 
 
-def _write_outputs(flags, image, max_i: float) -> None:
+def _write_outputs(flags, image, max_i: float, noise_options=None, noisy=None) -> None:
     """Write every output under a temporary name, then rename them all."""
-    if flags.floatfile is None and flags.intfile is None:
+    noisefile = None if noise_options is None or noisy is None else noise_options.noisefile
+    adc_offset = 0.0 if noise_options is None else noise_options.adc_offset_adu
+    if flags.floatfile is None and flags.intfile is None and noisefile is None:
         return
     write_float, write_smv = _writers()
     pending = []  # (temporary, final)
@@ -283,6 +321,19 @@ def _write_outputs(flags, image, max_i: float) -> None:
                 detector=flags.detector,
                 beam=flags.beam,
                 scale=scale,
+                adc_offset=adc_offset,
+                header_extra=_rotation_header(flags.crystal),
+            )
+        if noisefile is not None:
+            temporary = _temporary_name(noisefile)
+            pending.append((temporary, noisefile))
+            # the counts already hold the ADC offset: scale 1 writes them unchanged
+            write_smv(
+                temporary,
+                noisy.astype("float64"),
+                detector=flags.detector,
+                beam=flags.beam,
+                scale=1.0,
                 header_extra=_rotation_header(flags.crystal),
             )
         for temporary, final in pending:
@@ -296,7 +347,9 @@ def _write_outputs(flags, image, max_i: float) -> None:
     if flags.floatfile is not None:
         print(f"wrote {flags.floatfile} (float32, {image.shape[0]}x{image.shape[1]}, slow axis first)")
     if flags.intfile is not None:
-        print(f"wrote {flags.intfile} (SMV, scale {scale:g})")
+        print(f"wrote {flags.intfile} (SMV, scale {scale:g}, ADC offset {adc_offset:g})")
+    if noisefile is not None:
+        print(f"wrote {noisefile} (SMV noise image)")
 
 
 def _rotation_header(crystal) -> dict:
