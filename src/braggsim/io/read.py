@@ -132,7 +132,10 @@ def _read_with_fabio(path: str, kind: str | None):
         return data, header, smv.geometry(path, header, data.shape), "smv"
     if kind == "cbf" or raw.startswith(b"###CBF"):
         _check_cbf_size(path, raw)
-    data, header = _fabio_decode(path)
+        # decode the bytes already in hand: fabio would decompress a .bz2 frame a second time
+        data, header = _fabio_decode(path, raw=raw)
+    else:
+        data, header = _fabio_decode(path)
     detected = kind or "tiff"
     if detected == "cbf":
         geometry = pilatus.cbf_geometry(path, header)
@@ -143,11 +146,19 @@ def _read_with_fabio(path: str, kind: str | None):
     return data, header, geometry, detected
 
 
-def _fabio_decode(path: str):
+def _fabio_decode(path: str, raw: bytes | None = None):
     import fabio
 
     try:
-        image = fabio.open(path)
+        if raw is not None:
+            import io
+
+            from fabio.cbfimage import CbfImage
+
+            image = CbfImage()
+            image.read(io.BytesIO(raw))
+        else:
+            image = fabio.open(path)
         data = np.asarray(image.data)
         header = {str(k): str(v) for k, v in image.header.items()}
     except Exception as exc:  # fabio raises many kinds; all mean "this file is bad"  # noqa: BLE001  any failure becomes a message, never a traceback
