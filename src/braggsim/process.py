@@ -347,11 +347,8 @@ def read_still(path: str, index: int | None, options: ProcessOptions):
     if index not in (None, 0):
         raise ValueError(f"image {index} of a multi-image file: only the first image is read for now")
     kind = guess_format(path)
-    frame = read_frame(path, beamstop=False, zeros_are_dead=False if kind in ("cbf", "nexus") else None)
-    if options.beamstop is not None:
-        from .io.read import _apply_beamstop
-
-        _apply_beamstop(frame, options.beamstop)
+    beamstop = False if options.beamstop is None else options.beamstop
+    frame = read_frame(path, beamstop=beamstop, zeros_are_dead=False if kind in ("cbf", "nexus") else None)
     if options.mask is not None:
         frame.mask &= user_mask(options.mask, frame.shape)
     return frame
@@ -380,8 +377,9 @@ def _spot_parameters(fit) -> dict:
     parameters = {
         f"cell_{n}": {"value": v, "sigma": s} for n, v, s in zip(names, fit.cell, fit.cell_sigma, strict=True)
     }
+    # the orientation's errors as small turns about the lab axes (the value is the model itself)
     for axis, sigma in zip("xyz", fit.orientation_sigma_deg, strict=True):
-        parameters[f"orientation_{axis}_sigma_deg"] = {"value": 0.0, "sigma": sigma}
+        parameters[f"orientation_turn_{axis}_deg"] = {"value": 0.0, "sigma": sigma}
     for key, value in fit.detector.items():
         parameters[f"detector_{key}"] = {"value": value, "sigma": fit.detector_sigma.get(key)}
     return parameters

@@ -73,12 +73,12 @@ class PixelRefineOptions:
     """
 
     half_width_px: int = 4
-    max_reflections: int = 200
+    max_reflections: int = 150
     oversample: int = 2
     gain: float = 1.0
     start_mosaic_deg: float = 0.1
     start_domain_A: float = 3000.0
-    iterations: int = 25
+    iterations: int = 20
     refine_cell: bool = True
     refine_detector: bool = True
     max_rmsd_worsening: float = 0.0
