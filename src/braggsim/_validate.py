@@ -82,3 +82,19 @@ def to_tensor(value: Scalar, dtype: torch.dtype, device) -> torch.Tensor:
 def stack3(values: Sequence[Scalar], dtype: torch.dtype, device) -> torch.Tensor:
     """Three floats or 0-d tensors as one (3,) tensor that keeps each entry's gradient."""
     return torch.stack([to_tensor(v, dtype, device).reshape(()) for v in values])
+
+
+def resolve_device(name) -> torch.device:
+    """The torch device called ``name`` ("cpu", "cuda", "cuda:1", "mps"); ValueError
+    when torch does not know it or this machine does not have it."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"-device {name!r} is not a torch device") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"-device {name!r}: CUDA is not available here")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"-device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"-device {name!r}: MPS is not available here")
+    return device

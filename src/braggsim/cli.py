@@ -201,16 +201,13 @@ def _check_outputs(paths: list) -> None:
 def _torch_dtype_device(dtype_name: str, device_name: str):
     import torch
 
+    from ._validate import resolve_device
+
     dtype = {"float32": torch.float32, "float64": torch.float64}[dtype_name]
     try:
-        device = torch.device(device_name)
-    except (RuntimeError, ValueError):
-        raise CommandError(f"-device {device_name!r} is not a torch device") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CommandError(f"-device {device_name!r}: CUDA is not available here")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise CommandError(f"-device {device_name!r}: MPS is not available here")
-    return dtype, device
+        return dtype, resolve_device(device_name)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _print_setup(flags, oversample: int) -> None:
@@ -259,34 +256,28 @@ def _write_outputs(flags, image, max_i: float) -> None:
     if flags.floatfile is None and flags.intfile is None:
         return
     write_float, write_smv = _writers()
-    pending = []  # (temporary, final)
+    from .io import atomic_paths
+
+    targets = [p for p in (flags.floatfile, flags.intfile) if p is not None]
     try:
-        if flags.floatfile is not None:
-            temporary = _temporary_name(flags.floatfile)
-            pending.append((temporary, flags.floatfile))
-            write_float(temporary, image)
-        if flags.intfile is not None:
-            scale = flags.intfile_scale
-            if scale is None:
-                scale = 55000.0 / max_i if max_i > 0 else 1.0
-            temporary = _temporary_name(flags.intfile)
-            pending.append((temporary, flags.intfile))
-            write_smv(
-                temporary,
-                image,
-                detector=flags.detector,
-                beam=flags.beam,
-                scale=scale,
-                header_extra=_rotation_header(flags.crystal),
-            )
-        for temporary, final in pending:
-            os.replace(temporary, final)
+        with atomic_paths(*targets) as temporaries:
+            pending = dict(zip(targets, temporaries, strict=True))
+            if flags.floatfile is not None:
+                write_float(pending[flags.floatfile], image)
+            if flags.intfile is not None:
+                scale = flags.intfile_scale
+                if scale is None:
+                    scale = 55000.0 / max_i if max_i > 0 else 1.0
+                write_smv(
+                    pending[flags.intfile],
+                    image,
+                    detector=flags.detector,
+                    beam=flags.beam,
+                    scale=scale,
+                    header_extra=_rotation_header(flags.crystal),
+                )
     except (OSError, ValueError) as exc:
         raise CommandError(f"writing output failed: {exc}") from None
-    finally:
-        for temporary, _ in pending:
-            if os.path.exists(temporary):
-                os.remove(temporary)
     if flags.floatfile is not None:
         print(f"wrote {flags.floatfile} (float32, {image.shape[0]}x{image.shape[1]}, slow axis first)")
     if flags.intfile is not None:
@@ -308,11 +299,6 @@ def _writers():
     except ImportError as exc:
         raise CommandError(f"the image writers (braggsim.io) are not available: {exc}") from None
     return write_float, write_smv
-
-
-def _temporary_name(path: str) -> str:
-    final = Path(path)
-    return str(final.with_name(f".{final.name}.braggsim-{os.getpid()}.part"))
 
 
 if __name__ == "__main__":
