@@ -235,7 +235,7 @@ def test_standard_errors_at_the_edge_of_the_valid_region(demo_observed_frame):
     """A spread of 5e-5 deg: a fixed step would make it negative; the errors stay finite."""
     crystal, detector, beam = demo_model()
     refiner = Refiner(crystal, detector, beam, demo_observed_frame)
-    internal = refiner._internal.detach().clone()
+    internal = refiner.start
     internal[refiner.names.index("mosaic_spread_deg")] = math.log(5e-5)
     errors = refiner.standard_errors(internal)
     assert set(errors) == set(refiner.names)

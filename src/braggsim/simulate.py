@@ -141,7 +141,7 @@ class ForwardModel:
         self._n_cells_int = [round(float(n)) for n in self.n_cells.detach().cpu()]
         if self.crystal.hkl is not None:
             self._table = _fast.Table(
-                self.factors._values.detach(), self.crystal.hkl.index_min, v.as_number(self.factors.default_F)
+                self.factors.values.detach(), self.crystal.hkl.index_min, v.as_number(self.factors.default_F)
             )
         else:
             self._table = None

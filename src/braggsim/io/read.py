@@ -98,7 +98,7 @@ def read_frame(
 
 
 def _apply_beamstop(frame: Frame, beamstop) -> None:
-    from ..resolution import beam_center_px
+    from ..spots import beam_center_px
 
     if frame.beam_center_mm is None or frame.pixel_size_mm is None:
         return

@@ -46,7 +46,7 @@ def smv_geometry(detector, beam) -> dict:
     pixel = float(detector.pixel_size_mm)
     slow_px, fast_px = spots.beam_center_px(detector)
     f_beam, s_beam = (fast_px + 0.5) * pixel, (slow_px + 0.5) * pixel
-    frame = spots._frame_arrays(detector)
+    frame = spots.frame_arrays(detector)
     close = float(frame["pix0_mm"] @ frame["normal"])
     foot = close * frame["normal"] - frame["pix0_mm"]
     f_close, s_close = float(foot @ frame["fast"]), float(foot @ frame["slow"])

@@ -22,6 +22,7 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
+from scipy import special  # (scipy.stats would cost a second of start-up for three quantiles)
 
 from .parameters import Parameter
 
@@ -37,6 +38,7 @@ FIT_FALSE_PASS = 1e-3
 _CLIP_SIGMA = 3.0
 # the standard deviation of a normal distribution clipped at +-3 sigma, in sigma
 _CLIPPED_STD = 0.98658
+_CLIP_TAIL = 0.0013499  # the normal tail beyond 3 sigma
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,8 +68,6 @@ def check_signal(
     (readout_noise / gain)^2).  The threshold is set so that pure noise puts about
     ``false_pixels`` pixels of the whole frame above it.
     """
-    from scipy import stats
-
     values = np.asarray(observed, dtype=np.float64).ravel()
     values = values[np.isfinite(values)]
     n = values.size
@@ -80,11 +80,11 @@ def check_signal(
         keep = np.ones(n, bool)
         for _ in range(50):
             rate = max(float(counts[keep].mean()), 1e-12)
-            clipped = counts <= stats.poisson.isf(stats.norm.sf(_CLIP_SIGMA), rate)
+            clipped = counts <= _poisson_upper(_CLIP_TAIL, rate)
             if np.array_equal(clipped, keep) or not clipped.any():
                 break
             keep = clipped
-        threshold = float(stats.poisson.isf(tail, rate))
+        threshold = _poisson_upper(tail, rate)
         bright = int(np.count_nonzero(counts > threshold))
         noise = f"a Poisson background of {rate:.3g} photons/px (threshold {threshold:g} photons)"
     else:
@@ -96,7 +96,7 @@ def check_signal(
                 break
             keep = clipped
         sigma = std / _CLIPPED_STD if keep.sum() < n else std
-        z = float(stats.norm.isf(tail))
+        z = -float(special.ndtri(tail))
         threshold = mean + z * sigma
         bright = int(np.count_nonzero(values > threshold))
         noise = f"a background of {mean:.4g} +- {sigma:.3g} (threshold {z:.2g} sigma)"
@@ -123,8 +123,6 @@ def check_fit(
     than noise would: the likelihood-ratio statistic (n ln(null / final) for MSE,
     2 n (null - final) for the mean Poisson negative log-likelihood) must exceed the
     chi-square quantile for ``n_parameters`` degrees of freedom at ``false_pass``."""
-    from scipy import stats
-
     if not math.isfinite(final_loss):
         return GateFailure("diverged", f"the refined model's loss is {final_loss}")
     if loss == "poisson":
@@ -133,7 +131,7 @@ def check_fit(
         statistic = math.inf if null_loss > 0 else 0.0
     else:
         statistic = n_values * math.log(null_loss / final_loss) if null_loss > 0 else -math.inf
-    needed = float(stats.chi2.isf(false_pass, max(int(n_parameters), 1)))
+    needed = float(special.chdtri(max(int(n_parameters), 1), false_pass))
     if statistic > needed:
         return None
     return GateFailure(
@@ -155,3 +153,10 @@ def check_ranges(values: Mapping[str, float], parameters: Mapping[str, Parameter
     if not outside:
         return None
     return GateFailure("out-of-range", "refined values left their physical range: " + "; ".join(outside))
+
+
+def _poisson_upper(tail: float, rate: float) -> float:
+    """The smallest count k with P(X > k) <= ``tail`` for X ~ Poisson(``rate``)."""
+    counts = np.arange(0.0, math.ceil(rate + 40.0 * math.sqrt(rate + 1.0) + 40.0))
+    above = special.pdtrc(counts, rate)  # P(X > k)
+    return float(counts[np.argmax(above <= tail)])

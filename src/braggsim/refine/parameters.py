@@ -265,8 +265,8 @@ _LATTICE_RULES: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
 
 
 def lattice_system(space_group: str) -> tuple[str, str]:
-    """(gemmi's Hermann-Mauguin symbol, the key of the cell constraints) for a space group
-    name or number; ValueError for an unknown one."""
+    """(gemmi's extended Hermann-Mauguin symbol, the key of the cell constraints) for a
+    space group name or number; ValueError for an unknown one."""
     import gemmi
 
     group = gemmi.find_spacegroup_by_name(str(space_group).strip())
@@ -277,7 +277,7 @@ def lattice_system(space_group: str) -> tuple[str, str]:
         system = f"monoclinic-{group.monoclinic_unique_axis()}"
     elif system == "trigonal":
         system = "rhombohedral" if group.ext == "R" else "hexagonal"
-    return group.hm, system
+    return group.xhm(), system
 
 
 class UnitCell(ModelPart):
@@ -322,13 +322,7 @@ class UnitCell(ModelPart):
 
         cell = tuple(self.read(n, model) for n in _CELL_NAMES)
         group = gemmi.SpaceGroup(self.space_group)
-        rhombohedral_ok = self.system != "rhombohedral" or (
-            math.isclose(cell[0], cell[1], rel_tol=1e-6)
-            and math.isclose(cell[0], cell[2], rel_tol=1e-6)
-            and math.isclose(cell[3], cell[4], rel_tol=1e-6)
-            and math.isclose(cell[3], cell[5], rel_tol=1e-6)
-        )
-        if not (gemmi.UnitCell(*cell).is_compatible_with_spacegroup(group, 1e-6) and rhombohedral_ok):
+        if not gemmi.UnitCell(*cell).is_compatible_with_spacegroup(group, 1e-6):
             raise ValueError(f"start cell {cell} does not obey {where}")
 
 

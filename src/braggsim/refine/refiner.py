@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 
+from .._validate import resolve_device
 from ..beam import Beam
 from ..crystal import Crystal
 from ..detector import Detector
@@ -167,7 +168,7 @@ class Refiner:
         self.model = Model(crystal, detector, beam)
         self.parameter_set.check(self.names, self.model)
         self.dtype = dtype
-        self.device = torch.device(device) if device is not None else None
+        self.device = resolve_device(device) if device is not None else None
         if isinstance(observed, Target):
             if mask is not None or loss != "mse" or gain != 1.0 or readout_noise != 0.0:
                 raise ValueError("mask, loss, gain and readout_noise belong to the Target when one is given")
