@@ -2,6 +2,7 @@
 the new parameters (wavelength, background), and a part and target plugged in from outside."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,6 +52,12 @@ def test_every_parameter_declares_what_the_cli_and_the_gui_need():
     members = [n for names in PARAMETER_GROUPS.values() for n in names]
     assert sorted(members) == sorted(PARAMETERS)  # every parameter in exactly one group
     assert {"wavelength", "background", "cell", "beam_center"} <= set(PARAMETER_GROUPS)
+
+
+def test_the_docs_list_every_parameter():
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "refinement.md").read_text()
+    missing = [name for name in [*PARAMETERS, *PARAMETER_GROUPS] if f"`{name}`" not in docs]
+    assert not missing, f"docs/refinement.md does not list {missing}"
 
 
 def test_physical_ranges_are_the_issues():

@@ -169,7 +169,7 @@ def simulate_main(argv: list) -> int:
     _print_setup(flags, oversample)
     started = time.perf_counter()
     try:
-        image = simulate(crystal, detector, beam, dtype=dtype, device=device)
+        simulated = simulate(crystal, detector, beam, dtype=dtype, device=device)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     except (MemoryError, OverflowError, RuntimeError) as exc:
@@ -179,7 +179,7 @@ def simulate_main(argv: list) -> int:
             f"braggsim: error: simulation failed ({oversample}x{oversample} oversample): {first_line}", file=sys.stderr
         )
         return 1
-    image = image.detach().cpu().numpy()
+    image = simulated.detach().cpu().numpy()
     elapsed = time.perf_counter() - started
     max_i = _print_summary(image, detector, elapsed)
     _write_outputs(flags, image, max_i)

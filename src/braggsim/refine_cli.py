@@ -414,7 +414,7 @@ def _read_observed(path: Path, flags, argv: list, extra):
     """
     from .io import read_frame
 
-    beamstop = False
+    beamstop: bool | str | float = False
     if "-beamstop" in extra:
         value = extra["-beamstop"][0]
         beamstop = "auto" if value == "auto" else _float_flag(extra, "-beamstop", 0.0)

@@ -108,7 +108,8 @@ class ForwardModel:
         self.wavelength_A = v.to_tensor(beam.wavelength_A, dtype, device)
         self.kahn = v.to_tensor(beam.polarization, dtype, device)
         self.pixel_mm = v.to_tensor(detector.pixel_size_mm, dtype, device)
-        self.factors = StructureFactors(crystal.hkl, v.to_tensor(crystal.default_F, dtype, device))
+        # Crystal has read a path into an HKLTable by now
+        self.factors = StructureFactors(crystal.hkl, v.to_tensor(crystal.default_F, dtype, device))  # type: ignore[arg-type]
         self.interpolate = crystal.use_interpolation() and crystal.hkl is not None
         steps = self.axes.shape[0] * self.oversample**2
         fluence = v.to_tensor(beam.fluence, dtype, device)
@@ -141,10 +142,12 @@ class ForwardModel:
         self._n_cells_int = [round(float(n)) for n in self.n_cells.detach().cpu()]
         if self.crystal.hkl is not None:
             self._table = _fast.Table(
-                self.factors.values.detach(), self.crystal.hkl.index_min, v.as_number(self.factors.default_F)
+                self.factors.values.detach(),
+                self.crystal.hkl.index_min,  # type: ignore[union-attr]
+                v.as_number(self.factors.default_F),
             )
         else:
-            self._table = None
+            self._table = None  # type: ignore[assignment]
         return True
 
     @property

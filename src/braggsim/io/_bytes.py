@@ -11,7 +11,7 @@ from .errors import FrameReadError
 
 MAX_BYTES = 4 << 30  # a frame larger than 4 GiB unpacked is refused rather than read
 
-_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+_OPENERS: dict = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
 
 def compression_suffix(path: str) -> str:

@@ -217,7 +217,7 @@ def _read_raw_float(path: str, shape):
 
 def _sidecar_geometry(path: str, sidecar: dict) -> dict:
     """Geometry from a sidecar: braggsim's own keys, else nanoBragg flags under "args"."""
-    geometry = {}
+    geometry: dict = {}
     for key in ("distance_mm", "pixel_size_mm", "wavelength_A"):
         if sidecar.get(key) is not None:
             geometry[key] = _positive_number(path, key, sidecar[key])

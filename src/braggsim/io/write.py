@@ -145,7 +145,7 @@ def write_float(path, image, *, sidecar: bool = False, detector=None, beam=None)
     with atomic_output(path) as handle:
         handle.write(data.tobytes())
     if sidecar:
-        info = {"shape_slow_fast": list(data.shape), "dtype": "float32 little-endian, row = slow axis"}
+        info: dict = {"shape_slow_fast": list(data.shape), "dtype": "float32 little-endian, row = slow axis"}
         if detector is not None:
             from ..resolution import mosflm_beam_center_mm
 

@@ -400,7 +400,7 @@ class DetectorPosition(ModelPart):
         return v.as_number(model.detector.beam_center_or_default_mm()[0 if name == "beam_x_mm" else 1])
 
     def changes(self, values, model):
-        changes: dict[str, Any] = {}
+        changes = {}
         if "distance_mm" in values:
             changes["distance_mm"] = values["distance_mm"]
         if "beam_x_mm" in values or "beam_y_mm" in values:

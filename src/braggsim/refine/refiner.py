@@ -19,7 +19,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -240,7 +241,7 @@ class Refiner:
     def physical(self, internal: torch.Tensor) -> dict[str, torch.Tensor]:
         return {t.name: t.to_physical(internal[i]) for i, t in enumerate(self.transforms)}
 
-    def model_at(self, physical: dict) -> Model:
+    def model_at(self, physical: Mapping[str, Any]) -> Model:
         """The model with the physical values ``physical`` set."""
         return self.parameter_set.apply(physical, self.model)
 
@@ -274,13 +275,12 @@ class Refiner:
             self._finish("failed", f"the starting model gives a non-finite loss ({initial_loss})", initial_loss, None)
             yield self._final_state(0)
             return
+        best: dict[str, Any] = {"loss": initial_loss, "internal": self._internal.detach().clone()}
         no_signal = self.target.check_signal() if self.use_gates else None
         if no_signal is not None:
-            best = {"loss": initial_loss, "internal": self._internal.detach().clone()}
             self._finish("not-run", "", initial_loss, best, refused=no_signal)
             yield self._final_state(0)
             return
-        best = {"loss": initial_loss, "internal": self._internal.detach().clone()}
         if self.search_deg > 0:
             self.search = engine.search_orientation(
                 self.names, self.transforms, best, self.search_deg, self._evaluate, self._stop
