@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from braggsim.cli import main as cli_main
-from braggsim.demo import DEMO_START, DEMO_TRUTH, demo_model, demo_observed
+from braggsim.demo import DEMO_START, DEMO_TRUTH, demo_flags, demo_model, demo_observed
 from braggsim.refine import Refiner
 from braggsim.simulate import simulate
 
@@ -286,35 +286,7 @@ def test_mask_excludes_pixels(demo_observed_frame):
 
 
 # the demo's starting model in nanoBragg's flags
-DEMO_START_FLAGS = [
-    "-cell",
-    "100",
-    "100",
-    "100",
-    "90",
-    "90",
-    "90",
-    "-default_F",
-    "100",
-    "-N",
-    "5",
-    "-lambda",
-    "1",
-    "-distance",
-    "100",
-    "-pixel",
-    "0.1",
-    "-detpixels",
-    "64",
-    "-mosaic",
-    "0.2",
-    "-mosaic_dom",
-    "5",
-    "-mosaic_seed",
-    "42",
-    "-fluence",
-    "1e28",
-]
+DEMO_START_FLAGS = demo_flags()
 
 
 def test_cli_refine_on_nanobragg_frame_writes_json(tmp_path, capsys):

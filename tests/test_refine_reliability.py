@@ -13,40 +13,11 @@ import torch
 
 from braggsim import refine_cli
 from braggsim.cli import main as cli_main
-from braggsim.demo import DEMO_TRUTH, demo_model, demo_observed
+from braggsim.demo import DEMO_TRUTH, demo_flags, demo_model, demo_observed
 from braggsim.refine import GATE_STATUSES, PARAMETERS, Refiner, check_fit, check_ranges, check_signal
 
 DATA = Path(__file__).parent / "data"
-# the demo's starting model in nanoBragg's flags
-START_FLAGS = [
-    "-cell",
-    "100",
-    "100",
-    "100",
-    "90",
-    "90",
-    "90",
-    "-default_F",
-    "100",
-    "-N",
-    "5",
-    "-lambda",
-    "1",
-    "-distance",
-    "100",
-    "-pixel",
-    "0.1",
-    "-detpixels",
-    "64",
-    "-mosaic",
-    "0.2",
-    "-mosaic_dom",
-    "5",
-    "-mosaic_seed",
-    "42",
-    "-fluence",
-    "1e28",
-]
+START_FLAGS = demo_flags()
 
 
 @pytest.fixture(scope="module")

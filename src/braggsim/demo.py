@@ -14,7 +14,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["DATA_DIR", "DEMO_START", "DEMO_TRUTH", "DEMO_VALUES", "demo_model", "demo_observed", "demo_values"]
+__all__ = [
+    "DATA_DIR",
+    "DEMO_START",
+    "DEMO_TRUTH",
+    "DEMO_VALUES",
+    "demo_flags",
+    "demo_model",
+    "demo_observed",
+    "demo_values",
+]
 
 DATA_DIR = Path(__file__).with_name("data")
 
@@ -44,6 +53,7 @@ DEMO_VALUES: dict = {
     "wavelength_A": 1.0,
     "fluence": 1e28,
 }
+CELL_NAMES = ("cell_a_A", "cell_b_A", "cell_c_A", "cell_alpha_deg", "cell_beta_deg", "cell_gamma_deg")
 DEMO_TRUTH: dict = {
     name: DEMO_VALUES[name] for name in ("mosaic_spread_deg", "misset_x_deg", "misset_y_deg", "misset_z_deg")
 }
@@ -54,6 +64,19 @@ DEMO_START: dict = {"mosaic_spread_deg": 0.2, "misset_x_deg": 0.0, "misset_y_deg
 def demo_values(start: bool = False) -> dict:
     """A copy of the demo's flat value dict: the truth, or with ``start`` the starting model."""
     return {**DEMO_VALUES, **(DEMO_START if start else {})}
+
+
+def demo_flags(start: bool = True) -> list[str]:
+    """nanoBragg's flags for the demo's starting model (or, ``start=False``, its truth),
+    as ``braggsim simulate`` and ``braggsim refine`` take them."""
+    v = demo_values(start)
+    flags = ["-cell", *(f"{v[n]:g}" for n in CELL_NAMES), "-default_F", f"{v['default_F']:g}"]
+    flags += ["-N", f"{v['N_a']:g}", "-lambda", f"{v['wavelength_A']:g}", "-distance", f"{v['distance_mm']:g}"]
+    flags += ["-pixel", f"{v['pixel_size_mm']:g}", "-detpixels", f"{v['fpixels']}"]
+    flags += ["-mosaic", f"{v['mosaic_spread_deg']:g}", "-mosaic_dom", f"{v['mosaic_domains']}"]
+    flags += ["-mosaic_seed", f"{v['mosaic_seed']}", "-fluence", f"{v['fluence']:g}"]
+    misset = [f"{v[f'misset_{a}_deg']:g}" for a in "xyz"]
+    return flags + (["-misset", *misset] if any(m != "0" for m in misset) else [])
 
 
 def demo_model(misset_deg=(0.0, 0.0, 0.0), mosaic_spread_deg=0.2):

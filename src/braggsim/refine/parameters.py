@@ -49,6 +49,7 @@ __all__ = [
     "ParameterTransform",
     "Range",
     "Scale",
+    "ScalarPart",
     "UnitCell",
     "Wavelength",
     "default_parts",
@@ -165,7 +166,26 @@ class ModelPart:
         """Refuse (ValueError) refining ``names`` of this part from ``model``."""
 
 
-class Mosaic(ModelPart):
+class ScalarPart(ModelPart):
+    """A part with one parameter that is one field of the model: ``component`` ("crystal",
+    "detector", "beam" or "model") and ``field``; ``unset`` is read where the field is None."""
+
+    component: ClassVar[str] = "model"
+    field: ClassVar[str] = ""
+    unset: ClassVar[float | None] = None
+
+    def read(self, name, model):
+        holder = model if self.component == "model" else getattr(model, self.component)
+        value = getattr(holder, self.field)
+        if value is None and self.unset is not None:
+            return self.unset
+        return v.as_number(value)
+
+    def changes(self, values, model):
+        return {self.component: {self.field: values[self.parameters[0].name]}}
+
+
+class Mosaic(ScalarPart):
     parameters = (
         Parameter(
             "mosaic_spread_deg",
@@ -184,12 +204,7 @@ class Mosaic(ModelPart):
     )
     groups = {"mosaic": ("mosaic_spread_deg",)}
     broadening = True
-
-    def read(self, name, model):
-        return v.as_number(model.crystal.mosaic_spread_deg)
-
-    def changes(self, values, model):
-        return {"crystal": {"mosaic_spread_deg": values["mosaic_spread_deg"]}}
+    component, field = "crystal", "mosaic_spread_deg"
 
 
 class Orientation(ModelPart):
@@ -409,7 +424,7 @@ class DetectorPosition(ModelPart):
         return {"detector": changes}
 
 
-class Wavelength(ModelPart):
+class Wavelength(ScalarPart):
     parameters = (
         Parameter(
             "wavelength_A",
@@ -425,15 +440,10 @@ class Wavelength(ModelPart):
         ),
     )
     groups = {"wavelength": ("wavelength_A",)}
-
-    def read(self, name, model):
-        return v.as_number(model.beam.wavelength_A)
-
-    def changes(self, values, model):
-        return {"beam": {"wavelength_A": values["wavelength_A"]}}
+    component, field = "beam", "wavelength_A"
 
 
-class Scale(ModelPart):
+class Scale(ScalarPart):
     parameters = (
         Parameter(
             "scale",
@@ -449,15 +459,10 @@ class Scale(ModelPart):
         ),
     )
     groups = {"scale": ("scale",)}
-
-    def read(self, name, model):
-        return v.as_number(model.scale)
-
-    def changes(self, values, model):
-        return {"model": {"scale": values["scale"]}}
+    component, field = "model", "scale"
 
 
-class Background(ModelPart):
+class Background(ScalarPart):
     parameters = (
         Parameter(
             "background",
@@ -473,12 +478,7 @@ class Background(ModelPart):
         ),
     )
     groups = {"background": ("background",)}
-
-    def read(self, name, model):
-        return 0.0 if model.background is None else v.as_number(model.background)
-
-    def changes(self, values, model):
-        return {"model": {"background": values["background"]}}
+    component, field, unset = "model", "background", 0.0
 
 
 # the registry: the order is the order of the CLI's and the GUI's listings
