@@ -162,6 +162,20 @@ def test_out_of_memory_in_the_standard_errors_keeps_the_parameters(truth_frame, 
     assert "standard_errors_note" in result.to_dict()
 
 
+def test_out_of_memory_in_the_first_simulation_is_a_failed_result(truth_frame, monkeypatch):
+    crystal, detector, beam = demo_model()
+    refiner = Refiner(crystal, detector, beam, truth_frame, refine="misset")
+
+    def out_of_memory(self, internal):
+        raise MemoryError("cannot allocate 64 GB")
+
+    monkeypatch.setattr(Refiner, "predict", out_of_memory)
+    states = list(refiner.run(5))
+    assert [s.stage for s in states] == ["done"]
+    assert refiner.result.status == "failed" and "MemoryError: cannot allocate 64 GB" in refiner.result.message
+    assert refiner.result.parameters == refiner.result.initial_parameters
+
+
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_finishes_the_step_then_writes_table_and_json(tmp_path, capsys, monkeypatch, signum, code):
     out = tmp_path / "out.json"
@@ -220,6 +234,9 @@ def test_json_never_writes_over_an_input_or_a_read_only_file(tmp_path, capsys, t
         assert target.read_bytes() == before and "braggsim refine:" not in printed
     status, _, err = _refine(capsys, data, "-json", str(tmp_path))
     assert status == 2 and "folder" in err
+    sidecar.unlink()  # a -json named like the frame's sidecar would be read as one next time
+    status, _, err = _refine(capsys, data, "-json", str(sidecar))
+    assert status == 2 and "sidecar" in err and not sidecar.exists()
 
 
 def test_unavailable_device_is_an_error(capsys):

@@ -306,6 +306,9 @@ def _refine(argv: list) -> int:
         json_path = Path(extra["-json"][0]) if "-json" in extra else None
         if json_path is not None:
             check_output_paths([json_path], _input_paths(argv, extra))
+            side = sidecar_path(str(frame_path))
+            if Path(side).resolve() == json_path.resolve():
+                raise UsageError(f"-json {json_path} would be read as the sidecar of {frame_path}; choose another name")
         observed, mask, detector, beam, from_header = _read_observed(frame_path, flags, argv, extra)
         dtype = torch.float64 if flags.dtype == "float64" else torch.float32
         refiner = Refiner(
@@ -356,7 +359,9 @@ def _refine(argv: list) -> int:
 
 def _input_paths(argv: list, extra: dict) -> list:
     """Every file the command reads: the frame (and its sidecar), the mask, -hkl, -mat."""
-    inputs = [extra["-data"][0], sidecar_path(extra["-data"][0])]
+    inputs = [extra["-data"][0]]
+    if Path(sidecar_path(extra["-data"][0])).is_file():
+        inputs.append(sidecar_path(extra["-data"][0]))
     if "-mask" in extra:
         inputs.append(extra["-mask"][0])
     for flag in ("-hkl", "-mat"):

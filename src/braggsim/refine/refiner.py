@@ -269,8 +269,13 @@ class Refiner:
         self.history = []
         self.search = None
         self.result = None
-        with torch.no_grad():
-            initial_loss = float(self.loss_of(self.predict(self._internal)))
+        try:
+            with torch.no_grad():
+                initial_loss = float(self.loss_of(self.predict(self._internal)))
+        except Exception as exc:  # noqa: BLE001  out of memory on a big frame, say: a failed result, not a traceback
+            self._finish("failed", f"{engine.describe(exc)} in the starting model's loss", math.nan, None)
+            yield self._final_state(0)
+            return
         if not math.isfinite(initial_loss):
             self._finish("failed", f"the starting model gives a non-finite loss ({initial_loss})", initial_loss, None)
             yield self._final_state(0)
