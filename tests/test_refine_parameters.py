@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from braggsim import Detector
 from braggsim.demo import DEMO_TRUTH, demo_model, demo_observed
 from braggsim.refine import (
     PARAMETER_GROUPS,
@@ -144,11 +145,19 @@ def test_cell_constraints_are_enforced():
         Refiner(crystal, detector, beam, np.zeros((64, 64)), refine="cell_b_A", space_group="P 4")
 
 
-def test_tetragonal_cell_refines_a_and_c_with_b_following():
-    truth = _truth_model(cell=(101.0, 101.0, 99.0, 90, 90, 90))
+def _small_still(**crystal_changes):
+    """The demo crystal, one domain, on 32x32 pixels of 0.2 mm without oversampling: the
+    same spots for a fraction of the cost (cell and wavelength gradients are the slow ones)."""
+    crystal, _, beam = demo_model(TRUTH_MISSET, 0.0)
+    detector = Detector(fpixels=32, pixel_size_mm=0.2, distance_mm=100.0, oversample=1)
+    truth = crystal.replace(**crystal_changes) if crystal_changes else crystal
     with torch.no_grad():
-        observed = simulate(truth.crystal, truth.detector, truth.beam, dtype=torch.float64).numpy()
-    crystal, detector, beam = demo_model(TRUTH_MISSET, DEMO_TRUTH["mosaic_spread_deg"])
+        observed = simulate(truth, detector, beam, dtype=torch.float64).numpy()
+    return crystal, detector, beam, observed
+
+
+def test_tetragonal_cell_refines_a_and_c_with_b_following():
+    crystal, detector, beam, observed = _small_still(cell=(101.0, 101.0, 99.0, 90, 90, 90))
     refiner = Refiner(crystal, detector, beam, observed, refine="cell", space_group="P 4 2 2")
     list(refiner.run(40))
     result = refiner.result
@@ -161,11 +170,7 @@ def test_tetragonal_cell_refines_a_and_c_with_b_following():
 
 # -------------------------------------------------------------- new parameters
 def test_wavelength_is_recovered():
-    # one domain, no oversampling: a wavelength gradient takes the slow per-subpixel path
-    crystal, detector, beam = demo_model(TRUTH_MISSET, 0.0)
-    detector = detector.replace(oversample=1)
-    with torch.no_grad():
-        observed = simulate(crystal, detector, beam, dtype=torch.float64).numpy()
+    crystal, detector, beam, observed = _small_still()
     refiner = Refiner(crystal, detector, beam.replace(wavelength_A=1.003), observed, refine="wavelength")
     list(refiner.run(30))
     assert refiner.result.status == "converged", refiner.result.message
