@@ -170,6 +170,19 @@ def test_out_of_memory_in_the_first_simulation_is_a_failed_result(truth_frame, m
     assert refiner.result.parameters == refiner.result.initial_parameters
 
 
+def test_keyboard_interrupt_keeps_the_best_parameters(truth_frame):
+    crystal, detector, beam = demo_model()
+    refiner = Refiner(crystal, detector, beam, truth_frame, refine="misset", search_deg=0)
+    run = refiner.run(50)
+    next(run), next(run)
+    with pytest.raises(KeyboardInterrupt):
+        run.throw(KeyboardInterrupt)  # Ctrl-C while the consumer holds the second state
+    result = refiner.result
+    assert result.status == "stopped" and "KeyboardInterrupt" in result.message
+    assert result.final_loss < result.initial_loss and len(result.history) == 2
+    assert result.standard_errors_note == "not computed: interrupted"
+
+
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_finishes_the_step_then_writes_table_and_json(tmp_path, capsys, monkeypatch, signum, code):
     out = tmp_path / "out.json"

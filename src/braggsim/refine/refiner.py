@@ -304,19 +304,32 @@ class Refiner:
             dtype=self.dtype,
             device=self.device,
         )
-        for step in steps:
-            grad_norm = float(torch.linalg.vector_norm(step.grad))
-            params = {n: float(x.detach()) for n, x in self.physical(step.x).items()}
-            image = None
-            if step.iteration % self.predict_every == 0:
-                with torch.no_grad():
-                    image = self.target.image(self.predict(step.x))
-            self.history.append(
-                {"iteration": step.iteration, "loss": step.loss, "stage": step.stage, "parameters": params}
-            )
-            yield RefineState(step.iteration, step.loss, params, grad_norm, image, step.stage)
+        try:
+            for step in steps:
+                grad_norm = float(torch.linalg.vector_norm(step.grad))
+                params = {n: float(x.detach()) for n, x in self.physical(step.x).items()}
+                image = None
+                if step.iteration % self.predict_every == 0:
+                    image = self._snapshot(step.x)
+                self.history.append(
+                    {"iteration": step.iteration, "loss": step.loss, "stage": step.stage, "parameters": params}
+                )
+                yield RefineState(step.iteration, step.loss, params, grad_norm, image, step.stage)
+        except KeyboardInterrupt:
+            # Ctrl-C in a console: keep the best parameters in self.result, then let it through
+            message = f"interrupted (KeyboardInterrupt) after {len(self.history)} iterations"
+            self._finish("stopped", message, initial_loss, best, uncertainties=False)
+            raise
         self._finish(outcome.status, outcome.message, initial_loss, best)
         yield self._final_state(outcome.iterations)
+
+    def _snapshot(self, internal: torch.Tensor) -> np.ndarray | None:
+        """The image of a state, or None when it cannot be made (the run goes on)."""
+        try:
+            with torch.no_grad():
+                return self.target.image(self.predict(internal))
+        except Exception:  # noqa: BLE001  out of memory, say: a state without a picture
+            return None
 
     def _evaluate(self, internal: torch.Tensor) -> float:
         return float(self.loss_of(self.predict(internal)))
@@ -356,6 +369,7 @@ class Refiner:
         initial_loss: float,
         best: dict | None,
         refused: gates.GateFailure | None = None,
+        uncertainties: bool = True,
     ) -> None:
         """Build ``self.result`` from the best point; nothing here may lose it.
 
@@ -369,7 +383,7 @@ class Refiner:
         params = {n: float(x) for n, x in physical.items()}
         notes = []
         self._best_image = None
-        if best and refused is None:
+        if best and refused is None and uncertainties:
             try:
                 with torch.no_grad():
                     self._best_image = self.target.image(self.target.render(model, self.dtype, self.device))
@@ -377,7 +391,9 @@ class Refiner:
                 notes.append(f"no final image ({engine.describe(exc)})")
         errors = dict.fromkeys(self.names, math.nan)
         errors_note = "not computed: the refinement did not run" if not best or refused else ""
-        if best and refused is None:
+        if not uncertainties:
+            errors_note = "not computed: interrupted"
+        elif best and refused is None:
             try:
                 errors = self.standard_errors(internal)
             except Exception as exc:  # noqa: BLE001  out of memory, say: keep the parameters without errors
