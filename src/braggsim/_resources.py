@@ -86,7 +86,7 @@ def memory_budget() -> tuple[int, str]:
     """(bytes this process may still allocate, what sets that number)."""
     candidates = []
     if os.environ.get(MEMORY_ENV, "").strip():
-        candidates.append((parse_bytes(os.environ[MEMORY_ENV]), MEMORY_ENV))
+        candidates.append((parse_bytes(os.environ[MEMORY_ENV]), f"the budget {MEMORY_ENV} sets"))
     try:
         import resource
 
@@ -127,7 +127,9 @@ def check_memory(what: str, needed_bytes: float) -> None:
     if needed_bytes > budget:
         raise ResourceLimitError(
             f"{what} needs about {format_bytes(needed_bytes)} of memory, more than the "
-            f"{format_bytes(budget)} available ({reason}; {MEMORY_ENV} sets a budget)"
+            f"{format_bytes(budget)} available ({reason}"
+            + ("" if MEMORY_ENV in reason else f"; {MEMORY_ENV} sets a budget")
+            + ")"
         )
 
 
