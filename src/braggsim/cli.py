@@ -87,10 +87,18 @@ output:
   -floatfile FILE          raw float32 little-endian, slow axis first (as nanoBragg)
   -intfile FILE            SMV image (unsigned short) with a geometry header
   -scale s                 -intfile scale (default 55000 / max_I)
+  Outputs are written whole, then renamed into place; an existing file keeps its
+  permissions.  An output that is an input (-hkl, -mat) or a read-only file is refused
+  before simulating, and an image with non-finite pixels is never written.
 
 braggsim:
   -dtype float32|float64   arithmetic precision (default float32)
   -device cpu|cuda|...     torch device (default cpu)
+
+resources: a request whose memory or time cannot fit is refused up front with the
+estimate.  BRAGGSIM_MEMORY_BUDGET (e.g. 8G) caps memory (default: what the address-space
+limit, the cgroup and free memory allow); BRAGGSIM_TIME_BUDGET_S caps the estimated
+compute time (default 86400).
 
 accepted for nanoBragg compatibility, with no effect (braggsim adds no noise and
 writes no PGM): -nonoise -nopgm -noprogress
