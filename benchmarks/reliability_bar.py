@@ -178,7 +178,9 @@ def check_non_finite(folder, frames):
     for index, case in enumerate(cases):
         out = folder / f"nonfinite{index}.bin"
         outputs.append(out)
-        result = braggsim("simulate", *case, "-default_F", "1", "-detpixels", "16", "-oversample", "1", "-floatfile", out)
+        result = braggsim(
+            "simulate", *case, "-default_F", "1", "-detpixels", "16", "-oversample", "1", "-floatfile", out
+        )
         codes.append(result.returncode)
     ok = all(code != 0 for code in codes) and not any(p.exists() for p in outputs)
     return ok, f"exits {codes}, files written {[p.name for p in outputs if p.exists()]}"

@@ -89,7 +89,10 @@ def test_a_frame_larger_than_the_memory_budget_is_refused_before_reading(tmp_pat
     path = tmp_path / "frame.img"
     write_smv(path, np.ones((64, 64)), scale=1.0)
     monkeypatch.setenv(_resources.MEMORY_ENV, "10K")
-    with pytest.raises(FrameReadError, match=r"needs about .* more than the 10 KiB available \(the budget BRAGGSIM_MEMORY_BUDGET sets\)"):
+    with pytest.raises(
+        FrameReadError,
+        match=r"needs about .* more than the 10 KiB available \(the budget BRAGGSIM_MEMORY_BUDGET sets\)",
+    ):
         read_frame(path)
     monkeypatch.setenv(_resources.MEMORY_ENV, "lots")
     with pytest.raises(ValueError, match="BRAGGSIM_MEMORY_BUDGET='lots' is not a size"):
@@ -133,7 +136,9 @@ def test_hdf5_declaring_unwritten_pixels_fails_at_once(tmp_path):
     with h5py.File(path, "w") as h5:
         h5.create_dataset("entry/data/data", shape=(40000, 40000), dtype="f4")
     start = time.perf_counter()
-    with pytest.raises(FrameReadError, match=r"huge.h5: /entry/data/data declares 40000x40000 pixels but holds no data"):
+    with pytest.raises(
+        FrameReadError, match=r"huge.h5: /entry/data/data declares 40000x40000 pixels but holds no data"
+    ):
         read_frame(path)
     assert time.perf_counter() - start < 1.0
 
@@ -161,7 +166,9 @@ def test_floatfile_onto_the_hkl_input_is_refused(tmp_path, capsys):
     link = tmp_path / "link.bin"
     link.symlink_to(hkl)
     for target in (hkl, link):
-        status, out, err = run(capsys, "simulate", *CELL, "-hkl", str(hkl), "-detpixels", "8", "-floatfile", str(target))
+        status, out, err = run(
+            capsys, "simulate", *CELL, "-hkl", str(hkl), "-detpixels", "8", "-floatfile", str(target)
+        )
         assert status == 2 and "it is the input" in err and "max_I" not in out
         assert hkl.read_text() == "1 2 3 100\n"
 
