@@ -231,6 +231,7 @@ def test_cbf_binary_section_shorter_than_declared(tmp_path):
 
 def test_hdf5_kinds(tmp_path):
     import h5py
+    import hdf5plugin  # noqa: F401  imported before the timed reads (its first import is slow)
 
     cases = {}
 
