@@ -28,6 +28,9 @@ DEFAULT_TIME_BUDGET_S = 24 * 3600.0
 NATIVE_RATES = {"subpixels_per_s": 5e7, "evaluations_per_s": 2e8}
 TORCH_RATES = {"subpixels_per_s": 1e6, "evaluations_per_s": 2e6}
 MOSAIC_DRAWS_PER_S = 1e6  # nanoBragg's ran1, in plain Python (measured about 1e5/s)
+# requests below both are not checked against the budgets
+SMALL_BYTES = 64 << 20
+SMALL_SECONDS = 1.0
 
 _SUFFIX = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -167,6 +170,8 @@ def simulation_estimate(crystal, detector, oversample: int, itemsize: int, nativ
 def check_simulation(crystal, detector, oversample: int, itemsize: int, native: bool) -> dict:
     """Raise ResourceLimitError, with the estimate, for a simulation that cannot fit."""
     estimate = simulation_estimate(crystal, detector, oversample, itemsize, native)
+    if estimate["memory_bytes"] < SMALL_BYTES and estimate["seconds"] < SMALL_SECONDS:
+        return estimate  # a refinement's every step: not worth reading /proc each time
     size = (
         f"{detector.spixels}x{detector.fpixels} pixels x {oversample}^2 subpixels x "
         f"{estimate['orientations']:,} crystal orientations"
