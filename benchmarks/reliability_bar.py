@@ -2,8 +2,8 @@
 ``ulimit -v`` for the address-space cap, SIGINT from outside.  Prints PASS/FAIL per item
 and the count; exit status 0 only when every item passes.
 
-    PYTHONPATH=src python benchmarks/reliability_bar.py            # the 7 items (~1-2 min)
-    PYTHONPATH=src python benchmarks/reliability_bar.py --extended # + 16384^2 under the cap
+    PYTHONPATH=src python benchmarks/reliability_bar.py            # the 7 items (2-4 min on 2 loaded cores)
+    PYTHONPATH=src python benchmarks/reliability_bar.py --extended # + 16384^2 under the cap (+1 min)
 
 Items:
 1. refine under a 4 GiB address-space cap (``ulimit -v 4194304``) succeeds;

@@ -293,6 +293,27 @@ def test_parts_changed_after_construction_are_checked_again():
         write_smv(os.devnull + ".never", np.ones((4, 4)), detector=detector)
 
 
+@pytest.mark.parametrize(
+    "part",
+    [
+        braggsim.Crystal(default_F=1.0, N_cells=4, mosaic_spread_deg=0.3, misset_deg=(1, 2, 3)),
+        braggsim.Crystal(mosflm_matrix=np.diag([0.01, 0.012, 0.014]), matrix_wavelength_A=1.0, default_F=1.0),
+        braggsim.Detector(fpixels=8, convention="XDS", beam_center_mm=(0.3, 0.4), oversample=2),
+        braggsim.Detector(fpixels=8, spixels=None),
+        braggsim.Beam(wavelength_A=1.5, polarization=0.9),
+    ],
+)
+def test_revalidation_is_idempotent(part):
+    """revalidate re-runs __post_init__, so running it must not change a valid part."""
+    from braggsim._validate import revalidate
+
+    before = {k: np.asarray(v).tolist() if isinstance(v, np.ndarray) else v for k, v in vars(part).items()}
+    revalidate(part)
+    revalidate(part)
+    after = {k: np.asarray(v).tolist() if isinstance(v, np.ndarray) else v for k, v in vars(part).items()}
+    assert after == before
+
+
 # ------------------------------------------------------------------ 5. up-front refusals
 def test_mosaic_dom_1e8_is_refused_at_once_with_the_estimate(capsys, monkeypatch):
     monkeypatch.setenv(_resources.MEMORY_ENV, "8G")

@@ -126,6 +126,9 @@ def revalidate(*parts) -> None:
     matrix needs its wavelength, a beam centre needs its convention), which one-field-at-a-
     time assignment cannot respect, and a refinement replaces parts every step, which
     already re-runs the checks through ``dataclasses.replace``.
+
+    So a part's ``__post_init__`` must be idempotent: running it twice leaves the same
+    field values (tests/test_reliability.py checks this for every model part).
     """
     for part in parts:
         post_init = getattr(type(part), "__post_init__", None)
