@@ -240,7 +240,7 @@ def test_json_never_writes_over_an_input_or_a_read_only_file(tmp_path, capsys, t
         assert status == 2 and expected in err, (target, err)
         assert target.read_bytes() == before and "braggsim refine:" not in printed
     status, _, err = _refine(capsys, data, "-json", str(tmp_path))
-    assert status == 2 and "folder" in err
+    assert status == 2 and "directory" in err
     sidecar.unlink()  # a -json named like the frame's sidecar would be read as one next time
     status, _, err = _refine(capsys, data, "-json", str(sidecar))
     assert status == 2 and "sidecar" in err and not sidecar.exists()

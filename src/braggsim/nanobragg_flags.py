@@ -79,6 +79,10 @@ _VALUE_FLAGS = {
     "-floatfile": 1,
     "-intfile": 1,
     "-scale": 1,
+    "-noisefile": 1,  # the noise flags' meaning lives in braggsim.noise.nanobragg_noise_options
+    "-noiseimage": 1,
+    "-seed": 1,
+    "-adc": 1,
     "-dtype": 1,
     "-device": 1,
 }

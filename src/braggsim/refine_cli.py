@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .demo import DEMO_TRUTH, demo_model, demo_observed
-from .io import atomic_output, check_output_paths, sidecar_path
+from .io import atomic_output, check_output_path, sidecar_path
 from .refine import PARAMETERS, PART_TYPES, Refiner, RefineResult, format_table, result_json, write_json
 from .simulate import simulate
 
@@ -75,7 +75,7 @@ Refinable parameters (group, name, unit, physical range, meaning):
 Sanity gates: a frame with no pixel above its noise is not refined (status no-signal);
 a result no better than a flat background (diverged) or with a value outside its
 physical range (out-of-range) is reported as such.  Outputs are checked before the work
-starts: -json must not be an input or a read-only file, and its folder must exist.
+starts: -json must not be an input or a read-only file, and its directory must exist.
 
 Exit status: 0 converged or iteration limit, 1 failed, 2 usage error, 3 a sanity gate
 rejected the result, 130 / 143 stopped by SIGINT / SIGTERM (the current step finishes,
@@ -305,7 +305,7 @@ def _refine(argv: list) -> int:
         device = resolve_device(flags.device) if "-device" in argv else None
         json_path = Path(extra["-json"][0]) if "-json" in extra else None
         if json_path is not None:
-            check_output_paths([json_path], _input_paths(argv, extra))
+            check_output_path(json_path, inputs=_input_paths(argv, extra))
             side = sidecar_path(str(frame_path))
             if Path(side).resolve() == json_path.resolve():
                 raise UsageError(f"-json {json_path} would be read as the sidecar of {frame_path}; choose another name")
@@ -346,7 +346,7 @@ def _refine(argv: list) -> int:
     if json_path is not None:
         try:
             write_json(json_path, result_json(result, data=str(frame_path), wall_time_s=elapsed))
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # a full disk; the target made read-only meanwhile
             print(f"braggsim: error: writing {json_path} failed: {exc}", file=sys.stderr)
             return EXIT_FAILED
         print(f"wrote {json_path}")

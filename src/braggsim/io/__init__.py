@@ -6,7 +6,7 @@
 No napari or Qt here; fabio and h5py are imported when a file is read.
 """
 
-from ._atomic import atomic_output, atomic_paths, check_output_paths
+from ._atomic import OutputPathError, atomic_group, atomic_output, check_output_path
 from .errors import FrameReadError
 from .frame import Frame, frame_from_metadata
 from .masks import beamstop_mask, dead_pixel_mask, default_mask, disk_mask, saturation_mask, user_mask
@@ -16,10 +16,11 @@ from .write import intfile_scale, write_float, write_smv
 __all__ = [
     "Frame",
     "FrameReadError",
+    "OutputPathError",
+    "atomic_group",
     "atomic_output",
-    "atomic_paths",
     "beamstop_mask",
-    "check_output_paths",
+    "check_output_path",
     "dead_pixel_mask",
     "default_mask",
     "disk_mask",
