@@ -166,6 +166,11 @@ class ModelPart:
         """Refuse (ValueError) refining ``names`` of this part from ``model``."""
 
 
+# The parts below declare every Parameter field by field: the blocks look alike on
+# purpose (duplicates lists them as pairs), because each is the one place that says what
+# its parameter is; a helper that filled in "typical" values would hide them.
+
+
 class ScalarPart(ModelPart):
     """A part with one parameter that is one field of the model: ``component`` ("crystal",
     "detector", "beam" or "model") and ``field``; ``unset`` is read where the field is None."""
