@@ -9,15 +9,16 @@ imported only when asked for.
 
 Errors are one line on stderr, ``braggsim: error: ...``, with exit status 2.  Output
 files are written to temporary names and renamed only once every file is complete, so a
-failing run leaves nothing half-written behind.
+failing run leaves nothing half-written behind; an output that is an input (-hkl, -mat)
+or a read-only file is refused before anything is simulated, an existing output keeps its
+permissions, and a simulation whose image is not finite writes nothing.  A request whose
+memory or time cannot fit is refused up front with the estimate (see braggsim._resources).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-from pathlib import Path
 
 USAGE = """\
 usage: braggsim <command> [options]
@@ -97,10 +98,18 @@ output:
   -nonoise                 no noise image (cancels an earlier -noisefile, as in nanoBragg)
   -seed n                  seed of the Poisson draws (default: the time, printed)
   -adc ADU                 offset added to -intfile and -noisefile pixels (default 40)
+  Outputs are written whole, then renamed into place; an existing file keeps its
+  permissions.  An output that is an input (-hkl, -mat) or a read-only file is refused
+  before simulating, and an image with non-finite pixels is never written.
 
 braggsim:
   -dtype float32|float64   arithmetic precision (default float32)
   -device cpu|cuda|...     torch device (default cpu)
+
+resources: a request whose memory or time cannot fit is refused up front with the
+estimate.  BRAGGSIM_MEMORY_BUDGET (e.g. 8G) caps memory (default: what the address-space
+limit, the cgroup and free memory allow); BRAGGSIM_TIME_BUDGET_S caps the estimated
+compute time (default 86400).
 
 accepted for nanoBragg compatibility, with no effect (braggsim writes no PGM and
 shows no progress meter): -nopgm -noprogress
@@ -188,7 +197,8 @@ def simulate_main(argv: list) -> int:
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     outputs = [p for p in (flags.floatfile, flags.intfile, noise_options.noisefile) if p is not None]
-    _check_outputs(outputs)
+    inputs = _input_paths(argv)
+    _check_outputs(outputs, inputs)
     dtype, device = _torch_dtype_device(flags.dtype, flags.device)
 
     from .simulate import auto_oversample, simulate
@@ -198,8 +208,8 @@ def simulate_main(argv: list) -> int:
     _print_setup(flags, oversample)
     started = time.perf_counter()
     try:
-        image = simulate(crystal, detector, beam, dtype=dtype, device=device)
-    except ValueError as exc:
+        simulated = simulate(crystal, detector, beam, dtype=dtype, device=device)
+    except ValueError as exc:  # bad input, or a request that cannot fit (with its estimate)
         raise CommandError(str(exc)) from None
     except (MemoryError, OverflowError, RuntimeError) as exc:
         # e.g. an enormous automatic oversample; report it, there is no output to clean up
@@ -208,11 +218,18 @@ def simulate_main(argv: list) -> int:
             f"braggsim: error: simulation failed ({oversample}x{oversample} oversample): {first_line}", file=sys.stderr
         )
         return 1
-    image = image.detach().cpu().numpy()
+    image = simulated.detach().cpu().numpy()
     elapsed = time.perf_counter() - started
-    max_i = _print_summary(image, detector, elapsed)
+    stats = image_statistics(image)
+    if stats["non_finite"]:
+        raise CommandError(
+            f"the simulation gave {stats['non_finite']} non-finite pixels of {image.size} "
+            f"({flags.dtype} overflowed or underflowed: check the cell, -mat, -fluence and -N, "
+            f"or try -dtype float64); nothing was written"
+        )
+    max_i = _print_summary(stats, detector, elapsed)
     noisy = _noise_image(image, noise_options)
-    _write_outputs(flags, image, max_i, noise_options, noisy)
+    _write_outputs(flags, image, max_i, inputs, noise_options, noisy)
     return 0
 
 
@@ -228,31 +245,38 @@ def _noise_image(image, options):
     return result.counts
 
 
-def _check_outputs(paths: list) -> None:
-    """Fail before simulating when an output cannot be written at all."""
-    if len({os.path.abspath(p) for p in paths}) < len(paths):
+# flags whose value is a file the run reads: never an output
+INPUT_FLAGS = ("-hkl", "-mat")
+
+
+def _input_paths(argv: list) -> list:
+    """Every file named after an input flag (all occurrences, whichever one is used)."""
+    return [argv[i + 1] for i, flag in enumerate(argv[:-1]) if flag in INPUT_FLAGS]
+
+
+def _check_outputs(paths: list, inputs: list | tuple = ()) -> None:
+    """Fail before simulating when an output cannot or must not be written: a missing
+    directory, a directory, a read-only file, an input file, or two outputs the same."""
+    from .io._atomic import OutputPathError, check_output_path
+
+    try:
+        reals = [check_output_path(path, inputs=inputs) for path in paths]
+    except OutputPathError as exc:
+        raise CommandError(str(exc)) from None
+    if len(set(reals)) < len(reals):
         raise CommandError("two of -floatfile, -intfile and -noisefile name the same file")
-    for path in paths:
-        parent = Path(path).parent
-        if not parent.is_dir():
-            raise CommandError(f"cannot write {path!r}: directory {str(parent)!r} does not exist")
-        if Path(path).is_dir():
-            raise CommandError(f"cannot write {path!r}: it is a directory")
 
 
 def _torch_dtype_device(dtype_name: str, device_name: str):
     import torch
 
+    from ._validate import resolve_device
+
     dtype = {"float32": torch.float32, "float64": torch.float64}[dtype_name]
     try:
-        device = torch.device(device_name)
-    except (RuntimeError, ValueError):
-        raise CommandError(f"-device {device_name!r} is not a torch device") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CommandError(f"-device {device_name!r}: CUDA is not available here")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise CommandError(f"-device {device_name!r}: MPS is not available here")
-    return dtype, device
+        return dtype, resolve_device(device_name)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _print_setup(flags, oversample: int) -> None:
@@ -272,78 +296,104 @@ def _print_setup(flags, oversample: int) -> None:
     phi0 = as_number(crystal.phi_start_deg)
     print(f"{crystal.n_phi} phi steps from {phi0:g} to {phi0 + as_number(crystal.osc_deg):g} degrees")
     print(f"{oversample}x{oversample} pixel oversample steps  ({flags.dtype} on {flags.device})")
+    from ._resources import format_bytes, format_seconds, simulation_estimate
+
+    itemsize = 4 if flags.dtype == "float32" else 8
+    estimate = simulation_estimate(crystal, detector, oversample, itemsize, native=crystal.shape == "square")
+    print(
+        f"estimated: {estimate['evaluations']:.3g} pixel evaluations, at least "
+        f"{format_seconds(estimate['seconds'])} and about {format_bytes(estimate['memory_bytes'])}"
+    )
 
 
-def _print_summary(image, detector, elapsed_s: float) -> float:
+def image_statistics(image, block_pixels: int = 1 << 22) -> dict:
+    """max (and where), sum, mean, rms, rmsd and the count of non-finite pixels of a
+    (slow, fast) array, in float64, streaming through row blocks: a 16384^2 float32 image
+    needs no 2 GiB float64 copy (two passes, so rmsd is as exact as numpy's std)."""
     import numpy as np
 
+    rows = max(1, block_pixels // max(1, image.shape[1]))
+    blocks = [slice(start, start + rows) for start in range(0, image.shape[0], rows)]
+    total, squares, non_finite, max_i, where = 0.0, 0.0, 0, -np.inf, (0, 0)
+    for block in blocks:
+        values = np.asarray(image[block], dtype=np.float64)
+        non_finite += int(values.size - np.count_nonzero(np.isfinite(values)))
+        total += float(values.sum())
+        squares += float(np.square(values).sum())
+        index = int(np.argmax(values))
+        if values.flat[index] > max_i:
+            max_i = float(values.flat[index])
+            row, column = divmod(index, image.shape[1])
+            where = (block.start + row, column)
+    count = image.size
+    mean = total / count
+    deviations = sum(float(np.square(np.asarray(image[b], dtype=np.float64) - mean).sum()) for b in blocks)
+    return {
+        "max": max_i,
+        "max_slow_fast": where,
+        "sum": total,
+        "mean": mean,
+        "rms": float(np.sqrt(squares / count)),
+        "rmsd": float(np.sqrt(deviations / count)),
+        "non_finite": non_finite,
+    }
+
+
+def _print_summary(stats: dict, detector, elapsed_s: float) -> float:
     from ._validate import as_number
 
-    flat = image.astype(np.float64).ravel()
-    index = int(np.argmax(flat))
-    slow, fast = divmod(index, detector.fpixels)
-    max_i = float(flat[index])
+    slow, fast = stats["max_slow_fast"]
+    max_i = stats["max"]
     pixel_m = as_number(detector.pixel_size_mm) * 1e-3
-    mean = float(flat.mean())
-    rms = float(np.sqrt(np.mean(flat * flat)))
-    rmsd = float(flat.std())
     print(f"simulated in {elapsed_s:.3f} s")
     print(
         f"max_I = {max_i:g}  at {(fast + 0.5) * pixel_m:g} {(slow + 0.5) * pixel_m:g} (pixel slow={slow} fast={fast})"
     )
-    print(f"mean= {mean:g} rms= {rms:g} rmsd= {rmsd:g}")
-    print(f"sum= {float(flat.sum()):g}")
+    print(f"mean= {stats['mean']:g} rms= {stats['rms']:g} rmsd= {stats['rmsd']:g}")
+    print(f"sum= {stats['sum']:g}")
     return max_i
 
 
-def _write_outputs(flags, image, max_i: float, noise_options=None, noisy=None) -> None:
-    """Write every output under a temporary name, then rename them all."""
+def _write_outputs(flags, image, max_i: float, inputs: list | tuple = (), noise_options=None, noisy=None) -> None:
+    """Write every output completely under a temporary name, then rename them all
+    (:func:`braggsim.io._atomic.atomic_group`: modes kept, read-only files and inputs refused)."""
     noisefile = None if noise_options is None or noisy is None else noise_options.noisefile
     adc_offset = 0.0 if noise_options is None else noise_options.adc_offset_adu
     if flags.floatfile is None and flags.intfile is None and noisefile is None:
         return
     write_float, write_smv = _writers()
-    pending = []  # (temporary, final)
+    from .io._atomic import atomic_group
+
+    outputs = [p for p in (flags.floatfile, flags.intfile, noisefile) if p is not None]
+    scale = flags.intfile_scale
+    if scale is None:
+        scale = 55000.0 / max_i if max_i > 0 else 1.0
     try:
-        if flags.floatfile is not None:
-            temporary = _temporary_name(flags.floatfile)
-            pending.append((temporary, flags.floatfile))
-            write_float(temporary, image)
-        if flags.intfile is not None:
-            scale = flags.intfile_scale
-            if scale is None:
-                scale = 55000.0 / max_i if max_i > 0 else 1.0
-            temporary = _temporary_name(flags.intfile)
-            pending.append((temporary, flags.intfile))
-            write_smv(
-                temporary,
-                image,
-                detector=flags.detector,
-                beam=flags.beam,
-                scale=scale,
-                adc_offset=adc_offset,
-                header_extra=_rotation_header(flags.crystal),
-            )
-        if noisefile is not None:
-            temporary = _temporary_name(noisefile)
-            pending.append((temporary, noisefile))
-            # the counts already hold the ADC offset: scale 1 writes them unchanged
-            write_smv(
-                temporary,
-                noisy.astype("float64"),
-                detector=flags.detector,
-                beam=flags.beam,
-                scale=1.0,
-                header_extra=_rotation_header(flags.crystal),
-            )
-        for temporary, final in pending:
-            os.replace(temporary, final)
+        with atomic_group(outputs, inputs=inputs) as temporary:
+            if flags.floatfile is not None:
+                write_float(temporary[flags.floatfile], image)
+            if flags.intfile is not None:
+                write_smv(
+                    temporary[flags.intfile],
+                    image,
+                    detector=flags.detector,
+                    beam=flags.beam,
+                    scale=scale,
+                    adc_offset=adc_offset,
+                    header_extra=_rotation_header(flags.crystal),
+                )
+            if noisefile is not None:
+                # the counts already hold the ADC offset: scale 1 writes them unchanged
+                write_smv(
+                    temporary[noisefile],
+                    noisy.astype("float64"),
+                    detector=flags.detector,
+                    beam=flags.beam,
+                    scale=1.0,
+                    header_extra=_rotation_header(flags.crystal),
+                )
     except (OSError, ValueError) as exc:
         raise CommandError(f"writing output failed: {exc}") from None
-    finally:
-        for temporary, _ in pending:
-            if os.path.exists(temporary):
-                os.remove(temporary)
     if flags.floatfile is not None:
         print(f"wrote {flags.floatfile} (float32, {image.shape[0]}x{image.shape[1]}, slow axis first)")
     if flags.intfile is not None:
@@ -367,11 +417,6 @@ def _writers():
     except ImportError as exc:
         raise CommandError(f"the image writers (braggsim.io) are not available: {exc}") from None
     return write_float, write_smv
-
-
-def _temporary_name(path: str) -> str:
-    final = Path(path)
-    return str(final.with_name(f".{final.name}.braggsim-{os.getpid()}.part"))
 
 
 if __name__ == "__main__":

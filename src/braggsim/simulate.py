@@ -14,7 +14,7 @@ import math
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from . import _fast
+from . import _fast, _resources
 from . import _validate as v
 from ._memo import BoundedMemo
 from .beam import R_E_SQ, Beam, polarization_factor
@@ -46,7 +46,7 @@ def resolve_dtype_device(crystal, detector, beam, dtype=None, device=None):
         dtype = floats[0] if floats else torch.float32
     if device is None:
         device = tensors[0].device if tensors else torch.device("cpu")
-    return dtype, torch.device(device)
+    return v.check_float_dtype(dtype), torch.device(device)
 
 
 def auto_oversample(crystal: Crystal, detector: Detector, beam: Beam) -> int:
@@ -84,7 +84,7 @@ class ForwardModel:
     """Everything that does not depend on the pixel, prepared once per ``simulate`` call."""
 
     def __init__(self, crystal: Crystal, detector: Detector, beam: Beam, dtype, device, kernel: str = "auto"):
-        crystal.validate()
+        v.revalidate(crystal, detector, beam)  # a part changed after construction is checked again
         if (
             crystal.hkl is None
             and v.as_number(crystal.default_F) == 0
@@ -95,6 +95,9 @@ class ForwardModel:
         self.dtype, self.device = dtype, device
         self.frame: DetectorFrame = _frame_for(detector, dtype, device)
         self.oversample = auto_oversample(crystal, detector, beam)
+        # refuse, with the estimate, what cannot fit, before the orientations are built
+        native_rate = crystal.shape == "square" and device.type == "cpu" and _fast.library() is not None
+        _resources.check_simulation(crystal, detector, self.oversample, dtype.itemsize, native_rate)
         self.axes = lattice_axes(crystal, self.frame.spindle_axis, dtype, device)  # (K, 3, 3)
         # only the gauss and tophat transforms need the reciprocal axes
         self.reciprocal = (
@@ -108,7 +111,8 @@ class ForwardModel:
         self.wavelength_A = v.to_tensor(beam.wavelength_A, dtype, device)
         self.kahn = v.to_tensor(beam.polarization, dtype, device)
         self.pixel_mm = v.to_tensor(detector.pixel_size_mm, dtype, device)
-        self.factors = StructureFactors(crystal.hkl, v.to_tensor(crystal.default_F, dtype, device))
+        # Crystal has read a path into an HKLTable by now
+        self.factors = StructureFactors(crystal.hkl, v.to_tensor(crystal.default_F, dtype, device))  # type: ignore[arg-type]
         self.interpolate = crystal.use_interpolation() and crystal.hkl is not None
         steps = self.axes.shape[0] * self.oversample**2
         fluence = v.to_tensor(beam.fluence, dtype, device)
@@ -141,10 +145,12 @@ class ForwardModel:
         self._n_cells_int = [round(float(n)) for n in self.n_cells.detach().cpu()]
         if self.crystal.hkl is not None:
             self._table = _fast.Table(
-                self.factors._values.detach(), self.crystal.hkl.index_min, v.as_number(self.factors.default_F)
+                self.factors.values.detach(),
+                self.crystal.hkl.index_min,  # type: ignore[union-attr]
+                v.as_number(self.factors.default_F),
             )
         else:
-            self._table = None
+            self._table = None  # type: ignore[assignment]
         return True
 
     @property
