@@ -5,9 +5,10 @@ import json
 import numpy as np
 import torch
 
+from braggsim.demo import demo_model
 from braggsim.io import write_float
 from braggsim.io.expt import from_braggsim, read_expt, write_expt
-from braggsim.refine_cli import demo_model, refine_main
+from braggsim.refine_cli import refine_main
 from braggsim.simulate import simulate
 
 

@@ -264,7 +264,7 @@ def search_orientations(q: np.ndarray, cell: tuple, group, options: IndexingOpti
     psi_spots = q[max(cell[:3]) / d_A <= options.psi_max_index]
     if len(psi_spots) < 10:
         psi_spots = q[np.argsort(-d_A)[: min(len(q), 60)]]
-    lengths = {}
+    lengths: dict[int, int] = {}
     for axis in range(3):
         # edges of equal length (a = b in a tetragonal cell) need one search
         if not any(abs(cell[axis] - cell[other]) < 1e-6 for other in lengths.values()):

@@ -202,15 +202,15 @@ class _Clock:
     """Wall and CPU (this process) seconds per step.  On a busy machine the CPU time is the
     better guide to what a step costs: the wall time also counts waiting for a core."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.wall: dict = {}
         self.cpu: dict = {}
         self._started = (time.perf_counter(), time.process_time())
 
-    def start(self):
+    def start(self) -> None:
         self._tick = (time.perf_counter(), time.process_time())
 
-    def stop(self, step: str):
+    def stop(self, step: str) -> None:
         self.wall[step] = time.perf_counter() - self._tick[0]
         self.cpu[step] = time.process_time() - self._tick[1]
 

@@ -194,7 +194,7 @@ def _other_spot_pixels(spots, chosen_index):
 def _cell_map(parameters: CellParameters):
     """(selection (6, n_free), constant (6,)): cell = selection @ free + constant."""
     selection = np.zeros((6, len(parameters.names)))
-    constant = np.array(parameters.cell(np.zeros(len(parameters.names))), dtype=float)
+    constant = np.asarray(parameters.cell(np.zeros(len(parameters.names))), dtype=np.float64)
     for row, index in enumerate(parameters.sources()):
         if index is not None:
             selection[row, index] = 1.0

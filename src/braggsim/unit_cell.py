@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Union
 
 import numpy as np
+
+Values = Union[Sequence[float], np.ndarray]
 
 
 def space_group(symbol):
@@ -69,12 +72,12 @@ class CellParameters:
         self.system = _system(self.group)
         self.names = self._FREE[self.system]
 
-    def free(self, cell: Sequence) -> np.ndarray:
+    def free(self, cell: Values) -> np.ndarray:
         """The free parameters of ``cell`` (6,), as an array of len(names)."""
         values = dict(zip(("a", "b", "c", "alpha", "beta", "gamma"), (float(x) for x in cell), strict=True))
         return np.array([values[name] for name in self.names])
 
-    def cell(self, free: Sequence) -> tuple:
+    def cell(self, free: Values) -> tuple:
         """The full cell (a, b, c, alpha, beta, gamma) from the free parameters."""
         v = dict(zip(self.names, (float(x) for x in free), strict=True))
         if self.system == "triclinic":
@@ -101,11 +104,11 @@ class CellParameters:
             out.append(index if 0 <= index < len(self.names) and abs(value - 1000.0 * (index + 1)) < 1e-6 else None)
         return tuple(out)
 
-    def full_sigma(self, free_sigma: Sequence) -> tuple:
+    def full_sigma(self, free_sigma: Values) -> tuple:
         """Standard errors of the 6 cell parameters from those of the free ones (0 where fixed)."""
         return tuple(0.0 if i is None else float(free_sigma[i]) for i in self.sources())
 
-    def symmetrize(self, cell: Sequence) -> tuple:
+    def symmetrize(self, cell: Values) -> tuple:
         """The nearest cell that obeys the constraints (equal edges averaged, fixed angles set)."""
         a, b, c, al, be, ga = (float(x) for x in cell)
         if self.system in ("tetragonal", "hexagonal"):
@@ -163,7 +166,7 @@ def equivalent_rotations(group) -> list[np.ndarray]:
     rotations), acting on real axes as rows: ``M @ real_space`` indexes the same lattice in an
     equivalent setting.  The identity comes first."""
     group = space_group(group)
-    seen = []
+    seen: list[np.ndarray] = []
     for op in group.operations():
         rotation = np.rint(np.array(op.rot, dtype=float) / op.DEN).astype(int)
         if round(np.linalg.det(rotation)) != 1:

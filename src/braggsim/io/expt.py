@@ -29,6 +29,7 @@ import dataclasses
 import json
 import math
 import os
+from typing import Any
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -70,7 +71,7 @@ class StillExperiment:
 def experiment_to_dict(experiment: StillExperiment) -> dict:
     """The ExperimentList dict (JSON-able) of one still."""
     g = experiment.geometry
-    beam = {
+    beam: dict[str, Any] = {
         "__id__": "monochromatic",
         "direction": _list(g.beam_direction),
         "wavelength": float(g.wavelength_A),
@@ -83,7 +84,7 @@ def experiment_to_dict(experiment: StillExperiment) -> dict:
         "probe": "x-ray",
         "sample_to_source_distance": 0.0,
     }
-    panel = {
+    panel: dict[str, Any] = {
         "name": "Panel",
         "type": "SENSOR_PAD",
         "fast_axis": _list(g.fast),
@@ -102,7 +103,7 @@ def experiment_to_dict(experiment: StillExperiment) -> dict:
         "pedestal": 0.0,
         "px_mm_strategy": {"type": "SimplePxMmStrategy"},
     }
-    hierarchy = {
+    hierarchy: dict[str, Any] = {
         "name": "",
         "type": "",
         "fast_axis": [1.0, 0.0, 0.0],
@@ -122,8 +123,8 @@ def experiment_to_dict(experiment: StillExperiment) -> dict:
         "px_mm_strategy": {"type": "SimplePxMmStrategy"},
         "children": [{"panel": 0}],
     }
-    entry = {"__id__": "Experiment", "identifier": experiment.identifier, "beam": 0, "detector": 0}
-    document = {
+    entry: dict[str, Any] = {"__id__": "Experiment", "identifier": experiment.identifier, "beam": 0, "detector": 0}
+    document: dict[str, Any] = {
         "__id__": "ExperimentList",
         "experiment": [entry],
         "imageset": [],
@@ -136,7 +137,7 @@ def experiment_to_dict(experiment: StillExperiment) -> dict:
         "scaling_model": [],
     }
     if experiment.image is not None:
-        imageset = {
+        imageset: dict[str, Any] = {
             "__id__": "ImageSet",
             "images": [str(experiment.image)],
             "mask": "",
@@ -152,7 +153,7 @@ def experiment_to_dict(experiment: StillExperiment) -> dict:
         entry["imageset"] = 0
     if experiment.real_space is not None:
         real = np.asarray(experiment.real_space, dtype=float)
-        crystal = {
+        crystal: dict[str, Any] = {
             "__id__": "crystal",
             "real_space_a": _list(real[0]),
             "real_space_b": _list(real[1]),
@@ -397,7 +398,7 @@ def from_braggsim(crystal, detector, beam, *, space_group_hall: str = "P 1", **f
     )
     if crystal is not None:
         with torch.no_grad():
-            real = oriented_real_axes(crystal, torch.float64, "cpu")
+            axes = oriented_real_axes(crystal, torch.float64, "cpu")
             axis = torch.as_tensor(
                 np.asarray(crystal.spindle_axis, float)
                 if crystal.spindle_axis is not None
@@ -405,6 +406,6 @@ def from_braggsim(crystal, detector, beam, *, space_group_hall: str = "P 1", **f
                 dtype=torch.float64,
             )
             phi0 = phi_angles_rad(crystal, torch.float64, "cpu")[:1]
-            real = (real @ rotation_about_axis(axis, phi0)[0].T).numpy()
+            real = (axes @ rotation_about_axis(axis, phi0)[0].T).numpy()
         experiment.real_space = real @ MOSFLM_TO_DIALS.T
     return experiment
