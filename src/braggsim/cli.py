@@ -22,77 +22,28 @@ usage: braggsim <command> [options]
 
 commands:
   simulate   simulate a diffraction image from nanoBragg's command-line flags
+  nonbragg   render amorphous scattering (water, air, ice) from nonBragg's flags
   refine     refine a model against a measured frame
   demo       simulate a known crystal, then refine a perturbed model back to it
 
 Run 'braggsim <command> --help' for the options of a command.
 """
 
-SIMULATE_HELP = """\
+SIMULATE_HELP_HEAD = """\
 usage: braggsim simulate -cell a b c alpha beta gamma (-default_F F | -hkl FILE) [flags]
 
 Simulate a still or rotation image as nanoBragg does, with nanoBragg's flag names and
-meanings.  Lengths in Angstrom (crystal) and mm (detector), angles in degrees.  A flag
-that is not listed here is an error; nothing is silently ignored.
+meanings.  Lengths in Angstrom (crystal) and mm (detector), angles in degrees.  Flags are
+read left to right: a later flag overrides an earlier one that sets the same thing.
+Integers are read as nanoBragg reads them (-N 2.5 is 2).  A flag that is not listed here
+is an error, and so is one that would have no effect; nothing is silently ignored.
 
-crystal:
-  -cell a b c al be ga     unit cell (Angstrom, degrees)
-  -mat FILE                MOSFLM orientation matrix instead of -cell (uses -lambda)
-  -misset x y z            rotations about lab x, then y, then z (degrees)
-  -N n | -Na -Nb -Nc n     unit cells along each axis (default 1)
-  -default_F F             structure factor for every hkl not in the -hkl table
-  -hkl FILE                'h k l F' text file (no symmetry, not even Friedel)
-  -interpolate | -nointerpolate
-                           force tricubic F interpolation on/off (default: on if any N <= 2)
-  -square_xtal | -round_xtal | -gauss_xtal | -tophat_spots
-                           lattice transform (default square, i.e. sincg)
-  -fudge f                 width factor for the round/gauss/tophat shapes
-  -mosaic deg              mosaic spread (degrees)
-  -mosaic_dom n            mosaic domains (alias -mosaic_domains; default 10 with -mosaic)
-  -mosaic_seed s           seed of nanoBragg's ran1 draws (default 12345678)
-  -phi deg  -osc deg  -phisteps n
-                           spindle start, oscillation and steps (-osc alone: 2 steps)
-  -spindle_axis x y z      spindle direction (default: the convention's)
+"""
 
-beam:
-  -lambda A | -wavelength A | -energy eV
-                           wavelength (default 1 A)
-  -fluence f               photons/m^2 (default 1.25932015286227e29)
-  -polar K                 Kahn polarization factor (default 0, unpolarized)
-  -nopolar                 no polarization factor at all
-
-detector:
-  -distance mm             sample-to-detector distance (default 100)
-  -pixel mm                pixel size (default 0.1)
-  -detpixels n             square detector of n x n pixels (default 1024)
-  -detpixels_f|-detpixels_x n  -detpixels_s|-detpixels_y n
-                           fast / slow pixel counts
-  -detsize mm | -detsize_f mm | -detsize_s mm
-                           detector size, when no pixel count is given
-  -Xbeam mm  -Ybeam mm     beam centre in the convention's meaning
-  -ORGX px  -ORGY px       XDS origin (pixels)
-  -mosflm | -xds | -dials | -adxv | -denzo
-                           detector convention (default mosflm)
-  -pivot beam|sample       pivot for detector rotations (default: the convention's)
-  -detector_rotx deg  -detector_roty deg  -detector_rotz deg
-                           detector rotations about lab x, then y, then z
-  -twotheta deg            two-theta swing about the convention's axis
-  -oversample n            subpixels per pixel edge (default: nanoBragg's automatic rule)
-  -oversample_omega  -oversample_polar
-                           evaluate solid angle / polarization per subpixel
-  -point_pixel             solid angle 1/R^2 instead of the pixel's solid angle
-
-output:
-  -floatfile FILE          raw float32 little-endian, slow axis first (as nanoBragg)
-  -intfile FILE            SMV image (unsigned short) with a geometry header
-  -scale s                 -intfile scale (default 55000 / max_I)
-
-braggsim:
-  -dtype float32|float64   arithmetic precision (default float32)
-  -device cpu|cuda|...     torch device (default cpu)
-
-accepted for nanoBragg compatibility, with no effect (braggsim adds no noise and
-writes no PGM): -nonoise -nopgm -noprogress
+SIMULATE_HELP_TAIL = """
+braggsim writes only the files it is asked for (nanoBragg also writes floatimage.bin,
+intimage.img, image.pgm and noiseimage.img by default).  docs/physics.md explains every
+flag and where braggsim differs from nanoBragg.c.
 """
 
 REFINE_HELP_FALLBACK = "usage: braggsim {name} [options]\n\n{what}\n"
@@ -116,9 +67,13 @@ def main(argv=None) -> int:
     try:
         if command == "simulate":
             return simulate_main(rest)
+        if command == "nonbragg":
+            from .nonbragg_cli import nonbragg_main
+
+            return nonbragg_main(rest)
         if command in ("refine", "demo"):
             return _dispatch_refine(command, rest)
-        raise CommandError(f"unknown command {command!r} (choose from simulate, refine, demo)")
+        raise CommandError(f"unknown command {command!r} (choose from simulate, nonbragg, refine, demo)")
     except CommandError as exc:
         return _fail(str(exc))
 
@@ -147,10 +102,16 @@ def _dispatch_refine(command: str, argv: list) -> int:
 
 
 # --------------------------------------------------------------------- simulate
+def simulate_help() -> str:
+    from .nanobragg_flags import help_text
+
+    return SIMULATE_HELP_HEAD + help_text() + SIMULATE_HELP_TAIL
+
+
 def simulate_main(argv: list) -> int:
     """``braggsim simulate <nanoBragg flags>``; returns the exit status."""
     if any(a in ("-h", "--help", "-help") for a in argv):
-        print(SIMULATE_HELP, end="")
+        print(simulate_help(), end="")
         return 0
     from .nanobragg_flags import parse_flags
 
@@ -158,18 +119,28 @@ def simulate_main(argv: list) -> int:
         flags = parse_flags(argv)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    outputs = [p for p in (flags.floatfile, flags.intfile) if p is not None]
-    _check_outputs(outputs)
+    outputs = [flags.floatfile, flags.intfile, flags.pgmfile, flags.stolout, flags.dump_write]
+    _check_outputs([p for p in outputs if p is not None])
     dtype, device = _torch_dtype_device(flags.dtype, flags.device)
 
     from .simulate import auto_oversample, simulate
 
     crystal, detector, beam = flags.crystal, flags.detector, flags.beam
     oversample = auto_oversample(crystal, detector, beam)
+    for note in flags.notes:
+        print(note)
     _print_setup(flags, oversample)
     started = time.perf_counter()
     try:
-        image = simulate(crystal, detector, beam, dtype=dtype, device=device)
+        image = simulate(
+            crystal,
+            detector,
+            beam,
+            background=flags.background,
+            dtype=dtype,
+            device=device,
+            progress=_progress_meter() if flags.progress else None,
+        )
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     except (MemoryError, OverflowError, RuntimeError) as exc:
@@ -182,14 +153,32 @@ def simulate_main(argv: list) -> int:
     image = image.detach().cpu().numpy()
     elapsed = time.perf_counter() - started
     max_i = _print_summary(image, detector, elapsed)
+    if flags.printout:
+        from .outputs import printout_lines
+
+        for line in printout_lines(image, crystal, detector, beam, flags.printout_pixel, oversample):
+            print(line)
     _write_outputs(flags, image, max_i)
     return 0
+
+
+def _progress_meter():
+    """A callback printing nanoBragg-style 'N% done' lines, at most one per 5 %."""
+    shown = [-1]
+
+    def report(fraction: float) -> None:
+        percent = int(fraction * 100)
+        if percent // 5 > shown[0] // 5 or percent == 100:
+            shown[0] = percent
+            print(f"{percent}% done", flush=True)
+
+    return report
 
 
 def _check_outputs(paths: list) -> None:
     """Fail before simulating when an output cannot be written at all."""
     if len({os.path.abspath(p) for p in paths}) < len(paths):
-        raise CommandError("-floatfile and -intfile name the same file")
+        raise CommandError("two outputs name the same file")
     for path in paths:
         parent = Path(path).parent
         if not parent.is_dir():
@@ -222,13 +211,25 @@ def _print_setup(flags, oversample: int) -> None:
     n_cells = "x".join(f"{as_number(n):g}" for n in crystal.N_cells)
     print(f"{crystal.shape} xtal: {n_cells} cells")
     print(f"wavelength={as_number(beam.wavelength_A):g} A  Kahn polarization factor: {as_number(beam.polarization):f}")
+    print(f"incident fluence: {as_number(beam.fluence):g} photons/m^2")
     print(
         f"distance={as_number(detector.distance_mm):g} mm  pixel={as_number(detector.pixel_size_mm):g} mm "
         f"({detector.fpixels}x{detector.spixels} pixels, {detector.convention} convention)"
     )
+    if detector.has_sensor:
+        print(
+            f"sensor {as_number(detector.sensor_thickness_um):g} um in {detector.n_layers} layers, attenuation length "
+            f"{as_number(detector.sensor_attenuation_um or detector.sensor_thickness_um):g} um"
+        )
+    print(f"{beam.n_sources} sources")
     print(f"{crystal.n_domains} mosaic domains over mosaic spread of {as_number(crystal.mosaic_spread_deg):g} degrees")
     phi0 = as_number(crystal.phi_start_deg)
     print(f"{crystal.n_phi} phi steps from {phi0:g} to {phi0 + as_number(crystal.osc_deg):g} degrees")
+    if flags.background is not None:
+        import torch
+
+        molecules = float(flags.background.molecules(torch.float64, "cpu"))
+        print(f"amorphous background: {molecules:g} molecules of {flags.background.stol.source}")
     print(f"{oversample}x{oversample} pixel oversample steps  ({flags.dtype} on {flags.device})")
 
 
@@ -256,29 +257,15 @@ def _print_summary(image, detector, elapsed_s: float) -> float:
 
 def _write_outputs(flags, image, max_i: float) -> None:
     """Write every output under a temporary name, then rename them all."""
-    if flags.floatfile is None and flags.intfile is None:
+    files = _output_files(flags, image, max_i)
+    if not files:
         return
-    write_float, write_smv = _writers()
     pending = []  # (temporary, final)
     try:
-        if flags.floatfile is not None:
-            temporary = _temporary_name(flags.floatfile)
-            pending.append((temporary, flags.floatfile))
-            write_float(temporary, image)
-        if flags.intfile is not None:
-            scale = flags.intfile_scale
-            if scale is None:
-                scale = 55000.0 / max_i if max_i > 0 else 1.0
-            temporary = _temporary_name(flags.intfile)
-            pending.append((temporary, flags.intfile))
-            write_smv(
-                temporary,
-                image,
-                detector=flags.detector,
-                beam=flags.beam,
-                scale=scale,
-                header_extra=_rotation_header(flags.crystal),
-            )
+        for final, write, _ in files:
+            temporary = _temporary_name(final)
+            pending.append((temporary, final))
+            write(temporary)
         for temporary, final in pending:
             os.replace(temporary, final)
     except (OSError, ValueError) as exc:
@@ -287,10 +274,67 @@ def _write_outputs(flags, image, max_i: float) -> None:
         for temporary, _ in pending:
             if os.path.exists(temporary):
                 os.remove(temporary)
+    for final, _, what in files:
+        print(f"wrote {final} ({what})")
+
+
+def _output_files(flags, image, max_i: float) -> list:
+    """[(path, write(temporary_path), description)] of every output asked for."""
+    files = []
     if flags.floatfile is not None:
-        print(f"wrote {flags.floatfile} (float32, {image.shape[0]}x{image.shape[1]}, slow axis first)")
+        write_float, _ = _writers()
+        files.append(
+            (
+                flags.floatfile,
+                lambda path: write_float(path, image),
+                f"float32, {image.shape[0]}x{image.shape[1]}, slow axis first",
+            )
+        )
+    scale = flags.intfile_scale
+    if scale is None:
+        scale = 55000.0 / max_i if max_i > 0 else 1.0
     if flags.intfile is not None:
-        print(f"wrote {flags.intfile} (SMV, scale {scale:g})")
+        _, write_smv = _writers()
+        files.append(
+            (
+                flags.intfile,
+                lambda path: write_smv(
+                    path,
+                    image,
+                    detector=flags.detector,
+                    beam=flags.beam,
+                    scale=scale,
+                    adc_offset=flags.adc_offset,
+                    header_extra=_rotation_header(flags.crystal),
+                ),
+                f"SMV, scale {scale:g}, ADC offset {flags.adc_offset:g}",
+            )
+        )
+    if flags.pgmfile is not None:
+        from .outputs import pgm_bytes, pgm_scale
+
+        pgm = flags.pgm_scale if flags.pgm_scale is not None else pgm_scale(image, flags.detector, scale)
+        files.append(
+            (
+                flags.pgmfile,
+                lambda path: Path(path).write_bytes(pgm_bytes(image, flags.detector, pgm)),
+                f"PGM, scale {pgm:g}",
+            )
+        )
+    if flags.stolout is not None:
+        from .outputs import stol_profile
+
+        text = stol_profile(image, flags.detector, flags.beam)
+        files.append(
+            (flags.stolout, lambda path: Path(path).write_text(text), "mean intensity against sin(theta)/lambda")
+        )
+    if flags.dump_write is not None:
+        from ._validate import as_number
+        from .structure_factors import dump_bytes
+
+        data = dump_bytes(flags.crystal.hkl, as_number(flags.crystal.default_F))
+        files.append((flags.dump_write, lambda path: Path(path).write_bytes(data), "nanoBragg F dump"))
+    return files
 
 
 def _rotation_header(crystal) -> dict:

@@ -98,12 +98,19 @@ def intfile_scale(image) -> float:
 
 
 def write_smv(
-    path, image, *, detector=None, beam=None, scale: float | None = None, header_extra: dict | None = None
+    path,
+    image,
+    *,
+    detector=None,
+    beam=None,
+    scale: float | None = None,
+    header_extra: dict | None = None,
+    adc_offset: float = 0.0,
 ) -> float:
     """Write ``image`` (slow, fast) as an unsigned-short SMV file, as nanoBragg's ``-intfile``.
 
-    Pixels are floor(image * scale + 0.5) clipped to 0..65535, scale = 55000 / max(image)
-    unless given.  The header carries the full geometry of ``detector`` (a
+    Pixels are floor(image * scale + adc_offset + 0.5) clipped to 0..65535, scale = 55000 /
+    max(image) unless given (nanoBragg's -intfile adds an ADC offset of 40).  The header carries the full geometry of ``detector`` (a
     braggsim.Detector; None = nanoBragg's defaults for the image's shape) and ``beam``
     (None = 1 A), PHI/OSC_START/OSC_RANGE = 0 unless ``header_extra`` sets them.
     Returns the scale used.
@@ -121,7 +128,9 @@ def write_smv(
         scale = intfile_scale(data)
     if not (np.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a positive number, got {scale!r}")
-    counts = np.clip(np.floor(data * scale + 0.5), 0, 65535).astype("<u2")
+    if not np.isfinite(adc_offset):
+        raise ValueError(f"adc_offset must be finite, got {adc_offset!r}")
+    counts = np.clip(np.floor(data * scale + adc_offset + 0.5), 0, 65535).astype("<u2")
     fields = {"DIM": "2", "BYTE_ORDER": "little_endian", "TYPE": "unsigned_short"}
     fields.update(smv_geometry(detector, beam))
     fields.update({"PHI": "0", "OSC_START": "0", "OSC_RANGE": "0", "DETECTOR_SN": "000", "BEAMLINE": "fake"})
