@@ -1193,30 +1193,101 @@ def _convention_beam(state) -> tuple:
     return convention_axes(state.convention).beam
 
 
-def _cells_for_size(state, crystal: Crystal) -> tuple | None:
-    """nanoBragg's N = ceil(size / |axis|) for the -xtalsize family (y, z clipped to the beam)."""
+def _cells_for_size(state) -> tuple | None:
+    """nanoBragg's N = ceil(size / |axis|) for the -xtalsize family (y, z clipped to the beam).
+
+    The edge lengths are recomputed exactly as nanoBragg.c computes them, in metres, so
+    that a size that is a whole number of cells rounds the way nanoBragg's does (often up
+    by one cell: 0.0006 mm of a 100 A cell is 61 cells there)."""
     if not any(state.sample_mm):
         return None
-    import torch
-
-    from .crystal import unrotated_real_axes
-
-    sizes = list(state.sample_mm)
+    sizes_m = [x / 1000 for x in state.sample_mm]
+    beam_m = state.beamsize_mm / 1000
     for axis in (1, 2):
-        if sizes[axis] > state.beamsize_mm:
+        if sizes_m[axis] > beam_m:
             state.notes.append(
-                f"note: clipping the crystal's {'bc'[axis - 1]} size {sizes[axis]:g} mm to the {state.beamsize_mm:g} mm beam"
+                f"note: clipping the crystal's {'bc'[axis - 1]} size {state.sample_mm[axis]:g} mm "
+                f"to the {state.beamsize_mm:g} mm beam"
             )
-            sizes[axis] = state.beamsize_mm
-    with torch.no_grad():
-        lengths_A = torch.linalg.vector_norm(unrotated_real_axes(crystal, torch.float64, "cpu"), dim=-1).tolist()
-    cells = list(crystal.N_cells)
+            sizes_m[axis] = beam_m
+    lengths_m = _nanobragg_edges_m(state)
+    cells = [max(1, n) for n in state.n_cells]
     for axis in range(3):
-        if sizes[axis] > 0:
-            ratio = sizes[axis] * 1e7 / lengths_A[axis]
-            # an exact multiple must not round up to one more cell
-            cells[axis] = max(1, math.ceil(ratio * (1 - 1e-12)))
+        if sizes_m[axis] > 0:
+            cells[axis] = max(1, math.ceil(sizes_m[axis] / lengths_m[axis]))
     return tuple(cells)
+
+
+def _cross(x, y):
+    return [x[1] * y[2] - x[2] * y[1], x[2] * y[0] - x[0] * y[2], x[0] * y[1] - x[1] * y[0]]
+
+
+def _magnitude(x) -> float:
+    return math.sqrt(x[0] * x[0] + x[1] * x[1] + x[2] * x[2])
+
+
+def _rotate_xyz(v, angles):
+    """nanoBragg's rotate(): about x, then y, then z, skipping zero angles."""
+    x, y, z = v
+    phix, phiy, phiz = angles
+    if phix != 0:
+        y, z = y * math.cos(phix) + z * -math.sin(phix), y * math.sin(phix) + z * math.cos(phix)
+    if phiy != 0:
+        x, z = x * math.cos(phiy) + y * 0 + z * math.sin(phiy), x * -math.sin(phiy) + y * 0 + z * math.cos(phiy)
+    if phiz != 0:
+        x, y = x * math.cos(phiz) + y * -math.sin(phiz), x * math.sin(phiz) + y * math.cos(phiz)
+    return [x, y, z]
+
+
+def _nanobragg_edges_m(state) -> list[float]:
+    """|a|, |b|, |c| in metres, by nanoBragg.c's own sequence of double operations."""
+    rtd = 180.0 * (1.0 / math.pi)
+    user_cell = state.cell is not None
+    if user_cell:
+        a, b, c = state.cell[:3]
+        alpha, beta, gamma = (x / rtd for x in state.cell[3:])
+        aavg = (alpha + beta + gamma) / 2
+        skew = abs(math.sin(aavg) * math.sin(aavg - alpha) * math.sin(aavg - beta) * math.sin(aavg - gamma))
+        v_cell = 2.0 * a * b * c * math.sqrt(skew)
+        v_star = 1.0 / v_cell
+        a_len, b_len, c_len = (
+            b * c * math.sin(alpha) * v_star,
+            c * a * math.sin(beta) * v_star,
+            a * b * math.sin(gamma) * v_star,
+        )
+        sin_gamma_star = min(c * v_star / a_len / b_len, 1.0)
+        cos_alpha_star = (math.cos(beta) * math.cos(gamma) - math.cos(alpha)) / (math.sin(beta) * math.sin(gamma))
+        cos_beta_star = (math.cos(gamma) * math.cos(alpha) - math.cos(beta)) / (math.sin(gamma) * math.sin(alpha))
+        cos_gamma_star = (math.cos(alpha) * math.cos(beta) - math.cos(gamma)) / (math.sin(alpha) * math.sin(beta))
+        cos_alpha_star, cos_beta_star, cos_gamma_star = (
+            1.0 if x * x > 1.0 else x for x in (cos_alpha_star, cos_beta_star, cos_gamma_star)
+        )
+        a_star = [a_len, 0.0, 0.0]
+        b_star = [b_len * cos_gamma_star, b_len * sin_gamma_star, 0.0]
+        c_star = [
+            c_len * cos_beta_star,
+            c_len * (cos_alpha_star - cos_beta_star * cos_gamma_star) / sin_gamma_star,
+            c_len * v_cell / (a * b * c * sin_gamma_star),
+        ]
+    if state.mat is not None:
+        from .crystal import read_mosflm_matrix
+
+        matrix = read_mosflm_matrix(state.mat)
+        scale = 1e-10 / (state.wavelength_A / 1e10)
+        a_star, b_star, c_star = ([float(matrix[row, col]) * scale for row in range(3)] for col in range(3))
+    random = state.misset_random
+    angles = list(_random_misset_rad(state.misset_seed)) if random else [x / rtd for x in state.misset]
+    if any(angles):
+        a_star, b_star, c_star = (_rotate_xyz(v, angles) for v in (a_star, b_star, c_star))
+    bc, ca, ab = _cross(b_star, c_star), _cross(c_star, a_star), _cross(a_star, b_star)
+    v_star = sum(x * y for x, y in zip(a_star, bc, strict=True))
+    if user_cell:
+        bc, ca, ab = (
+            [length / v_cell / (_magnitude(vec) or 1.0) * x for x in vec] for vec, length in ((bc, a), (ca, b), (ab, c))
+        )
+        v_star = 1.0 / v_cell
+    v_cell = 1.0 / v_star
+    return [_magnitude([x * v_cell * 1e-10 for x in vec]) for vec in (bc, ca, ab)]
 
 
 def _phi_rules(state) -> tuple:
@@ -1233,8 +1304,9 @@ def _phi_rules(state) -> tuple:
     return osc, steps, step
 
 
-def _random_misset_deg(seed: int) -> tuple:
-    """nanoBragg's -misset random: a rotation drawn like a 90-rad mosaic domain, as angles."""
+def _random_misset_rad(seed: int) -> tuple:
+    """nanoBragg's -misset random: a rotation drawn like a 90-rad mosaic domain, as x, y, z
+    rotation angles in radians (nanoBragg's umat2misset)."""
     from .mosaic import Ran1
 
     rng = Ran1(seed)
@@ -1260,7 +1332,7 @@ def _random_misset_deg(seed: int) -> tuple:
         )
     else:
         angles = (math.pi, math.pi / 2, math.atan2(umat[0, 1], -umat[1, 1]))
-    return tuple(math.degrees(x) for x in angles)
+    return angles
 
 
 def _build_crystal(state) -> Crystal:
@@ -1275,10 +1347,12 @@ def _build_crystal(state) -> Crystal:
         raise ValueError("give structure factors with -hkl FILE, -dump FILE or -default_F F")
     misset = state.misset
     if state.misset_random:
-        seed = state.misset_seed if state.misset_seed is not None else int(time.time())
-        misset = _random_misset_deg(seed)
+        if state.misset_seed is None:
+            state.misset_seed = int(time.time())  # nanoBragg seeds it with the clock too
+        rtd = 180.0 * (1.0 / math.pi)
+        misset = tuple(x * rtd for x in _random_misset_rad(state.misset_seed))
         state.notes.append(
-            "random orientation misset angles: {:f} {:f} {:f} deg (-misset_seed {})".format(*misset, seed)
+            "random orientation misset angles: {:f} {:f} {:f} deg (-misset_seed {})".format(*misset, state.misset_seed)
         )
     elif state.misset_seed is not None:
         raise ValueError("-misset_seed has no effect without -misset random")
@@ -1305,7 +1379,7 @@ def _build_crystal(state) -> Crystal:
         interpolate=state.interpolate,
         fudge=state.fudge,
     )
-    cells = _cells_for_size(state, crystal)
+    cells = _cells_for_size(state)
     if cells is not None:
         crystal = crystal.replace(N_cells=cells)
     return crystal
