@@ -188,7 +188,8 @@ def background_rows(
     term = (torch.sign(F) * F * F).to(pixel_mm.dtype) * weights
     if not nopolar:
         term = term * polarization(kahn, incident, geo.diffracted[..., None, :], frame.polar_axis)
-    term = term * (geo.omega * geo.capture)[..., None]
+    factor = geo.omega if geo.capture is None else geo.omega * geo.capture
+    term = term * factor[..., None]
     steps = incident.shape[0] * oversample * oversample
     scale = R_E_SQ * fluence * background.molecules(pixel_mm.dtype, pixel_mm.device) / steps
     scale = scale * v.to_tensor(background.scale, pixel_mm.dtype, pixel_mm.device)

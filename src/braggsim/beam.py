@@ -179,18 +179,15 @@ def polarization_factor(
 
     incident: (3,) unit; diffracted: (..., 3) unit; polar_axis: (3,) unit. Returns (...).
     """
-    cos2theta = diffracted @ incident
-    cos2theta_sq = cos2theta * cos2theta
-    sin2theta_sq = 1 - cos2theta_sq
     b_in = torch.linalg.cross(polar_axis, incident)
     b_in = b_in / torch.linalg.vector_norm(b_in)
     e_in = torch.linalg.cross(incident, b_in)
     e_in = e_in / torch.linalg.vector_norm(e_in)
-    e_out = diffracted @ e_in
-    b_out = diffracted @ b_in
+    # one matrix product gives cos 2theta and the E and B components of every ray
+    cos2theta, e_out, b_out = (diffracted @ torch.stack([incident, e_in, b_in], dim=1)).unbind(-1)
+    cos2theta_sq = cos2theta * cos2theta
     # cos(2 psi) with psi = -atan2(B, E), written without atan2 so it is smooth at 0
-    radius_sq = e_out * e_out + b_out * b_out
-    cos_2psi = torch.where(
-        radius_sq > 0, (e_out * e_out - b_out * b_out) / torch.where(radius_sq > 0, radius_sq, 1.0), 1.0
-    )
-    return 0.5 * (1 + cos2theta_sq - kahn * cos_2psi * sin2theta_sq)
+    e_sq, b_sq = e_out * e_out, b_out * b_out
+    radius_sq = e_sq + b_sq
+    cos_2psi = torch.where(radius_sq > 0, (e_sq - b_sq) / torch.where(radius_sq > 0, radius_sq, 1.0), 1.0)
+    return 0.5 * (1 + cos2theta_sq - kahn * cos_2psi * (1 - cos2theta_sq))

@@ -119,6 +119,6 @@ def printout_lines(
             lines.append(
                 f"{fast:4d} {slow:4d} : stol = {stol:g}  at {' '.join(f'{float(x):g}' for x in position_m[r, fast])}  "
                 f"hkl= {h:f} {k:f} {l:f}  polar {float(polar[r, fast]):.10g}  omega {float(geo.omega[r, fast, 0, 0]):.10g}  "
-                f"capfrac {float(geo.capture[r, fast, -1, 0]):.10g}  pixel {float(image[slow, fast]):.10g}"
+                f"capfrac {1.0 if geo.capture is None else float(geo.capture[r, fast, -1, 0]):.10g}  pixel {float(image[slow, fast]):.10g}"
             )
     return lines

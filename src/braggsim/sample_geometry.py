@@ -24,12 +24,14 @@ from typing import NamedTuple
 import torch
 
 from . import _validate as v
+from .beam import polarization_factor
 from .detector import Detector, DetectorFrame, subpixel_positions
 from .sources import _rotate
 
 
 class SampleGeometry(NamedTuple):
-    """diffracted: (r, f, L, o2, 3) unit vectors; airpath_mm, omega, capture: (r, f, L, o2)."""
+    """diffracted: (r, f, L, o2, 3) unit vectors; airpath_mm, omega: (r, f, L, o2);
+    capture: (r, f, L, o2), or None without a sensor (every photon is captured)."""
 
     diffracted: torch.Tensor
     airpath_mm: torch.Tensor
@@ -79,10 +81,9 @@ def sample_geometry(
     airpath = torch.linalg.vector_norm(positions, dim=-1)
     diffracted = positions / airpath[..., None]
     if detector.point_pixel:
-        airpath_m = airpath * 1e-3
-        omega = 1.0 / (airpath_m * airpath_m)
+        omega = 1e6 / (airpath * airpath)  # 1 / R^2 with R in metres
     else:
-        omega = pixel_mm * pixel_mm / (airpath * airpath) * frame.close_distance_mm / airpath
+        omega = (pixel_mm * pixel_mm * frame.close_distance_mm) / (airpath * airpath * airpath)
     if detector.has_sensor:
         step = layer_thickness_mm(detector, pixel_mm.dtype, pixel_mm.device)
         mu_len = attenuation_mm(detector, pixel_mm.dtype, pixel_mm.device)
@@ -91,13 +92,15 @@ def sample_geometry(
         per_depth = step / (mu_len * parallax)
         capture = torch.exp(-k * per_depth) - torch.exp(-(k + 1) * per_depth)
     else:
-        capture = torch.ones_like(omega)
+        capture = None
     return SampleGeometry(diffracted, airpath, omega, capture)
 
 
 def polarization(kahn: torch.Tensor, incident: torch.Tensor, diffracted: torch.Tensor, polar_axis: torch.Tensor):
     """nanoBragg's polarization factor for broadcastable incident (..., 3) and diffracted
     (..., 3) unit vectors, polar_axis (3,); returns (...).  See beam.polarization_factor."""
+    if incident.ndim == 1:
+        return polarization_factor(kahn, incident, diffracted, polar_axis)  # matrix-vector products: fast
     cos2theta = (diffracted * incident).sum(-1)
     cos2theta_sq = cos2theta * cos2theta
     b_in = torch.linalg.cross(polar_axis.expand_as(incident), incident)

@@ -195,8 +195,12 @@ class ForwardModel:
         return self.axes.shape[0]
 
     def rows_per_block(self, block_evaluations: int) -> int:
-        per_row = self.detector.fpixels * self.oversample**2 * self.n_orientations * self.n_samples_per_subpixel
-        return max(1, block_evaluations // per_row)
+        samples = self.detector.fpixels * self.oversample**2 * self.n_samples_per_subpixel
+        if self.general and self.native:
+            # the kernel keeps no per-orientation intermediates: memory goes with the samples
+            # (16 bytes each), and fewer, larger blocks spend less time launching torch ops
+            return max(1, min(block_evaluations * 2 // samples, self.detector.spixels))
+        return max(1, block_evaluations // (samples * self.n_orientations))
 
     @property
     def n_samples_per_subpixel(self) -> int:
@@ -238,37 +242,61 @@ class ForwardModel:
         Samples run in nanoBragg's order (layer, subpixel, source) on one axis of the
         lattice sum.  Factors not oversampled come from nanoBragg's sample: solid angle
         from the first, polarization from the first not cut by d_min, and the capture
-        fraction of the deepest layer at the first subpixel.
+        fraction of the deepest layer at the first subpixel.  The (rows, fpixels,
+        samples, 3) scattering tensor is written in one pass and read once by the
+        kernel: everything else is per pixel or per (layer, subpixel).
         """
         incident, wavelengths, weights = self.sources
         detector = self.detector
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.geometry_grad):
             geo = sample_geometry(detector, self.frame, self.pixel_mm, range(row_start, row_stop), self.oversample)
-            scattering = (geo.diffracted[..., None, :] - incident) / wavelengths[:, None]  # (r, f, L, o2, S, 3)
+            inverse = 1.0 / wavelengths
+            # S = d / lambda - i / lambda for every source, in one fused multiply-add
+            scattering = torch.addcmul(-(incident * inverse[:, None]), geo.diffracted[..., None, :], inverse[:, None])
         rows, fpixels = scattering.shape[:2]
         samples = scattering.reshape(rows, fpixels, -1, 3)
-        summed = self._native_intensity(samples) if self.native else self._torch_intensity(samples)
-        terms = summed.reshape(scattering.shape[:-1]) * weights
+        if self.native:
+            summed = _fast.lattice_sum(samples, self.axes, self._n_cells_int, self._table)
+        else:
+            summed = self._torch_intensity(samples)
+        terms = summed.reshape(scattering.shape[:-1])  # (r, f, L, o2, S)
         keep = None
         if detector.d_min_A is not None:
             # nanoBragg skips a sample whose resolution 1/(2 stol) is finer than d_min
             stol = 0.5 * torch.linalg.vector_norm(scattering.detach(), dim=-1)
             keep = ~(0.5 / stol.clamp_min(1e-30) < float(detector.d_min_A))
             terms = torch.where(keep, terms, torch.zeros_like(terms))
-        if detector.oversample_thick:
-            terms = terms * geo.capture[..., None]
+        per_sample = None  # (r, f, L, o2) factors of the layer and subpixel
+        if detector.oversample_thick and geo.capture is not None:
+            per_sample = geo.capture
         if detector.oversample_omega:
-            terms = terms * geo.omega[..., None]
+            per_sample = geo.omega if per_sample is None else per_sample * geo.omega
         if detector.oversample_polar and not self.beam.nopolar:
             terms = terms * polarization(self.kahn, incident, geo.diffracted[..., None, :], self.frame.polar_axis)
-        pixel = self.scale * terms.sum((-1, -2, -3))
-        if not detector.oversample_thick:
-            pixel = pixel * geo.capture[:, :, -1, 0]
+        if per_sample is not None:
+            terms = terms * per_sample[..., None]
+        uniform = self.beam.sources is None or self.beam.sources.weights is None
+        if uniform and not weights.requires_grad:
+            weights = torch.ones_like(weights)
+        # a matrix-vector product sums the samples far faster than a reduction over short rows
+        per_source = terms.reshape(rows * fpixels, -1, weights.shape[0]) @ weights  # (r f, L o2)
+        pixel = (per_source.sum(-1) if per_source.shape[-1] > 1 else per_source[:, 0]).reshape(rows, fpixels)
+        # per-pixel factors multiply first, so the image is touched once
+        scale = self.scale
+        if self.native and self._table is None:
+            scale = scale * (self.factors.default_F * self.factors.default_F)
+        factor = None
+        if not detector.oversample_thick and geo.capture is not None:
+            factor = geo.capture[:, :, -1, 0]
         if not detector.oversample_omega:
-            pixel = pixel * geo.omega[:, :, 0, 0]
+            omega = geo.omega[:, :, 0, 0]
+            factor = omega if factor is None else factor * omega
         if not detector.oversample_polar and not self.beam.nopolar:
-            pixel = pixel * self._first_polarization(geo.diffracted, incident, keep)
-        return pixel
+            polar = self._first_polarization(geo.diffracted, incident, keep)
+            factor = polar if factor is None else factor * polar
+        if factor is None:
+            return pixel * scale
+        return pixel * (factor * scale)
 
     def _first_polarization(self, diffracted: torch.Tensor, incident: torch.Tensor, keep) -> torch.Tensor:
         """Polarization of each pixel's first sample (the first one kept, with d_min), (r, f)."""
