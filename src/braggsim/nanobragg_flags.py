@@ -203,6 +203,7 @@ class _State:
         self.close_distance = None
         self.x_beam = self.y_beam = self.x_close = self.y_close = None
         self.orgx = self.orgy = None
+        self.header_orgx = self.header_orgy = None  # from an -img/-mask header: used where ORGX means something
         self.rot = [0.0, 0.0, 0.0]
         self.twotheta = 0.0
         self.detsize = [None, None]
@@ -1104,7 +1105,7 @@ def _apply_header(state, header: dict, flip_y: bool) -> None:
     if number("BEAM_CENTER_Y") is not None:
         # nanoBragg reads a -mask header's Y from the far edge, an -img header's as is
         state.y_beam = state.pixel * spixels - number("BEAM_CENTER_Y") if flip_y else number("BEAM_CENTER_Y")
-    for key, attribute in (("ORGX", "orgx"), ("ORGY", "orgy")):
+    for key, attribute in (("ORGX", "header_orgx"), ("ORGY", "header_orgy")):
         value = number(key) if number(key) is not None else number("XDS_" + key)
         if value is not None:
             setattr(state, attribute, value)
@@ -1387,6 +1388,12 @@ def _build_crystal(state) -> Crystal:
 
 def _detector_shape(state) -> tuple[int, int]:
     pixel = state.pixel
+    for axis, names in ((0, ("-detsize", "-detsize_f")), (1, ("-detsize", "-detsize_s"))):
+        if state.pixels[axis] is not None and any(n in state.given for n in names):
+            raise ValueError(
+                f"{'/'.join(n for n in names if n in state.given)} has no effect with a pixel count "
+                "(nanoBragg.c takes the count); give one of them"
+            )
     counts = []
     for axis in range(2):
         if state.pixels[axis] is not None:
@@ -1486,7 +1493,9 @@ def _named_geometry(state, kwargs: dict, fpixels: int, spixels: int) -> None:
         probe = Detector(fpixels=fpixels, spixels=spixels, pixel_size_mm=state.pixel, convention=state.convention)
         default_x, default_y = probe.default_beam_center_mm()
         kwargs["beam_center_mm"] = (x if x is not None else default_x, y if y is not None else default_y)
-    kwargs["orgx_px"], kwargs["orgy_px"] = state.orgx, state.orgy
+    if state.convention in ("xds", "dials"):
+        kwargs["orgx_px"] = state.orgx if state.orgx is not None else state.header_orgx
+        kwargs["orgy_px"] = state.orgy if state.orgy is not None else state.header_orgy
     kwargs["pivot"] = state.pivot_explicit
 
 
@@ -1495,8 +1504,10 @@ def _custom_geometry(state, kwargs: dict) -> None:
     then to ORGX, then to half the detector; the pivot is the last flag's that set one."""
     pixel = state.pixel
     fpixels, spixels = kwargs["fpixels"], kwargs["spixels"]
-    f_close = (state.orgx - 0.5) * pixel if state.orgx is not None else fpixels * pixel / 2.0
-    s_close = (state.orgy - 0.5) * pixel if state.orgy is not None else spixels * pixel / 2.0
+    orgx = state.orgx if state.orgx is not None else state.header_orgx
+    orgy = state.orgy if state.orgy is not None else state.header_orgy
+    f_close = (orgx - 0.5) * pixel if orgx is not None else fpixels * pixel / 2.0
+    s_close = (orgy - 0.5) * pixel if orgy is not None else spixels * pixel / 2.0
     x = state.x_beam if state.x_beam is not None else (state.x_close if state.x_close is not None else f_close)
     y = state.y_beam if state.y_beam is not None else (state.y_close if state.y_close is not None else s_close)
     kwargs["beam_center_mm"] = (x, y)

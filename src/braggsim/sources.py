@@ -156,6 +156,11 @@ def kept_grid_points(h: tuple, v_: tuple, round_div: bool) -> list[tuple[int, in
                 if round_div and test * 4.0 > 1.1:
                     continue
                 kept.append((i, j))
+    if not kept:
+        raise ValueError(
+            "the round divergence cut leaves no source (each axis's single point sits at -range/2); "
+            "use round_divergence=False (-square_div) or more steps"
+        )
     return kept
 
 
