@@ -328,3 +328,9 @@ def test_every_accepted_flag_has_an_effect(flag, tmp_path):
 def test_nonoise_cancels_a_noise_request():
     assert parse_flags(BASE + ["-noisefile", "x.img"]).calculate_noise
     assert not parse_flags(BASE + ["-noisefile", "x.img", "-nonoise"]).calculate_noise
+
+
+def test_physics_doc_carries_the_current_flag_table():
+    from braggsim.nanobragg_flags import help_markdown
+
+    assert help_markdown() in (DOCS / "physics.md").read_text()

@@ -1638,3 +1638,21 @@ def help_text() -> str:
     for name, reason in REFUSED.items():
         lines.append(f"  {name:<30} {reason}")
     return "\n".join(lines) + "\n"
+
+
+def help_markdown() -> str:
+    """The flag table as Markdown (docs/physics.md carries a copy; a test keeps them equal)."""
+    rows = ["| flag | also | meaning |", "|---|---|---|"]
+    seen = set()
+    for group in GROUPS:
+        for spec in FLAGS.values():
+            if spec.group != group or spec.names in seen:
+                continue
+            seen.add(spec.names)
+            main = spec.usage.split(" | ")[0]
+            aliases = " ".join(f"`{n}`" for n in spec.names if n != main.split()[0])
+            usage = spec.usage.replace("|", "\\|")
+            rows.append(f"| `{usage}` | {aliases} | {group}: {spec.meaning} |")
+    for name, reason in REFUSED.items():
+        rows.append(f"| `{name}` | | refused: {reason} |")
+    return "\n".join(rows) + "\n"
