@@ -18,7 +18,7 @@ CRYSTAL = Crystal(cell=(100, 100, 100, 90, 90, 90), N_cells=(5, 5, 5), default_F
 
 
 def small(**changes) -> Detector:
-    fields = dict(fpixels=48, pixel_size_mm=0.1, distance_mm=100.0, oversample=1)
+    fields = {"fpixels": 48, "pixel_size_mm": 0.1, "distance_mm": 100.0, "oversample": 1}
     fields.update(changes)
     return Detector(**fields)
 
@@ -54,9 +54,8 @@ def test_a_zero_range_cuts_nothing_and_one_step_sits_at_minus_half_the_range():
 
 def test_a_round_cut_that_leaves_no_source_is_an_error():
     # one step per axis sits at (-range/2, -range/2): outside nanoBragg's ellipse
-    beam = Beam(divergence_mrad=(2.0, 1.0), divergence_steps=(1, 1), divergence_step_mrad=(3.0, 3.0))
     with pytest.raises(ValueError, match="no source"):
-        beam.n_sources
+        Beam(divergence_mrad=(2.0, 1.0), divergence_steps=(1, 1), divergence_step_mrad=(3.0, 3.0))
 
 
 def test_dispersion_wavelengths():

@@ -85,6 +85,8 @@ class Beam:
                 raise ValueError(f"sources must be a braggsim.sources.Sources, got {type(self.sources).__name__}")
             if self.has_grid():
                 raise ValueError("give either explicit sources or a divergence/dispersion grid, not both")
+        elif self.has_grid():
+            _ = self.n_sources  # a grid the round cut empties is an error now, not at simulate time
 
     def replace(self, **changes) -> Beam:
         return dataclasses.replace(self, **changes)
