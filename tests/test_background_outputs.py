@@ -360,3 +360,15 @@ def test_bad_nonbragg_input_is_one_line_and_writes_nothing(extra, fragment, tmp_
     status, _, err = run(capsys, "nonbragg", *[a.format(tmp=tmp_path) for a in extra], "-floatfile", out)
     assert status == 2 and err.count("\n") == 1 and fragment in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_nonbragg_noisefile_is_nanobraggs_noise_of_the_image(tmp_path, capsys):
+    from braggsim.noise import nanobragg_noise
+
+    floatfile, noisefile = tmp_path / "w.bin", tmp_path / "w.img"
+    argv = ["nonbragg", "-stol", "water", "-detpixels", "16", "-fluence", "1e20", "-seed", "4", "-adc", "10"]
+    assert run(capsys, *argv, "-floatfile", floatfile, "-noisefile", noisefile)[0] == 0
+    image = np.fromfile(floatfile, "<f4").reshape(16, 16)
+    counts = np.frombuffer(noisefile.read_bytes()[512:], dtype="<u2").reshape(16, 16)
+    np.testing.assert_array_equal(counts, nanobragg_noise(image, seed=4, adc_offset_adu=10).counts)
+    assert image.mean() > 1  # enough photons that the draws are not all zero

@@ -9,7 +9,6 @@ integers are read as C's atoi reads them; non-finite numbers are refused.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
 from pathlib import Path
@@ -25,8 +24,6 @@ DATA = Path(__file__).parent / "data"
 DOCS = Path(__file__).parent.parent / "docs"
 C_FLAGS = [line.strip() for line in (DATA / "nanobragg_c_flags.txt").read_text().splitlines() if line.startswith("-")]
 BASE = ["-cell", "100", "100", "100", "90", "90", "90", "-default_F", "100", "-N", "5", "-detpixels", "32"]
-# the noise module (another branch) accepts these; until it is merged they are refused
-NOISE_FLAGS = {"-noisefile", "-noiseimage", "-seed"}
 
 
 def test_the_list_of_nanobragg_flags_is_complete_and_distinct():
@@ -38,9 +35,7 @@ def test_every_nanobragg_flag_is_accepted_or_refused_with_a_reason():
     unknown = [f for f in C_FLAGS if f not in FLAGS and f not in REFUSED]
     assert unknown == []
     refused = [f for f in C_FLAGS if f in REFUSED]
-    assert set(refused) - NOISE_FLAGS == {"-coherent"}
-    if importlib.util.find_spec("braggsim.noise") is not None:
-        assert len(refused) <= 3
+    assert refused == ["-coherent"]  # at most 3 of nanoBragg.c's flags may be refused
     for flag in refused:
         assert len(REFUSED[flag]) > 20  # a reason, not a placeholder
 
@@ -267,6 +262,9 @@ EXAMPLES = {
     "-printout": ([], ["-printout"]),
     "-printout_pixel": ([], ["-printout_pixel", "1", "2"]),
     "-progress": ([], ["-progress"]),
+    "-noisefile": ([], ["-noisefile", "{tmp}/n.img"]),
+    "-nonoise": (["-noisefile", "{tmp}/n.img"], ["-nonoise"]),
+    "-seed": (["-noisefile", "{tmp}/n.img"], ["-seed", "5"]),
     "-noprogress": (["-progress"], ["-noprogress"]),
     "-dtype": ([], ["-dtype", "float64"]),
     "-device": ([], ["-device", "cpu:0"]),
@@ -304,6 +302,8 @@ def _fingerprint(result) -> str:
         result.progress,
         result.dump_write,
         result.calculate_noise,
+        result.noisefile,
+        result.seed,
         result.dtype,
         result.device,
     )
@@ -311,7 +311,7 @@ def _fingerprint(result) -> str:
     return repr((result.crystal, result.detector, result.beam, result.background, outputs, result.notes, mask))
 
 
-@pytest.mark.parametrize("flag", sorted(set(SUPPORTED_FLAGS) - {"-nonoise"}))
+@pytest.mark.parametrize("flag", sorted(SUPPORTED_FLAGS))
 def test_every_accepted_flag_has_an_effect(flag, tmp_path):
     files = {**_files(tmp_path), "tmp": str(tmp_path)}
     extra, args = _example(flag)
@@ -324,10 +324,10 @@ def test_every_accepted_flag_has_an_effect(flag, tmp_path):
     assert _fingerprint(before) != _fingerprint(after)
 
 
-@pytest.mark.skipif("-noisefile" not in FLAGS, reason="-nonoise cancels a noise request; the noise module adds those")
 def test_nonoise_cancels_a_noise_request():
-    assert parse_flags(BASE + ["-noisefile", "x.img"]).calculate_noise
-    assert not parse_flags(BASE + ["-noisefile", "x.img", "-nonoise"]).calculate_noise
+    assert parse_flags(BASE + ["-noisefile", "x.img"]).noisefile == "x.img"
+    assert parse_flags(BASE + ["-noisefile", "x.img", "-nonoise"]).noisefile is None
+    assert parse_flags(BASE + ["-nonoise", "-noisefile", "x.img"]).noisefile == "x.img"
 
 
 def test_physics_doc_carries_the_current_flag_table():

@@ -25,7 +25,13 @@ def crystal() -> braggsim.Crystal:
 
 
 def detector(**changes) -> braggsim.Detector:
-    fields = {"fpixels": 10, "pixel_size_mm": 0.1, "distance_mm": 100.0, "beam_center_mm": (-0.6, -0.6), "oversample": 1}
+    fields = {
+        "fpixels": 10,
+        "pixel_size_mm": 0.1,
+        "distance_mm": 100.0,
+        "beam_center_mm": (-0.6, -0.6),
+        "oversample": 1,
+    }
     fields.update(changes)
     return braggsim.Detector(**fields)
 

@@ -1,9 +1,11 @@
-"""The ``braggsim`` command: ``simulate`` | ``refine`` | ``demo``.
+"""The ``braggsim`` command: ``simulate`` | ``nonbragg`` | ``noisify`` | ``refine`` | ``demo``.
 
 ``braggsim simulate`` is a drop-in for nanoBragg: it takes nanoBragg's flags (see
 ``braggsim simulate --help``), prints a short nanoBragg-like summary and writes
-``-floatfile`` (raw float32) and ``-intfile`` (SMV).  ``refine`` and ``demo`` live in
-:mod:`braggsim.refine_cli` and are imported only when asked for.
+``-floatfile`` (raw float32), ``-intfile`` and ``-noisefile`` (SMV) and nanoBragg's other
+outputs.  ``nonbragg`` and ``noisify`` are nanoBragg's companion programs
+(:mod:`braggsim.nonbragg_cli`, :mod:`braggsim.noisify_cli`).  ``refine`` and ``demo``
+live in :mod:`braggsim.refine_cli` and are imported only when asked for.
 
 Errors are one line on stderr, ``braggsim: error: ...``, with exit status 2.  Output
 files are written to temporary names and renamed only once every file is complete, so a
@@ -23,6 +25,7 @@ usage: braggsim <command> [options]
 commands:
   simulate   simulate a diffraction image from nanoBragg's command-line flags
   nonbragg   render amorphous scattering (water, air, ice) from nonBragg's flags
+  noisify    add detector noise to a photons/pixel image, as nanoBragg's noisify
   refine     refine a model against a measured frame
   demo       simulate a known crystal, then refine a perturbed model back to it
 
@@ -71,9 +74,16 @@ def main(argv=None) -> int:
             from .nonbragg_cli import nonbragg_main
 
             return nonbragg_main(rest)
+        if command == "noisify":
+            from .noisify_cli import NoisifyError, noisify_main
+
+            try:
+                return noisify_main(rest)
+            except NoisifyError as exc:
+                raise CommandError(str(exc)) from None
         if command in ("refine", "demo"):
             return _dispatch_refine(command, rest)
-        raise CommandError(f"unknown command {command!r} (choose from simulate, nonbragg, refine, demo)")
+        raise CommandError(f"unknown command {command!r} (choose from simulate, nonbragg, noisify, refine, demo)")
     except CommandError as exc:
         return _fail(str(exc))
 
@@ -119,7 +129,7 @@ def simulate_main(argv: list) -> int:
         flags = parse_flags(argv)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    outputs = [flags.floatfile, flags.intfile, flags.pgmfile, flags.stolout, flags.dump_write]
+    outputs = [flags.floatfile, flags.intfile, flags.noisefile, flags.pgmfile, flags.stolout, flags.dump_write]
     _check_outputs([p for p in outputs if p is not None])
     dtype, device = _torch_dtype_device(flags.dtype, flags.device)
 
@@ -158,8 +168,20 @@ def simulate_main(argv: list) -> int:
 
         for line in printout_lines(image, crystal, detector, beam, flags.printout_pixel, oversample):
             print(line)
-    _write_outputs(flags, image, max_i)
+    _write_outputs(flags, image, max_i, _noise_image(image, flags))
     return 0
+
+
+def _noise_image(image, flags):
+    """nanoBragg's -noisefile counts for the float image, or None when not asked for."""
+    if flags.noisefile is None:
+        return None
+    from .noise import nanobragg_noise
+
+    result = nanobragg_noise(image, seed=flags.seed, adc_offset_adu=flags.adc_offset, roi=flags.detector.roi)
+    print(f"noise seed: {result.seed}{'' if flags.seed is not None else ' (from the time)'}")
+    print(f"{result.photons:.0f} photons on noise image ({result.overloads} overloads)")
+    return result.counts
 
 
 def _progress_meter():
@@ -255,9 +277,9 @@ def _print_summary(image, detector, elapsed_s: float) -> float:
     return max_i
 
 
-def _write_outputs(flags, image, max_i: float) -> None:
+def _write_outputs(flags, image, max_i: float, noisy=None) -> None:
     """Write every output under a temporary name, then rename them all."""
-    files = _output_files(flags, image, max_i)
+    files = _output_files(flags, image, max_i, noisy)
     if not files:
         return
     pending = []  # (temporary, final)
@@ -278,7 +300,7 @@ def _write_outputs(flags, image, max_i: float) -> None:
         print(f"wrote {final} ({what})")
 
 
-def _output_files(flags, image, max_i: float) -> list:
+def _output_files(flags, image, max_i: float, noisy=None) -> list:
     """[(path, write(temporary_path), description)] of every output asked for."""
     files = []
     if flags.floatfile is not None:
@@ -308,6 +330,23 @@ def _output_files(flags, image, max_i: float) -> list:
                     header_extra=_rotation_header(flags.crystal),
                 ),
                 f"SMV, scale {scale:g}, ADC offset {flags.adc_offset:g}",
+            )
+        )
+    if noisy is not None and flags.noisefile is not None:
+        _, write_smv = _writers()
+        # the counts already hold the ADC offset: scale 1 writes them unchanged
+        files.append(
+            (
+                flags.noisefile,
+                lambda path: write_smv(
+                    path,
+                    noisy.astype("float64"),
+                    detector=flags.detector,
+                    beam=flags.beam,
+                    scale=1.0,
+                    header_extra=_rotation_header(flags.crystal),
+                ),
+                "SMV noise image",
             )
         )
     if flags.pgmfile is not None:

@@ -57,6 +57,8 @@ class FlagSet:
     progress: bool = False
     dump_write: str | None = None
     calculate_noise: bool = False
+    noisefile: str | None = None
+    seed: int | None = None
     dtype: str = "float32"
     device: str = "cpu"
     notes: list = dataclasses.field(default_factory=list)
@@ -82,9 +84,6 @@ GROUPS = ("crystal", "beam", "detector", "sensor", "background", "output", "brag
 # nanoBragg.c flags braggsim does not accept, and why (shown by --help)
 REFUSED = {
     "-coherent": "nanoBragg.c sets a variable it never reads: its images are the same with and without it",
-    "-noisefile": "Poisson noise images come with braggsim's noise module (not in this build)",
-    "-noiseimage": "Poisson noise images come with braggsim's noise module (not in this build)",
-    "-seed": "the noise seed comes with braggsim's noise module (not in this build)",
 }
 
 
@@ -234,6 +233,8 @@ class _State:
         self.printout_pixel = None
         self.progress = False
         self.calculate_noise = False
+        self.noisefile = None
+        self.seed = None
         self.dtype = "float32"
         self.device = "cpu"
         self.values: dict = {}
@@ -929,9 +930,29 @@ def _nopgm(state, values):
     state.write_pgm = False
 
 
-@flag("-nonoise", 0, "output", "-nonoise", "no noise image (cancels an earlier noise request)")
+@flag(
+    "-noisefile -noiseimage",
+    1,
+    "output",
+    "-noisefile FILE",
+    "SMV noise image: Poisson counts of each pixel + the ADC offset (braggsim.noise)",
+)
+def _noisefile(state, values):
+    state.noisefile = values[0]
+    state.calculate_noise = True
+
+
+@flag("-nonoise", 0, "output", "-nonoise", "no noise image (cancels an earlier -noisefile)")
 def _nonoise(state, values):
     state.calculate_noise = False
+
+
+@flag("-seed", 1, "output", "-seed n", "seed of the -noisefile Poisson draws (default: the clock, printed)")
+def _seed(state, values):
+    seed = _integer(state, "-seed", values[0])
+    if abs(seed) >= 2**31:
+        raise ValueError(f"-seed must fit a 32-bit integer, got {values[0]!r}")
+    state.seed = seed
 
 
 @flag("-adc", 1, "output", "-adc counts", "offset added to -intfile pixels (default 40, as nanoBragg)")
@@ -1583,6 +1604,8 @@ def _build(state, extra: dict) -> FlagSet:
     if "-beamsize" in state.given and not (state.flux or any(state.sample_mm) or state.water_um is not None):
         raise ValueError("-beamsize has no effect without -flux, a crystal size (-xtalsize ...) or -water")
     background = _build_background(state, state.beamsize_mm)
+    if state.seed is not None and not state.calculate_noise:
+        raise ValueError("-seed has no effect without -noisefile (it seeds the noise image)")
     if state.write_pgm and state.pgmfile is None:
         raise ValueError("-pgmscale needs -pgmfile FILE (braggsim writes no file it was not asked for)")
     dump_write = state.dump if state.hkl is not None else None
@@ -1605,6 +1628,8 @@ def _build(state, extra: dict) -> FlagSet:
         progress=state.progress,
         dump_write=dump_write,
         calculate_noise=state.calculate_noise,
+        noisefile=state.noisefile if state.calculate_noise else None,
+        seed=state.seed,
         dtype=state.dtype,
         device=state.device,
         notes=list(state.notes),

@@ -137,7 +137,14 @@ NONBRAGG_FLAGS = {
     "-scale": (1, "output", "-scale s", "-intfile scale (default 55000 / max_I)"),
     "-pgmscale": (1, "output", "-pgmscale s", "-pgmfile scale (default 250 / (5 rmsd))"),
     "-nopgm": (0, "output", "-nopgm", "no PGM (cancels an earlier -pgmfile)"),
-    "-nonoise": (0, "output", "-nonoise", "no noise image (cancels an earlier request)"),
+    "-noisefile": (
+        1,
+        "output",
+        "-noisefile FILE",
+        "SMV noise image: Poisson counts + the ADC offset, as nonBragg (also -noiseimage)",
+    ),
+    "-seed": (1, "output", "-seed n", "seed of the noise image's draws (default: the clock, printed)"),
+    "-nonoise": (0, "output", "-nonoise", "no noise image (cancels an earlier -noisefile)"),
     "-adc": (1, "output", "-adc counts", "offset added to -intfile pixels (default 40)"),
     "-phi": (1, "output", "-phi deg", "PHI and OSC_START written to the -intfile header"),
     "-osc": (1, "output", "-osc deg", "OSC_RANGE written to the -intfile header"),
@@ -176,6 +183,7 @@ _ALIASES = {
     "-floatimage": "-floatfile",
     "-intimage": "-intfile",
     "-pgmimage": "-pgmfile",
+    "-noiseimage": "-noisefile",
 }
 NONBRAGG_REFUSED = {
     "-img": "fitting a .stol profile to a measured image (nonBragg's -img/-stolout mode) is not implemented",
@@ -188,9 +196,6 @@ NONBRAGG_REFUSED = {
     "-spindle_axis": "nonBragg.c parses it but nothing uses it",
     "-source_distance": "only the directions of sources matter: every source is at infinity",
     "-coherent": "nonBragg.c sets a variable it never reads",
-    "-noisefile": "Poisson noise images come with braggsim's noise module (not in this build)",
-    "-noiseimage": "Poisson noise images come with braggsim's noise module (not in this build)",
-    "-seed": "the noise seed comes with braggsim's noise module (not in this build)",
 }
 
 
@@ -237,6 +242,8 @@ class _State:
         self.printout = False
         self.printout_pixel = None
         self.progress = False
+        self.noisefile = None
+        self.seed = None
         self.dtype = "float64"
         self.device = "cpu"
 
@@ -355,6 +362,8 @@ def _apply(state, name: str, values: list) -> None:  # noqa: C901  one branch pe
             state.progress = name == "-progress"
         elif name == "-nopgm":
             state.write_pgm = False
+        elif name == "-nonoise":
+            state.noisefile = None
     elif name == "-oversample":
         state.oversample = _at_least(name, _integer(state, name, values[0]), 1)
     elif name == "-roi":
@@ -362,6 +371,12 @@ def _apply(state, name: str, values: list) -> None:  # noqa: C901  one branch pe
     elif name in ("-floatfile", "-intfile", "-pgmfile"):
         state.outputs[name] = values[0]
         state.write_pgm = state.write_pgm or name == "-pgmfile"
+    elif name == "-noisefile":
+        state.noisefile = values[0]
+    elif name == "-seed":
+        state.seed = _integer(state, name, values[0])
+        if abs(state.seed) >= 2**31:
+            raise ValueError(f"-seed must fit a 32-bit integer, got {values[0]!r}")
     elif name == "-scale":
         state.scale = _positive(name, number())
     elif name == "-pgmscale":
@@ -503,6 +518,8 @@ def _build(state) -> dict:
         density_g_cm3=density,
         molecular_weight=state.mw,
     )
+    if state.seed is not None and state.noisefile is None:
+        raise ValueError("-seed has no effect without -noisefile (it seeds the noise image)")
     if state.write_pgm and "-pgmfile" not in state.outputs:
         raise ValueError("-pgmscale needs -pgmfile FILE (braggsim writes no file it was not asked for)")
     return {"state": state, "detector": detector, "beam": beam, "background": background}
@@ -525,7 +542,15 @@ def help_text() -> str:
 
 def nonbragg_main(argv: list) -> int:
     """``braggsim nonbragg <nonBragg flags>``; returns the exit status."""
-    from .cli import CommandError, _check_outputs, _print_summary, _progress_meter, _torch_dtype_device, _write_outputs
+    from .cli import (
+        CommandError,
+        _check_outputs,
+        _noise_image,
+        _print_summary,
+        _progress_meter,
+        _torch_dtype_device,
+        _write_outputs,
+    )
 
     if any(a in ("-h", "--help", "-help") for a in argv):
         print(help_text(), end="")
@@ -535,7 +560,7 @@ def nonbragg_main(argv: list) -> int:
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     state, detector, beam, background = parsed["state"], parsed["detector"], parsed["beam"], parsed["background"]
-    _check_outputs(list(state.outputs.values()))
+    _check_outputs([*state.outputs.values(), *([state.noisefile] if state.noisefile else [])])
     dtype, device = _torch_dtype_device(state.dtype, state.device)
     import torch
 
@@ -571,7 +596,8 @@ def nonbragg_main(argv: list) -> int:
     if state.printout:
         for fast, slow in _printout_pixels(state, detector):
             print(f"{fast:4d} {slow:4d} : pixel {float(image[slow, fast]):.10g}")
-    _write_outputs(_Outputs(state, detector, beam), image, max_i)
+    outputs = _Outputs(state, detector, beam)
+    _write_outputs(outputs, image, max_i, _noise_image(image, outputs))
     return 0
 
 
@@ -614,6 +640,7 @@ class _Outputs:
         self.adc_offset = state.adc
         self.stolout = None
         self.dump_write = None
+        self.noisefile, self.seed = state.noisefile, state.seed
         self.detector, self.beam = detector, beam
         self.crystal = _Rotation(state.phi, state.osc)
 

@@ -109,8 +109,8 @@ def write_smv(
 ) -> float:
     """Write ``image`` (slow, fast) as an unsigned-short SMV file, as nanoBragg's ``-intfile``.
 
-    Pixels are floor(image * scale + adc_offset + 0.5) clipped to 0..65535, scale = 55000 /
-    max(image) unless given (nanoBragg's -intfile adds an ADC offset of 40).  The header carries the full geometry of ``detector`` (a
+    Pixels are floor(image * scale + adc_offset + 0.5) clipped to 0..65535, scale =
+    55000 / max(image) unless given (nanoBragg's -intfile adds its -adc offset, default 40).  The header carries the full geometry of ``detector`` (a
     braggsim.Detector; None = nanoBragg's defaults for the image's shape) and ``beam``
     (None = 1 A), PHI/OSC_START/OSC_RANGE = 0 unless ``header_extra`` sets them.
     Returns the scale used.
@@ -129,7 +129,7 @@ def write_smv(
     if not (np.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a positive number, got {scale!r}")
     if not np.isfinite(adc_offset):
-        raise ValueError(f"adc_offset must be finite, got {adc_offset!r}")
+        raise ValueError(f"adc_offset must be a finite number, got {adc_offset!r}")
     counts = np.clip(np.floor(data * scale + adc_offset + 0.5), 0, 65535).astype("<u2")
     fields = {"DIM": "2", "BYTE_ORDER": "little_endian", "TYPE": "unsigned_short"}
     fields.update(smv_geometry(detector, beam))
