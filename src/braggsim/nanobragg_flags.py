@@ -1604,7 +1604,8 @@ def _build(state, extra: dict) -> FlagSet:
     if "-beamsize" in state.given and not (state.flux or any(state.sample_mm) or state.water_um is not None):
         raise ValueError("-beamsize has no effect without -flux, a crystal size (-xtalsize ...) or -water")
     background = _build_background(state, state.beamsize_mm)
-    if state.seed is not None and not state.calculate_noise:
+    if state.seed is not None and state.noisefile is None:
+        # (with a -noisefile that -nonoise cancels, the seed is simply not needed)
         raise ValueError("-seed has no effect without -noisefile (it seeds the noise image)")
     if state.write_pgm and state.pgmfile is None:
         raise ValueError("-pgmscale needs -pgmfile FILE (braggsim writes no file it was not asked for)")
