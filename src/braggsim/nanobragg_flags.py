@@ -61,6 +61,7 @@ class FlagSet:
     seed: int | None = None
     dtype: str = "float32"
     device: str = "cpu"
+    dtype_given: bool = False
     notes: list = dataclasses.field(default_factory=list)
     extra: dict = dataclasses.field(default_factory=dict)
     values: dict = dataclasses.field(default_factory=dict)
@@ -985,7 +986,13 @@ def _noprogress(state, values):
 
 
 # ---------------------------------------------------------------- braggsim's own
-@flag("-dtype", 1, "braggsim", "-dtype float32|float64", "arithmetic precision (default float32)")
+@flag(
+    "-dtype",
+    1,
+    "braggsim",
+    "-dtype float32|float64",
+    "arithmetic precision (default float32; float64 for crystals over 20 cells a side)",
+)
 def _dtype(state, values):
     if values[0] not in ("float32", "float64"):
         raise ValueError(f"-dtype must be float32 or float64, got {values[0]!r}")
@@ -1633,6 +1640,7 @@ def _build(state, extra: dict) -> FlagSet:
         seed=state.seed,
         dtype=state.dtype,
         device=state.device,
+        dtype_given="-dtype" in state.given,
         notes=list(state.notes),
         extra=extra,
         values=state.values,
