@@ -85,6 +85,8 @@ GROUPS = ("crystal", "beam", "detector", "sensor", "background", "output", "brag
 # nanoBragg.c flags braggsim does not accept, and why (shown by --help)
 REFUSED = {
     "-coherent": "nanoBragg.c sets a variable it never reads: its images are the same with and without it",
+    # not one of nanoBragg.c's flags (its parsing is commented out), listed for users of nonBragg
+    "-source_distance": "every source is at infinity (only its direction counts), so no distance changes the image",
 }
 
 
