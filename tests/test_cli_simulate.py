@@ -170,7 +170,8 @@ def test_bad_values_are_one_line_errors(extra, fragment, tmp_path, capsys):
 
 
 def test_resource_failure_is_reported_without_traceback(capsys):
-    # 1e-13 A: nanoBragg's automatic rule asks for ~1.5e13 subpixels per edge, which cannot be allocated
+    # 1e-13 A: nanoBragg's automatic rule asks for ~1.5e13 subpixels per edge, which cannot be
+    # computed in any time: refused up front with the estimate, before anything is allocated
     argv = SMALL[: SMALL.index("-lambda")] + [
         "-lambda",
         "1e-13",
@@ -182,8 +183,9 @@ def test_resource_failure_is_reported_without_traceback(capsys):
         "8",
     ]
     status, _, err = run(capsys, "simulate", *argv)
-    assert status == 1
-    assert err.startswith("braggsim: error: simulation failed") and "Traceback" not in err
+    assert status == 2
+    assert err.startswith("braggsim: error: this simulation") and "would take at least" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_missing_output_directory_fails_before_simulating(tmp_path, capsys):

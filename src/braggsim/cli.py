@@ -9,12 +9,15 @@ live in :mod:`braggsim.refine_cli` and are imported only when asked for.
 
 Errors are one line on stderr, ``braggsim: error: ...``, with exit status 2.  Output
 files are written to temporary names and renamed only once every file is complete, so a
-failing run leaves nothing half-written behind.
+failing run leaves nothing half-written behind; an output that is an input (-hkl, -mat,
+-sourcefile, ...) or a read-only file is refused before anything is simulated, an existing
+output keeps its permissions, and a simulation whose image is not finite writes nothing.
+A request whose memory or time cannot fit is refused up front with the estimate (see
+braggsim._resources).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -45,8 +48,19 @@ is an error, and so is one that would have no effect; nothing is silently ignore
 
 SIMULATE_HELP_TAIL = """
 braggsim writes only the files it is asked for (nanoBragg also writes floatimage.bin,
-intimage.img, image.pgm and noiseimage.img by default).  docs/physics.md explains every
-flag and where braggsim differs from nanoBragg.c.
+intimage.img, image.pgm and noiseimage.img by default).  Outputs are written whole, then
+renamed into place; an existing file keeps its permissions.  An output that is an input
+(-hkl, -mat, -sourcefile, -stol, -img, -mask, a -dump that is read) or a read-only file
+is refused before simulating, and an image with non-finite pixels is never written.
+
+resources: a request whose memory or time cannot fit is refused up front with the
+estimate.  BRAGGSIM_MEMORY_BUDGET (e.g. 8G) caps memory (default: what the address-space
+limit, the cgroup and free memory allow); BRAGGSIM_TIME_BUDGET_S caps the estimated
+compute time (default 86400).
+
+docs/physics.md explains every flag and where braggsim differs from nanoBragg.c.  For
+noisify's fuller detector model (readout noise, flicker, calibration error, PSF, gain)
+run 'braggsim noisify' on the -floatfile.
 """
 
 REFINE_HELP_FALLBACK = "usage: braggsim {name} [options]\n\n{what}\n"
@@ -130,7 +144,8 @@ def simulate_main(argv: list) -> int:
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     outputs = [flags.floatfile, flags.intfile, flags.noisefile, flags.pgmfile, flags.stolout, flags.dump_write]
-    _check_outputs([p for p in outputs if p is not None])
+    inputs = _input_paths(argv, flags)
+    _check_outputs([p for p in outputs if p is not None], inputs)
     _choose_precision(flags)
     dtype, device = _torch_dtype_device(flags.dtype, flags.device)
 
@@ -152,7 +167,7 @@ def simulate_main(argv: list) -> int:
             device=device,
             progress=_progress_meter() if flags.progress else None,
         )
-    except ValueError as exc:
+    except ValueError as exc:  # bad input, or a request that cannot fit (with its estimate)
         raise CommandError(str(exc)) from None
     except (MemoryError, OverflowError, RuntimeError) as exc:
         # e.g. an enormous automatic oversample; report it, there is no output to clean up
@@ -163,13 +178,20 @@ def simulate_main(argv: list) -> int:
         return 1
     image = image.detach().cpu().numpy()
     elapsed = time.perf_counter() - started
-    max_i = _print_summary(image, detector, elapsed)
+    stats = image_statistics(image)
+    if stats["non_finite"]:
+        raise CommandError(
+            f"the simulation gave {stats['non_finite']} non-finite pixels of {image.size} "
+            f"({flags.dtype} overflowed or underflowed: check the cell, -mat, -fluence and -N, "
+            f"or try -dtype float64); nothing was written"
+        )
+    max_i = _print_summary(stats, detector, elapsed)
     if flags.printout:
         from .outputs import printout_lines
 
         for line in printout_lines(image, crystal, detector, beam, flags.printout_pixel, oversample):
             print(line)
-    _write_outputs(flags, image, max_i, _noise_image(image, flags))
+    _write_outputs(flags, image, max_i, _noise_image(image, flags), inputs)
     return 0
 
 
@@ -214,16 +236,30 @@ def _progress_meter():
     return report
 
 
-def _check_outputs(paths: list) -> None:
-    """Fail before simulating when an output cannot be written at all."""
-    if len({os.path.abspath(p) for p in paths}) < len(paths):
+# flags whose value is a file the run reads: never an output
+INPUT_FLAGS = ("-hkl", "-mat", "-sourcefile", "-stol", "-4stol", "-Q", "-img", "-mask")
+
+
+def _input_paths(argv: list, flags=None) -> list:
+    """Every file named after an input flag (all occurrences, whichever one is used), and a
+    -dump that is read rather than written."""
+    inputs = [argv[i + 1] for i, flag in enumerate(argv[:-1]) if flag in INPUT_FLAGS]
+    if flags is not None and getattr(flags, "dump_write", None) is None:
+        inputs += [argv[i + 1] for i, flag in enumerate(argv[:-1]) if flag == "-dump"]
+    return inputs
+
+
+def _check_outputs(paths: list, inputs: list = ()) -> None:
+    """Fail before simulating when an output cannot or must not be written: a missing
+    directory, a directory, a read-only file, an input file, or two outputs the same."""
+    from .io._atomic import OutputPathError, check_output_path
+
+    try:
+        reals = [check_output_path(path, inputs=inputs) for path in paths]
+    except OutputPathError as exc:
+        raise CommandError(str(exc)) from None
+    if len(set(reals)) < len(reals):
         raise CommandError("two outputs name the same file")
-    for path in paths:
-        parent = Path(path).parent
-        if not parent.is_dir():
-            raise CommandError(f"cannot write {path!r}: directory {str(parent)!r} does not exist")
-        if Path(path).is_dir():
-            raise CommandError(f"cannot write {path!r}: it is a directory")
 
 
 def _torch_dtype_device(dtype_name: str, device_name: str):
@@ -270,49 +306,78 @@ def _print_setup(flags, oversample: int) -> None:
         molecules = float(flags.background.molecules(torch.float64, "cpu"))
         print(f"amorphous background: {molecules:g} molecules of {flags.background.stol.source}")
     print(f"{oversample}x{oversample} pixel oversample steps  ({flags.dtype} on {flags.device})")
+    from ._resources import format_bytes, format_seconds, simulation_estimate
+
+    itemsize = 4 if flags.dtype == "float32" else 8
+    estimate = simulation_estimate(crystal, detector, oversample, itemsize, native=crystal.shape == "square")
+    print(
+        f"estimated: {estimate['evaluations']:.3g} pixel evaluations, at least "
+        f"{format_seconds(estimate['seconds'])} and about {format_bytes(estimate['memory_bytes'])}"
+    )
 
 
-def _print_summary(image, detector, elapsed_s: float) -> float:
+def image_statistics(image, block_pixels: int = 1 << 22) -> dict:
+    """max (and where), sum, mean, rms, rmsd and the count of non-finite pixels of a
+    (slow, fast) array, in float64, streaming through row blocks: a 16384^2 float32 image
+    needs no 2 GiB float64 copy (two passes, so rmsd is as exact as numpy's std)."""
     import numpy as np
 
+    rows = max(1, block_pixels // max(1, image.shape[1]))
+    blocks = [slice(start, start + rows) for start in range(0, image.shape[0], rows)]
+    total, squares, non_finite, max_i, where = 0.0, 0.0, 0, -np.inf, (0, 0)
+    for block in blocks:
+        values = np.asarray(image[block], dtype=np.float64)
+        non_finite += int(values.size - np.count_nonzero(np.isfinite(values)))
+        total += float(values.sum())
+        squares += float(np.square(values).sum())
+        index = int(np.argmax(values))
+        if values.flat[index] > max_i:
+            max_i = float(values.flat[index])
+            row, column = divmod(index, image.shape[1])
+            where = (block.start + row, column)
+    count = image.size
+    mean = total / count
+    deviations = sum(float(np.square(np.asarray(image[b], dtype=np.float64) - mean).sum()) for b in blocks)
+    return {
+        "max": max_i,
+        "max_slow_fast": where,
+        "sum": total,
+        "mean": mean,
+        "rms": float(np.sqrt(squares / count)),
+        "rmsd": float(np.sqrt(deviations / count)),
+        "non_finite": non_finite,
+    }
+
+
+def _print_summary(stats: dict, detector, elapsed_s: float) -> float:
     from ._validate import as_number
 
-    flat = image.astype(np.float64).ravel()
-    index = int(np.argmax(flat))
-    slow, fast = divmod(index, detector.fpixels)
-    max_i = float(flat[index])
+    slow, fast = stats["max_slow_fast"]
+    max_i = stats["max"]
     pixel_m = as_number(detector.pixel_size_mm) * 1e-3
-    mean = float(flat.mean())
-    rms = float(np.sqrt(np.mean(flat * flat)))
-    rmsd = float(flat.std())
     print(f"simulated in {elapsed_s:.3f} s")
     print(
         f"max_I = {max_i:g}  at {(fast + 0.5) * pixel_m:g} {(slow + 0.5) * pixel_m:g} (pixel slow={slow} fast={fast})"
     )
-    print(f"mean= {mean:g} rms= {rms:g} rmsd= {rmsd:g}")
-    print(f"sum= {float(flat.sum()):g}")
+    print(f"mean= {stats['mean']:g} rms= {stats['rms']:g} rmsd= {stats['rmsd']:g}")
+    print(f"sum= {stats['sum']:g}")
     return max_i
 
 
-def _write_outputs(flags, image, max_i: float, noisy=None) -> None:
-    """Write every output under a temporary name, then rename them all."""
+def _write_outputs(flags, image, max_i: float, noisy=None, inputs: list = ()) -> None:
+    """Write every output completely under a temporary name, then rename them all
+    (:func:`braggsim.io._atomic.atomic_group`: modes kept, read-only files and inputs refused)."""
     files = _output_files(flags, image, max_i, noisy)
     if not files:
         return
-    pending = []  # (temporary, final)
+    from .io._atomic import atomic_group
+
     try:
-        for final, write, _ in files:
-            temporary = _temporary_name(final)
-            pending.append((temporary, final))
-            write(temporary)
-        for temporary, final in pending:
-            os.replace(temporary, final)
+        with atomic_group([path for path, _, _ in files], inputs=inputs) as temporary:
+            for path, write, _ in files:
+                write(temporary[path])
     except (OSError, ValueError) as exc:
         raise CommandError(f"writing output failed: {exc}") from None
-    finally:
-        for temporary, _ in pending:
-            if os.path.exists(temporary):
-                os.remove(temporary)
     for final, _, what in files:
         print(f"wrote {final} ({what})")
 
@@ -408,11 +473,6 @@ def _writers():
     except ImportError as exc:
         raise CommandError(f"the image writers (braggsim.io) are not available: {exc}") from None
     return write_float, write_smv
-
-
-def _temporary_name(path: str) -> str:
-    final = Path(path)
-    return str(final.with_name(f".{final.name}.braggsim-{os.getpid()}.part"))
 
 
 if __name__ == "__main__":

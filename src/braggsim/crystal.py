@@ -94,8 +94,16 @@ class Crystal:
                     f"impossible cell angles alpha={angles[0]!r}, beta={angles[1]!r}, gamma={angles[2]!r}: "
                     "each must be smaller than the sum of the other two and their sum below 360 deg"
                 )
+            edges = [v.as_number(x) for x in cell[:3]]
+            volume = math.prod(edges) * math.sqrt(cell_volume_factor(al, be, ga))
+            if not (math.isfinite(volume) and volume > 0 and math.isfinite(1.0 / volume)):
+                raise ValueError(f"cell {tuple(edges)} A has volume {volume!r} A^3, which is not a usable number")
         elif self.matrix_wavelength_A is None:
             raise ValueError("mosflm_matrix needs matrix_wavelength_A (the A matrix includes the wavelength)")
+        else:
+            v.check_positive("matrix_wavelength_A", self.matrix_wavelength_A, unit="A")
+            if not isinstance(self.mosflm_matrix, (str, Path)):
+                v.check_matrix3("mosflm_matrix", self.mosflm_matrix)
         cells = tuple(self.N_cells) if not isinstance(self.N_cells, (int, float, torch.Tensor)) else (self.N_cells,) * 3
         if len(cells) != 3:
             raise ValueError(f"N_cells must have 3 entries (Na Nb Nc), got {len(cells)}")
@@ -165,7 +173,10 @@ def read_mosflm_matrix(path) -> np.ndarray:
         matrix = np.array([float(x) for x in numbers]).reshape(3, 3)
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: cannot read a MOSFLM matrix (3 lines of 3 numbers): {exc}") from exc
-    return matrix
+    try:
+        return v.check_matrix3("MOSFLM matrix", matrix)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def reciprocal_axes_from_cell(cell: torch.Tensor) -> torch.Tensor:

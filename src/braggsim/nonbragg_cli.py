@@ -545,11 +545,13 @@ def nonbragg_main(argv: list) -> int:
     from .cli import (
         CommandError,
         _check_outputs,
+        _input_paths,
         _noise_image,
         _print_summary,
         _progress_meter,
         _torch_dtype_device,
         _write_outputs,
+        image_statistics,
     )
 
     if any(a in ("-h", "--help", "-help") for a in argv):
@@ -560,7 +562,8 @@ def nonbragg_main(argv: list) -> int:
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     state, detector, beam, background = parsed["state"], parsed["detector"], parsed["beam"], parsed["background"]
-    _check_outputs([*state.outputs.values(), *([state.noisefile] if state.noisefile else [])])
+    inputs = _input_paths(list(argv))
+    _check_outputs([*state.outputs.values(), *([state.noisefile] if state.noisefile else [])], inputs)
     dtype, device = _torch_dtype_device(state.dtype, state.device)
     import torch
 
@@ -592,12 +595,15 @@ def nonbragg_main(argv: list) -> int:
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     image = image.detach().cpu().numpy()
-    max_i = _print_summary(image, detector, time.perf_counter() - started)
+    stats = image_statistics(image)
+    if stats["non_finite"]:
+        raise CommandError(f"the image has {stats['non_finite']} non-finite pixels; nothing was written")
+    max_i = _print_summary(stats, detector, time.perf_counter() - started)
     if state.printout:
         for fast, slow in _printout_pixels(state, detector):
             print(f"{fast:4d} {slow:4d} : pixel {float(image[slow, fast]):.10g}")
     outputs = _Outputs(state, detector, beam)
-    _write_outputs(outputs, image, max_i, _noise_image(image, outputs))
+    _write_outputs(outputs, image, max_i, _noise_image(image, outputs), inputs)
     return 0
 
 

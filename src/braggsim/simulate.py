@@ -22,7 +22,7 @@ import math
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from . import _fast
+from . import _fast, _resources
 from . import _validate as v
 from ._memo import BoundedMemo
 from .background import AmorphousBackground, background_rows
@@ -61,7 +61,7 @@ def resolve_dtype_device(crystal, detector, beam, dtype=None, device=None):
         dtype = floats[0] if floats else torch.float32
     if device is None:
         device = tensors[0].device if tensors else torch.device("cpu")
-    return dtype, torch.device(device)
+    return v.check_float_dtype(dtype), torch.device(device)
 
 
 def auto_oversample(crystal: Crystal, detector: Detector, beam: Beam) -> int:
@@ -130,7 +130,7 @@ class ForwardModel:
         kernel: str = "auto",
         background: AmorphousBackground | None = None,
     ):
-        crystal.validate()
+        v.revalidate(crystal, detector, beam)  # a part changed after construction is checked again
         if (
             crystal.hkl is None
             and v.as_number(crystal.default_F) == 0
@@ -141,6 +141,9 @@ class ForwardModel:
         self.dtype, self.device = dtype, device
         self.frame: DetectorFrame = _frame_for(detector, dtype, device)
         self.oversample = auto_oversample(crystal, detector, beam)
+        # refuse, with the estimate, what cannot fit, before the orientations are built
+        native_rate = crystal.shape == "square" and device.type == "cpu" and _fast.library() is not None
+        _resources.check_simulation(crystal, detector, self.oversample, dtype.itemsize, native_rate)
         self.axes = lattice_axes(crystal, self.frame.spindle_axis, dtype, device)  # (K, 3, 3)
         # only the gauss and tophat transforms need the reciprocal axes
         self.reciprocal = (

@@ -14,6 +14,10 @@ from typing import Union
 import numpy as np
 import torch
 
+# float64 amplitudes, the presence mask, and on the simulation's device the values, their
+# mask and the merged table (float64 at worst)
+TABLE_BYTES_PER_ENTRY = 8 + 1 + 8 + 1 + 8
+
 
 @dataclasses.dataclass(frozen=True)
 class HKLTable:
@@ -68,7 +72,19 @@ def read_hkl(path: Union[str, Path]) -> HKLTable:
     indices = data[:, :3].astype(int)
     lo = indices.min(axis=0)
     hi = indices.max(axis=0)
-    shape = tuple(hi - lo + 1)
+    shape = tuple(int(n) for n in hi - lo + 1)
+    # the dense table spans the index range, as nanoBragg's does: refuse, before
+    # allocating, a range that cannot fit (one stray index 1500 asks for 3001^3 entries)
+    from ._resources import ResourceLimitError, check_memory
+
+    try:
+        check_memory(
+            f"the dense F table for h {lo[0]}..{hi[0]}, k {lo[1]}..{hi[1]}, l {lo[2]}..{hi[2]} "
+            f"({shape[0]}x{shape[1]}x{shape[2]} entries)",
+            TABLE_BYTES_PER_ENTRY * float(np.prod(np.array(shape, dtype=np.float64))),
+        )
+    except ResourceLimitError as exc:
+        raise ResourceLimitError(f"{path}: {exc}") from None
     amplitudes = np.zeros(shape)
     present = np.zeros(shape, dtype=bool)
     offset = indices - lo
@@ -168,7 +184,9 @@ class StructureFactors:
         offsets = torch.arange(-1, 3, device=hkl.device)
         idx = base.detach().to(torch.long)[..., None] + offsets - self._min[:, None]  # (..., 3, 4)
         inside = ((idx[..., 0] >= 0) & (idx[..., 3] < self._shape)).all(dim=-1)
-        idx = torch.where(inside[..., None, None], idx, torch.ones_like(idx))
+        # index 0 exists in any table, even a one-reflection one (its neighbourhoods all
+        # leave the table, and those points take default_F below)
+        idx = torch.where(inside[..., None, None], idx, torch.zeros_like(idx))
         ih = idx[..., 0, :, None, None]
         ik = idx[..., 1, None, :, None]
         il = idx[..., 2, None, None, :]

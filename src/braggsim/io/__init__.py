@@ -6,6 +6,7 @@
 No napari or Qt here; fabio and h5py are imported when a file is read.
 """
 
+from ._atomic import OutputPathError, atomic_group, atomic_output, check_output_path
 from .errors import FrameReadError
 from .frame import Frame, frame_from_metadata
 from .masks import beamstop_mask, dead_pixel_mask, default_mask, disk_mask, saturation_mask, user_mask
@@ -15,6 +16,10 @@ from .write import write_float, write_smv
 __all__ = [
     "Frame",
     "FrameReadError",
+    "OutputPathError",
+    "atomic_group",
+    "atomic_output",
+    "check_output_path",
     "beamstop_mask",
     "dead_pixel_mask",
     "default_mask",
