@@ -309,7 +309,8 @@ def _print_setup(flags, oversample: int) -> None:
     from ._resources import format_bytes, format_seconds, simulation_estimate
 
     itemsize = 4 if flags.dtype == "float32" else 8
-    estimate = simulation_estimate(crystal, detector, oversample, itemsize, native=crystal.shape == "square")
+    samples = beam.n_sources * detector.n_layers
+    estimate = simulation_estimate(crystal, detector, oversample, itemsize, crystal.shape == "square", samples)
     print(
         f"estimated: {estimate['evaluations']:.3g} pixel evaluations, at least "
         f"{format_seconds(estimate['seconds'])} and about {format_bytes(estimate['memory_bytes'])}"

@@ -143,7 +143,8 @@ class ForwardModel:
         self.oversample = auto_oversample(crystal, detector, beam)
         # refuse, with the estimate, what cannot fit, before the orientations are built
         native_rate = crystal.shape == "square" and device.type == "cpu" and _fast.library() is not None
-        _resources.check_simulation(crystal, detector, self.oversample, dtype.itemsize, native_rate)
+        samples = beam.n_sources * detector.n_layers
+        _resources.check_simulation(crystal, detector, self.oversample, dtype.itemsize, native_rate, samples)
         self.axes = lattice_axes(crystal, self.frame.spindle_axis, dtype, device)  # (K, 3, 3)
         # only the gauss and tophat transforms need the reciprocal axes
         self.reciprocal = (
