@@ -57,8 +57,8 @@ def make_frames(folder: Path) -> dict:
     as nanoBragg float files with JSON sidecars carrying the geometry."""
     import torch
 
+    from braggsim.demo import demo_model
     from braggsim.io import write_float
-    from braggsim.refine_cli import demo_model
     from braggsim.simulate import simulate
 
     crystal, detector, beam = demo_model((5.0, 3.0, -2.0), 0.8)

@@ -138,3 +138,19 @@ def revalidate(*parts) -> None:
             post_init(part)
         except ValueError as exc:
             raise ValueError(f"{type(part).__name__}: {exc}") from None
+
+
+def resolve_device(name) -> torch.device:
+    """The torch device called ``name`` ("cpu", "cuda", "cuda:1", "mps"); ValueError
+    when torch does not know it or this machine does not have it."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"-device {name!r} is not a torch device") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"-device {name!r}: CUDA is not available here")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"-device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"-device {name!r}: MPS is not available here")
+    return device

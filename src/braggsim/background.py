@@ -148,6 +148,13 @@ class AmorphousBackground:
             v.check_non_negative(name, getattr(self, name))
         v.check_positive("molecular_weight", self.molecular_weight, unit="g/mol")
 
+    @property
+    def table(self) -> StolTable:
+        """The .stol table (``stol`` after construction, always a StolTable)."""
+        if not isinstance(self.stol, StolTable):
+            self.stol = read_stol(self.stol)
+        return self.stol
+
     def molecules(self, dtype, device) -> torch.Tensor:
         """Molecules in the beam (0-d tensor): volume (m^3) * density (g/m^3) * N_A / MW."""
         volume_m3 = (
@@ -184,7 +191,7 @@ def background_rows(
     geo = sample_geometry(detector, frame, pixel_mm, rows, oversample)
     scattering = (geo.diffracted[..., None, :] - incident) / wavelengths[:, None]  # (r, f, L, o2, S, 3)
     stol = 0.5 * torch.linalg.vector_norm(scattering, dim=-1)
-    F = background.stol.interpolate(stol)
+    F = background.table.interpolate(stol)
     term = (torch.sign(F) * F * F).to(pixel_mm.dtype) * weights
     if not nopolar:
         term = term * polarization(kahn, incident, geo.diffracted[..., None, :], frame.polar_axis)

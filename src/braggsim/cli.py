@@ -158,7 +158,7 @@ def simulate_main(argv: list) -> int:
     _print_setup(flags, oversample)
     started = time.perf_counter()
     try:
-        image = simulate(
+        simulated = simulate(
             crystal,
             detector,
             beam,
@@ -176,7 +176,7 @@ def simulate_main(argv: list) -> int:
             f"braggsim: error: simulation failed ({oversample}x{oversample} oversample): {first_line}", file=sys.stderr
         )
         return 1
-    image = image.detach().cpu().numpy()
+    image = simulated.detach().cpu().numpy()
     elapsed = time.perf_counter() - started
     stats = image_statistics(image)
     if stats["non_finite"]:
@@ -249,7 +249,7 @@ def _input_paths(argv: list, flags=None) -> list:
     return inputs
 
 
-def _check_outputs(paths: list, inputs: list = ()) -> None:
+def _check_outputs(paths: list, inputs: list | tuple = ()) -> None:
     """Fail before simulating when an output cannot or must not be written: a missing
     directory, a directory, a read-only file, an input file, or two outputs the same."""
     from .io._atomic import OutputPathError, check_output_path
@@ -265,16 +265,13 @@ def _check_outputs(paths: list, inputs: list = ()) -> None:
 def _torch_dtype_device(dtype_name: str, device_name: str):
     import torch
 
+    from ._validate import resolve_device
+
     dtype = {"float32": torch.float32, "float64": torch.float64}[dtype_name]
     try:
-        device = torch.device(device_name)
-    except (RuntimeError, ValueError):
-        raise CommandError(f"-device {device_name!r} is not a torch device") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CommandError(f"-device {device_name!r}: CUDA is not available here")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise CommandError(f"-device {device_name!r}: MPS is not available here")
-    return dtype, device
+        return dtype, resolve_device(device_name)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _print_setup(flags, oversample: int) -> None:
@@ -304,7 +301,7 @@ def _print_setup(flags, oversample: int) -> None:
         import torch
 
         molecules = float(flags.background.molecules(torch.float64, "cpu"))
-        print(f"amorphous background: {molecules:g} molecules of {flags.background.stol.source}")
+        print(f"amorphous background: {molecules:g} molecules of {flags.background.table.source}")
     print(f"{oversample}x{oversample} pixel oversample steps  ({flags.dtype} on {flags.device})")
     from ._resources import format_bytes, format_seconds, simulation_estimate
 
@@ -365,7 +362,7 @@ def _print_summary(stats: dict, detector, elapsed_s: float) -> float:
     return max_i
 
 
-def _write_outputs(flags, image, max_i: float, noisy=None, inputs: list = ()) -> None:
+def _write_outputs(flags, image, max_i: float, noisy=None, inputs: list | tuple = ()) -> None:
     """Write every output completely under a temporary name, then rename them all
     (:func:`braggsim.io._atomic.atomic_group`: modes kept, read-only files and inputs refused)."""
     files = _output_files(flags, image, max_i, noisy)

@@ -257,7 +257,9 @@ def unrotated_real_axes(crystal: Crystal, dtype, device) -> torch.Tensor:
 def _build_unrotated_real_axes(crystal: Crystal, dtype, device) -> torch.Tensor:
     if crystal.mosflm_matrix is not None:
         matrix = torch.as_tensor(np.asarray(crystal.mosflm_matrix, dtype=float), dtype=dtype, device=device)
-        return real_from_reciprocal(matrix.T / float(crystal.matrix_wavelength_A))
+        wavelength_A = crystal.matrix_wavelength_A
+        assert wavelength_A is not None  # validate() demands it with a matrix
+        return real_from_reciprocal(matrix.T / float(wavelength_A))
     lengths = v.stack3(crystal.cell[:3], dtype, device)
     angles = v.stack3(crystal.cell[3:], dtype, device) * DEG
     a_star, b_star, c_star = reciprocal_axes_from_cell(torch.cat([lengths, angles])).unbind()

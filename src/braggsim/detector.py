@@ -106,7 +106,7 @@ class Detector:
     """
 
     fpixels: int = 1024
-    spixels: int | None = None
+    spixels: int = None  # type: ignore[assignment]  # None: square, set to fpixels below
     pixel_size_mm: Scalar = 0.1
     distance_mm: Scalar = 100.0
     beam_center_mm: Sequence | None = None

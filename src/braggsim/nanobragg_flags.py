@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .background import AmorphousBackground
 from .beam import Beam, fluence_from_flux
 from .crystal import Crystal
 from .detector import Detector
@@ -44,7 +45,7 @@ class FlagSet:
     crystal: Crystal
     detector: Detector
     beam: Beam
-    background: object = None
+    background: AmorphousBackground | None = None
     floatfile: str | None = None
     intfile: str | None = None
     intfile_scale: float | None = None
@@ -491,7 +492,7 @@ def _div(axes: str, part: int, name: str, kind: str):
     return apply
 
 
-for _name, _axes, _part, _kind, _what in (
+for _name, _div_axes, _part, _kind, _what in (
     ("-divergence", "hv", 0, "range", "horizontal and vertical divergence range (mrad)"),
     ("-hdivrange", "h", 0, "range", "horizontal divergence range (mrad)"),
     ("-vdivrange", "v", 0, "range", "vertical divergence range (mrad)"),
@@ -501,7 +502,7 @@ for _name, _axes, _part, _kind, _what in (
     ("-vdivsteps", "v", 2, "int", "vertical source points"),
     ("-divsteps", "hv", 2, "int", "source points along both"),
 ):
-    flag(_name, 1, "beam", f"{_name} {'n' if _kind == 'int' else 'mrad'}", _what)(_div(_axes, _part, _name, _kind))
+    flag(_name, 1, "beam", f"{_name} {'n' if _kind == 'int' else 'mrad'}", _what)(_div(_div_axes, _part, _name, _kind))
 
 
 @flag("-round_div", 0, "beam", "-round_div", "drop grid corners outside the divergence ellipse (default)")
@@ -1021,7 +1022,8 @@ def _is_number(text: str) -> bool:
 def read_argv(argv: list[str], extra_value_flags: dict | None = None):
     """[(flag, values)] in order, and {extra flag: values}; unknown flags raise ValueError."""
     extra_value_flags = extra_value_flags or {}
-    found, extra = [], {}
+    found: list[tuple[str, list[str]]] = []
+    extra: dict[str, list[str]] = {}
     i = 0
     while i < len(argv):
         name = argv[i]
@@ -1585,7 +1587,7 @@ def _build_background(state, beam_size_mm: float):
                 "nanoBragg.c reads them but does not use them"
             )
         return None
-    from .background import AmorphousBackground, read_stol
+    from .background import read_stol
 
     table = read_stol(state.stol[0], units=state.stol[1]) if state.stol else read_stol("water")
     size_mm = state.water_um / 1000.0

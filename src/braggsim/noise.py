@@ -30,6 +30,7 @@ import ctypes
 import dataclasses
 import math
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -133,6 +134,8 @@ class _Draws:
 
     def __init__(self, **seeds: int):
         self.lib = _noise_native.library()
+        self.state: Any  # a ctypes buffer for the native draws, an NRState for the Python ones
+        self.seeds: dict[str, Any]
         if self.lib is not None:
             self.state = ctypes.create_string_buffer(int(self.lib.nr_state_size()))
             self.lib.nr_state_init(self.state)
@@ -480,9 +483,11 @@ def _blur(counts: torch.Tensor, model: DetectorModel, fwhm_pixels: float) -> tor
     peak = float(counts.max())
     if peak <= 0:
         return counts
-    radius = model.psf_radius_px or auto_psf_radius(peak, model.psf, fwhm_pixels)
+    psf = model.psf
+    assert psf is not None  # _blur runs only with a PSF
+    radius = model.psf_radius_px or auto_psf_radius(peak, psf, fwhm_pixels)
     radius = min(radius, max(counts.shape))
-    kernel = torch.as_tensor(psf_kernel(radius, model.psf, fwhm_pixels), dtype=counts.dtype, device=counts.device)
+    kernel = torch.as_tensor(psf_kernel(radius, psf, fwhm_pixels), dtype=counts.dtype, device=counts.device)
     # linear convolution by FFT (padded so nothing wraps): 30x faster than conv2d in float64
     slow, fast = counts.shape
     size = (slow + 2 * radius, fast + 2 * radius)

@@ -425,7 +425,7 @@ def noisify_main(argv: list) -> int:
 
     dtype = "<u2" if bits == 16 else "<u4"
     contents = {}
-    if outputs.get("noise"):
+    if outputs.get("noise") and result.counts is not None:  # counts exist whenever noise is added
         contents[outputs["noise"]] = header_bytes + result.counts.astype(dtype).tobytes()
     if outputs.get("int"):
         contents[outputs["int"]] = header_bytes + result.noiseless.astype(dtype).tobytes()

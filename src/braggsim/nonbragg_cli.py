@@ -284,13 +284,13 @@ def _apply(state, name: str, values: list) -> None:  # noqa: C901  one branch pe
         state.nopolar = True
     elif name in ("-divergence", "-hdivrange", "-vdivrange", "-hdivstep", "-vdivstep"):
         part = 1 if name.endswith("step") else 0
-        value = _positive(name, number(), "mrad") if part else _non_negative(name, number())
+        mrad = _positive(name, number(), "mrad") if part else _non_negative(name, number())
         for axis in "hv" if name == "-divergence" else name[1]:
-            state.div[axis][part] = value
+            state.div[axis][part] = mrad
     elif name in ("-hdivsteps", "-vdivsteps", "-divsteps"):
-        value = _at_least(name, _integer(state, name, values[0]), 1)
+        count = _at_least(name, _integer(state, name, values[0]), 1)
         for axis in "hv" if name == "-divsteps" else name[1]:
-            state.div[axis][2] = value
+            state.div[axis][2] = count
     elif name in ("-round_div", "-square_div"):
         state.round_div = name == "-round_div"
     elif name == "-dispersion":
@@ -325,14 +325,14 @@ def _apply(state, name: str, values: list) -> None:  # noqa: C901  one branch pe
     elif name == "-detsize":
         size = _positive(name, number(), "mm")
         given = state.given[-1]
-        for axis in {"-detsize_x": (0,), "-detsize_y": (1,)}.get(given, (0, 1)):
-            state.detsize[axis] = size
+        for index in {"-detsize_x": (0,), "-detsize_y": (1,)}.get(given, (0, 1)):
+            state.detsize[index] = size
     elif name == "-detpixels":
         n = _at_least(name, _integer(state, name, values[0]), 1)
         given = state.given[-1]
         axes = {"-detpixels_f": (0,), "-detpixels_x": (0,), "-detpixels_s": (1,), "-detpixels_y": (1,)}
-        for axis in axes.get(given, (0, 1)):
-            state.pixels[axis] = n
+        for index in axes.get(given, (0, 1)):
+            state.pixels[index] = n
     elif name in ("-Xbeam", "-Ybeam", "-Xclose", "-Yclose", "-ORGX", "-ORGY"):
         attribute = {"-Xbeam": "x_beam", "-Ybeam": "y_beam", "-Xclose": "x_close", "-Yclose": "y_close"}
         setattr(state, attribute.get(name, name[1:].lower()), number())
@@ -526,7 +526,7 @@ def _build(state) -> dict:
 
 
 def help_text() -> str:
-    groups = {}
+    groups: dict[str, list[tuple[str, str]]] = {}
     for _name, (_, group, usage, meaning) in NONBRAGG_FLAGS.items():
         groups.setdefault(group, []).append((usage, meaning))
     lines = []
@@ -572,7 +572,7 @@ def nonbragg_main(argv: list) -> int:
     for note in state.notes:
         print(note)
     molecules = float(background.molecules(torch.float64, "cpu"))
-    print(f"{background.stol.source}: {len(background.stol.F)} points")
+    print(f"{background.table.source}: {len(background.table.F)} points")
     print(
         f"sample {background.thickness_mm:g} x {background.width_mm:g} x {background.height_mm:g} mm, "
         f"{background.density_g_cm3:g} g/cm^3, {background.molecular_weight:g} g/mol ({molecules:g} molecules)"
@@ -629,7 +629,7 @@ def _fmap(detector, beam, background, dtype):
     geo = sample_geometry(detector, frame, pixel, range(detector.spixels), detector.oversample)
     incident, wavelengths, _ = beam.source_tensors(frame.beam, frame.polar_axis, torch.float64, "cpu")
     scattering = (geo.diffracted[:, :, -1, -1] - incident[-1]) / wavelengths[-1]
-    image = background.stol.interpolate(0.5 * torch.linalg.vector_norm(scattering, dim=-1)).to(dtype)
+    image = background.table.interpolate(0.5 * torch.linalg.vector_norm(scattering, dim=-1)).to(dtype)
     keep = detector.simulated_pixels()
     return image if keep is None else torch.where(torch.as_tensor(keep), image, torch.zeros_like(image))
 

@@ -36,7 +36,7 @@ class SampleGeometry(NamedTuple):
     diffracted: torch.Tensor
     airpath_mm: torch.Tensor
     omega: torch.Tensor
-    capture: torch.Tensor
+    capture: torch.Tensor | None
 
 
 def layer_thickness_mm(detector: Detector, dtype, device) -> torch.Tensor:

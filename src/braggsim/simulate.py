@@ -162,7 +162,8 @@ class ForwardModel:
         self.wavelength_A = v.to_tensor(beam.wavelength_A, dtype, device)
         self.kahn = v.to_tensor(beam.polarization, dtype, device)
         self.pixel_mm = v.to_tensor(detector.pixel_size_mm, dtype, device)
-        self.factors = StructureFactors(crystal.hkl, v.to_tensor(crystal.default_F, dtype, device))
+        # Crystal has read a path into an HKLTable by now
+        self.factors = StructureFactors(crystal.hkl, v.to_tensor(crystal.default_F, dtype, device))  # type: ignore[arg-type]
         self.interpolate = crystal.use_interpolation() and crystal.hkl is not None
         self.background = background
         # sources, sensor layers, a curved detector and a resolution cut are extra samples
@@ -209,10 +210,12 @@ class ForwardModel:
         self._n_cells_int = [round(float(n)) for n in self.n_cells.detach().cpu()]
         if self.crystal.hkl is not None:
             self._table = _fast.Table(
-                self.factors._values.detach(), self.crystal.hkl.index_min, v.as_number(self.factors.default_F)
+                self.factors.values.detach(),
+                self.crystal.hkl.index_min,  # type: ignore[union-attr]
+                v.as_number(self.factors.default_F),
             )
         else:
-            self._table = None
+            self._table = None  # type: ignore[assignment]
         return True
 
     @property
@@ -233,11 +236,7 @@ class ForwardModel:
 
     def row_range(self) -> tuple[int, int]:
         """[first, stop) of the pixel rows that hold simulated pixels (the roi's rows)."""
-        if self.detector.roi is None:
-            return 0, self.detector.spixels
-        _, _, ymin, ymax = self.detector.roi
-        first = min(max(ymin, 0), self.detector.spixels)
-        return first, max(first, min(ymax + 1, self.detector.spixels))
+        return _roi_rows(self.detector)
 
     def block(self, row_start: int, row_stop: int, *params: torch.Tensor) -> torch.Tensor:
         """Photons in pixel rows [row_start, row_stop), (rows, fpixels)."""
@@ -248,22 +247,7 @@ class ForwardModel:
 
     def background_block(self, row_start: int, row_stop: int) -> torch.Tensor:
         """The amorphous background in pixel rows [row_start, row_stop), (rows, fpixels)."""
-        with _serial_torch():
-            return self._background_rows(row_start, row_stop)
-
-    def _background_rows(self, row_start: int, row_stop: int) -> torch.Tensor:
-        return background_rows(
-            self.background,
-            self.detector,
-            self.frame,
-            self.pixel_mm,
-            range(row_start, row_stop),
-            self.oversample,
-            self.sources,
-            self.kahn,
-            self.beam.nopolar,
-            self.fluence,
-        )
+        return _background_block(self, row_start, row_stop)
 
     def _sample_block(self, row_start: int, row_stop: int) -> torch.Tensor:
         """:meth:`block` for models with several samples per subpixel (sources, layers).
@@ -513,6 +497,34 @@ def simulate(
     return _finish(image, model, first, stop)
 
 
+def _roi_rows(detector: Detector) -> tuple[int, int]:
+    """[first, stop) of the pixel rows inside ``detector.roi`` (all rows without one)."""
+    if detector.roi is None:
+        return 0, detector.spixels
+    _, _, ymin, ymax = detector.roi
+    first = min(max(ymin, 0), detector.spixels)
+    return first, max(first, min(ymax + 1, detector.spixels))
+
+
+def _background_block(model, row_start: int, row_stop: int) -> torch.Tensor:
+    """The background of a ForwardModel or _BackgroundModel in rows [row_start, row_stop)."""
+    if model.background is None:
+        raise ValueError("the model has no background")
+    with _serial_torch():
+        return background_rows(
+            model.background,
+            model.detector,
+            model.frame,
+            model.pixel_mm,
+            range(row_start, row_stop),
+            model.oversample,
+            model.sources,
+            model.kahn,
+            model.beam.nopolar,
+            model.fluence,
+        )
+
+
 def _blocks(block, first: int, stop: int, rows: int, needs_grad: bool, progress=None) -> torch.Tensor | None:
     """``block`` over rows [first, stop) in chunks of ``rows`` (checkpointed for gradients)."""
     blocks = []
@@ -558,9 +570,11 @@ class _BackgroundModel:
         self.fluence = v.to_tensor(beam.fluence, dtype, device)
         self.sources = beam.source_tensors(self.frame.beam, self.frame.polar_axis, dtype, device)
 
-    background_block = ForwardModel.background_block
-    _background_rows = ForwardModel._background_rows
-    row_range = ForwardModel.row_range
+    def background_block(self, row_start: int, row_stop: int) -> torch.Tensor:
+        return _background_block(self, row_start, row_stop)
+
+    def row_range(self) -> tuple[int, int]:
+        return _roi_rows(self.detector)
 
 
 def simulate_background(

@@ -152,6 +152,14 @@ class StructureFactors:
             self._min = torch.as_tensor(table.index_min, dtype=torch.long, device=device)
             self._shape = torch.as_tensor(table.amplitudes.shape, dtype=torch.long, device=device)
 
+    @property
+    def values(self) -> torch.Tensor:
+        """The full F grid, (nh, nk, nl) from the table's ``index_min``, with ``default_F``
+        where the table has no entry; ValueError without a table."""
+        if self.table is None:
+            raise ValueError("structure factors without an hkl table have no grid of values")
+        return self._values
+
     def nearest(self, hkl0: torch.Tensor) -> torch.Tensor:
         """F at integer (as float) indices (..., 3) -> (...)."""
         if self.table is None:

@@ -16,7 +16,7 @@ from .errors import FrameReadError
 MAX_BYTES = 4 << 30  # a frame larger than 4 GiB unpacked is refused rather than read
 CHUNK_BYTES = 1 << 20
 
-_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+_OPENERS: dict = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
 
 def compression_suffix(path: str) -> str:

@@ -47,7 +47,7 @@ def read_nexus(path: str):
             detector = h5.get("entry/instrument/detector")
             beam = h5.get("entry/instrument/beam")
             header = {}
-            geometry = {
+            geometry: dict = {
                 "distance_mm": None,
                 "pixel_size_mm": None,
                 "wavelength_A": None,

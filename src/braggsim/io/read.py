@@ -101,7 +101,7 @@ def read_frame(
 
 
 def _apply_beamstop(frame: Frame, beamstop) -> None:
-    from ..resolution import beam_center_px
+    from ..spots import beam_center_px
 
     if frame.beam_center_mm is None or frame.pixel_size_mm is None:
         return
@@ -246,7 +246,7 @@ def _check_sidecar_matches(path: str, side: str, sidecar: dict, raw: bytes) -> N
 
 def _sidecar_geometry(path: str, sidecar: dict) -> dict:
     """Geometry from a sidecar: braggsim's own keys, else nanoBragg flags under "args"."""
-    geometry = {}
+    geometry: dict = {}
     for key in ("distance_mm", "pixel_size_mm", "wavelength_A"):
         if sidecar.get(key) is not None:
             geometry[key] = _positive_number(path, key, sidecar[key])

@@ -50,7 +50,7 @@ def smv_geometry(detector, beam) -> dict:
     pixel = float(detector.pixel_size_mm)
     slow_px, fast_px = spots.beam_center_px(detector)
     f_beam, s_beam = (fast_px + 0.5) * pixel, (slow_px + 0.5) * pixel
-    frame = spots._frame_arrays(detector)
+    frame = spots.frame_arrays(detector)
     close = float(frame["pix0_mm"] @ frame["normal"])
     foot = close * frame["normal"] - frame["pix0_mm"]
     f_close, s_close = float(foot @ frame["fast"]), float(foot @ frame["slow"])
@@ -180,13 +180,13 @@ def write_float(path, image, *, sidecar: bool = False, detector=None, beam=None)
         with open(temporary[targets[0]], "wb") as handle:
             for block in _row_blocks(data):
                 raw = np.ascontiguousarray(block, dtype="<f4")
-                crc = zlib.crc32(raw, crc)
+                crc = zlib.crc32(raw.data, crc)
                 handle.write(raw.data)
             handle.flush()
             os.fsync(handle.fileno())
         if not sidecar:
             return
-        info = {
+        info: dict = {
             "shape_slow_fast": list(data.shape),
             "dtype": "float32 little-endian, row = slow axis",
             "data_bytes": int(data.size) * 4,
