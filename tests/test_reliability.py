@@ -318,14 +318,15 @@ def test_revalidation_is_idempotent(part):
 def test_mosaic_dom_1e8_is_refused_at_once_with_the_estimate(capsys, monkeypatch):
     monkeypatch.setenv(_resources.MEMORY_ENV, "8G")
     start = time.perf_counter()
-    status, _, err = run(capsys, "simulate", *CELL, "-default_F", "1", "-mosaic", "1", "-mosaic_dom", "1e8")
+    # (written out: -mosaic_dom 1e8 would be 1 domain, as nanoBragg's atoi reads it)
+    status, _, err = run(capsys, "simulate", *CELL, "-default_F", "1", "-mosaic", "1", "-mosaic_dom", "100000000")
     assert time.perf_counter() - start < 5
     assert status == 2 and "100,000,000 crystal orientations" in err and "GiB of memory" in err
 
 
 def test_time_budget_refuses_what_would_run_for_days(capsys, monkeypatch):
     monkeypatch.setenv(_resources.TIME_ENV, "60")
-    argv = [*CELL, "-default_F", "1", "-mosaic", "1", "-mosaic_dom", "1e5", "-detpixels", "1024", "-oversample", "2"]
+    argv = [*CELL, "-default_F", "1", "-mosaic", "1", "-mosaic_dom", "100000", "-detpixels", "1024", "-oversample", "2"]
     status, _, err = run(capsys, "simulate", *argv)
     assert status == 2 and "would take at least" in err and "1 min time budget" in err
 

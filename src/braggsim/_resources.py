@@ -136,14 +136,15 @@ def check_memory(what: str, needed_bytes: float) -> None:
         )
 
 
-def simulation_estimate(crystal, detector, oversample: int, itemsize: int, native: bool) -> dict:
+def simulation_estimate(crystal, detector, oversample: int, itemsize: int, native: bool, samples: int = 1) -> dict:
     """Memory (bytes) and a lower bound on the time (s) of one ``simulate`` call, from
-    the sizes alone, before anything is allocated."""
+    the sizes alone, before anything is allocated.  ``samples``: beam sources x sensor
+    layers, each a further evaluation of every subpixel."""
     import torch
 
     orientations = crystal.n_domains * crystal.n_phi
     pixels = detector.fpixels * detector.spixels
-    evaluations = float(pixels) * oversample * oversample * orientations
+    evaluations = float(pixels) * oversample * oversample * orientations * samples
     # per orientation: the frozen draws (float64 axis and factor, twice), four (3, 3)
     # rotation constants, the rotations, the combined and the final axes
     per_orientation = 2 * 4 * 8 + 7 * 9 * itemsize
@@ -152,7 +153,7 @@ def simulation_estimate(crystal, detector, oversample: int, itemsize: int, nativ
     memory = pixels * itemsize + orientations * per_orientation + block
     rates = NATIVE_RATES if native else TORCH_RATES
     threads = max(1, torch.get_num_threads())
-    subpixels = float(pixels) * oversample * oversample
+    subpixels = float(pixels) * oversample * oversample * samples
     seconds = (
         subpixels / (rates["subpixels_per_s"] * threads)
         + evaluations / (rates["evaluations_per_s"] * threads)
@@ -167,14 +168,15 @@ def simulation_estimate(crystal, detector, oversample: int, itemsize: int, nativ
     }
 
 
-def check_simulation(crystal, detector, oversample: int, itemsize: int, native: bool) -> dict:
+def check_simulation(crystal, detector, oversample: int, itemsize: int, native: bool, samples: int = 1) -> dict:
     """Raise ResourceLimitError, with the estimate, for a simulation that cannot fit."""
-    estimate = simulation_estimate(crystal, detector, oversample, itemsize, native)
+    estimate = simulation_estimate(crystal, detector, oversample, itemsize, native, samples)
     if estimate["memory_bytes"] < SMALL_BYTES and estimate["seconds"] < SMALL_SECONDS:
         return estimate  # a refinement's every step: not worth reading /proc each time
     size = (
         f"{detector.spixels}x{detector.fpixels} pixels x {oversample}^2 subpixels x "
-        f"{estimate['orientations']:,} crystal orientations"
+        + (f"{samples} sources x layers x " if samples > 1 else "")
+        + f"{estimate['orientations']:,} crystal orientations"
     )
     check_memory(f"this simulation ({size})", estimate["memory_bytes"])
     budget = time_budget_s()

@@ -43,7 +43,8 @@ class Crystal:
     misset_deg: rotations about lab x, then y, then z, applied to the reciprocal axes.
     mosaic_spread_deg, mosaic_domains, mosaic_seed: nanoBragg's mosaic model.
     shape: lattice transform, one of "square", "round", "gauss", "tophat".
-    phi_start_deg, osc_deg, phi_steps: rotation about ``spindle_axis``.
+    phi_start_deg, osc_deg, phi_steps: rotation about ``spindle_axis``; phi_step_deg: the
+        spacing of the steps (None = osc_deg / phi_steps), as nanoBragg's -phistep.
     interpolate: tricubic interpolation of F; None = nanoBragg's rule (on if any N <= 2).
     """
 
@@ -64,6 +65,7 @@ class Crystal:
     matrix_wavelength_A: float | None = None
     interpolate: bool | None = None
     fudge: float = 1.0
+    phi_step_deg: Union[float, torch.Tensor, None] = None
 
     def __post_init__(self):
         self.validate()
@@ -121,6 +123,8 @@ class Crystal:
         v.check_non_negative("osc_deg", self.osc_deg)
         if self.phi_steps is not None:
             v.check_int("phi_steps", self.phi_steps, minimum=1)
+        if self.phi_step_deg is not None:
+            v.check_positive("phi_step_deg", self.phi_step_deg, unit="deg")
         if self.spindle_axis is not None:
             axis = v.check_triple("spindle_axis", self.spindle_axis)
             if all(v.as_number(x) == 0 for x in axis):
@@ -271,12 +275,15 @@ def oriented_reciprocal_axes(crystal: Crystal, dtype, device) -> torch.Tensor:
 
 
 def phi_angles_rad(crystal: Crystal, dtype, device) -> torch.Tensor:
-    """Spindle angles phi0 + k * osc/steps for k < steps, (n_phi,)."""
+    """Spindle angles phi0 + k * step for k < steps, step = phi_step_deg or osc/steps, (n_phi,)."""
     n_phi = crystal.n_phi
     start = v.to_tensor(crystal.phi_start_deg, dtype, device)
-    osc = v.to_tensor(crystal.osc_deg, dtype, device)
+    if crystal.phi_step_deg is not None:
+        step = v.to_tensor(crystal.phi_step_deg, dtype, device)
+    else:
+        step = v.to_tensor(crystal.osc_deg, dtype, device) / n_phi
     steps = torch.arange(n_phi, dtype=dtype, device=device)
-    return (start + osc / n_phi * steps) * DEG
+    return (start + step * steps) * DEG
 
 
 def lattice_axes(crystal: Crystal, spindle_axis: torch.Tensor, dtype, device) -> torch.Tensor:
@@ -299,7 +306,7 @@ _PHI = BoundedMemo(32)
 def _phi_rotations(crystal: Crystal, spindle_axis: torch.Tensor, dtype, device) -> torch.Tensor:
     """Spindle rotations of every phi step, (n_phi, 3, 3); memoised when all inputs are plain numbers."""
     given_axis = () if crystal.spindle_axis is None else tuple(crystal.spindle_axis)
-    fields = (crystal.phi_start_deg, crystal.osc_deg, *given_axis)
+    fields = (crystal.phi_start_deg, crystal.osc_deg, crystal.phi_step_deg or 0.0, *given_axis)
     key = None
     if not spindle_axis.requires_grad and not any(isinstance(x, torch.Tensor) for x in fields):
         key = (

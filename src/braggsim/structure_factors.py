@@ -93,6 +93,47 @@ def read_hkl(path: Union[str, Path]) -> HKLTable:
     return HKLTable(amplitudes, present, tuple(int(x) for x in lo), str(path))
 
 
+def read_dump(path: Union[str, Path]) -> HKLTable:
+    """nanoBragg's binary F dump (``-dump``, default Fdump.bin): a text line
+    ``h_min h_max k_min k_max l_min l_max``, a form feed, then (h_range+1) x (k_range+1) x
+    (l_range+1) doubles, the last plane of each axis padding.  Every index in range counts
+    as listed (the dump already holds default_F where the HKL file had nothing)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"-dump {path}: cannot read it ({exc.strerror or exc})") from None
+    end = raw.find(b"\f")
+    try:
+        bounds = [int(x) for x in raw[: max(end, 0)].split()]
+    except ValueError:
+        bounds = []
+    if end < 0 or len(bounds) != 6:
+        raise ValueError(f"-dump {path}: not a nanoBragg F dump (no 'h_min h_max k_min k_max l_min l_max' line)")
+    lo = bounds[0::2]
+    ranges = [bounds[1] - bounds[0] + 1, bounds[3] - bounds[2] + 1, bounds[5] - bounds[4] + 1]
+    if min(ranges) < 1 or np.prod([r + 1 for r in ranges]) > (1 << 28):
+        raise ValueError(f"-dump {path}: implausible index ranges {bounds}")
+    count = int(np.prod([r + 1 for r in ranges]))
+    body = raw[end + 1 :]
+    if len(body) != count * 8:
+        raise ValueError(f"-dump {path}: expected {count * 8} bytes of F after the header, found {len(body)}")
+    values = np.frombuffer(body, dtype="<f8").reshape([r + 1 for r in ranges])[: ranges[0], : ranges[1], : ranges[2]]
+    if not np.isfinite(values).all():
+        raise ValueError(f"-dump {path}: holds non-finite F values")
+    return HKLTable(values.copy(), np.ones(values.shape, dtype=bool), tuple(lo), str(path))
+
+
+def dump_bytes(table: HKLTable, default_F: float) -> bytes:
+    """``table`` in nanoBragg's dump layout (see :func:`read_dump`), unlisted entries default_F."""
+    lo, hi = table.index_min, table.index_max
+    header = f"{lo[0]} {hi[0]} {lo[1]} {hi[1]} {lo[2]} {hi[2]}\n\f".encode("ascii")
+    values = np.where(table.present, table.amplitudes, default_F)
+    padded = np.zeros([n + 1 for n in values.shape], dtype="<f8")
+    padded[: values.shape[0], : values.shape[1], : values.shape[2]] = values
+    return header + padded.tobytes()
+
+
 class StructureFactors:
     """F_cell lookup on a given dtype/device, differentiable in ``default_F``.
 
