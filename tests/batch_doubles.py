@@ -10,10 +10,14 @@ import time
 import numpy as np
 
 
-def frame_name(source) -> str:
+def frame_ref(source):
     from braggsim.batch import FrameRef
 
-    return FrameRef(*source).name if isinstance(source, tuple) else FrameRef(os.fspath(source)).name
+    return FrameRef(*source) if isinstance(source, tuple) else FrameRef(os.fspath(source))
+
+
+def frame_name(source) -> str:
+    return frame_ref(source).name
 
 
 def count_spots(source, options, min_spots: int = 5):
@@ -34,7 +38,7 @@ def count_spots(source, options, min_spots: int = 5):
     labels, _ = ndimage.label(bright)
     n_spots = int((np.bincount(labels.ravel())[1:] >= 2).sum())
     result = FrameResult(
-        frame=frame_name(source),
+        frame=frame_ref(source).frame,
         status="indexed" if n_spots >= min_spots else "no-lattice",
         n_spots=n_spots,
         time_s=time.perf_counter() - started,

@@ -19,14 +19,19 @@ import numpy as np
 import pytest
 
 from braggsim.batch import FrameRef, expand_frames, iter_batch, run_batch
-from braggsim.batch.pipeline import ProcessOptions
+from braggsim.batch.pipeline import ProcessOptions, frame_stem
 from braggsim.batch.progress import ProgressPrinter, progress_line
 from braggsim.batch.store import OutputFolderError
 from braggsim.cli import main
 from braggsim.io import FrameReadError, image_count, read_frame
 
 CROPS = Path(__file__).parent / "data" / "thaumatin_crops"
-NAMES = ["thau_3_2_0003_c256", "thau_3_2_0006_c256", "thau_3_2_0016_c256"]
+NAMES = ["thau_3_2_0003_c512", "thau_3_2_0013_c512", "thau_3_2_0016_c512"]
+THAUMATIN = ["--cell", "57.8", "57.8", "150", "90", "90", "90", "--space-group", "P41212"]
+
+
+def options():
+    return ProcessOptions(cell=(57.8, 57.8, 150.0, 90.0, 90.0, 90.0), space_group="P41212")
 
 
 @pytest.fixture
@@ -40,8 +45,9 @@ def frames(tmp_path):
 
 
 def summary(out) -> dict:
+    """stem -> row of DIR/summary.csv."""
     with open(Path(out) / "summary.csv", newline="") as handle:
-        return {row["frame"]: row for row in csv.DictReader(handle)}
+        return {frame_stem(row["frame"]): row for row in csv.DictReader(handle)}
 
 
 def eiger_series(folder: Path, per_file=(2, 1)) -> Path:
@@ -103,8 +109,10 @@ def test_expand_folder_pattern_and_master(tmp_path, frames):
     (series / "notes.txt").write_text("not a frame")
     refs = expand_frames([series])  # the data files are reached through the master only
     assert refs == [FrameRef(str(master), 0), FrameRef(str(master), 1), FrameRef(str(master), 2)]
-    assert [r.name for r in refs] == ["series_000000", "series_000001", "series_000002"]
-    assert refs[1].source == (str(master), 1) and str(refs[1]).endswith("series_master.h5[1]")
+    assert [r.name for r in refs] == ["series_master_00000", "series_master_00001", "series_master_00002"]
+    assert refs[1].source == (str(master), 1) and refs[1].frame == f"{master}#1" and str(refs[1]) == refs[1].frame
+    # the pipeline's naming rule, which its writer uses
+    assert all(r.name == frame_stem(r.frame) for r in refs + by_pattern)
 
 
 def test_expand_errors(tmp_path, frames):
@@ -131,7 +139,7 @@ def test_in_process_batch_writes_and_a_rerun_skips(tmp_path, frames):
     seen = []
     final = run_batch(
         [frames],
-        ProcessOptions(),
+        options(),
         out,
         scheduler="none",
         frame_function=batch_doubles.count_spots,
@@ -140,13 +148,14 @@ def test_in_process_batch_writes_and_a_rerun_skips(tmp_path, frames):
     assert final.state == "finished" and final.done == 6 and final.skipped == 0
     rows = summary(out)
     assert list(rows) == [f"f_{i}" for i in range(1, 7)]
-    # crops of 0003/0006 have 10/13 bright groups, the blank 0016 none
+    # crops of 0003/0013 have 62/48 bright groups, the blank 0016 none
     assert [rows[f"f_{i}"]["status"] for i in range(1, 7)] == ["indexed", "indexed", "no-lattice"] * 2
-    assert [int(rows[f"f_{i}"]["n_spots"]) for i in range(1, 4)] == [10, 13, 0]
+    assert [int(rows[f"f_{i}"]["n_spots"]) for i in range(1, 4)] == [62, 48, 0]
+    assert rows["f_2"]["frame"] == str(frames / "f_2.cbf.bz2")
     assert final.counts == {"indexed": 4, "no-lattice": 2}
     saved = json.loads((out / "f_2.json").read_text())
-    assert saved["status"] == "indexed" and saved["n_spots"] == 13
-    assert json.loads((out / "options.json").read_text())["options"] == ProcessOptions().to_dict()
+    assert saved["status"] == "indexed" and saved["n_spots"] == 48
+    assert json.loads((out / "options.json").read_text())["options"] == options().to_dict()
     assert [p.done for p in seen if p.result is not None] == [1, 2, 3, 4, 5, 6]
     assert not list(out.glob(".*part"))  # nothing half-written left behind
 
@@ -157,20 +166,18 @@ def test_in_process_batch_writes_and_a_rerun_skips(tmp_path, frames):
         return batch_doubles.count_spots(source, options)
 
     (out / "f_5.json").unlink()  # a frame whose files were lost is not done
-    again = run_batch([frames], ProcessOptions(), out, scheduler="none", frame_function=counting)
+    again = run_batch([frames], options(), out, scheduler="none", frame_function=counting)
     assert again.skipped == 5 and again.done == 1 and calls == [str(frames / "f_5.cbf.bz2")]
     untimed = lambda table: {k: {f: v for f, v in row.items() if f != "time_s"} for k, row in table.items()}  # noqa: E731
     assert untimed(summary(out)) == untimed(rows)
-    forced = run_batch([frames], ProcessOptions(), out, scheduler="none", frame_function=counting, force=True)
+    forced = run_batch([frames], options(), out, scheduler="none", frame_function=counting, force=True)
     assert forced.skipped == 0 and forced.done == 6 and len(calls) == 7
 
 
 def test_rerun_with_other_options_is_refused(tmp_path, frames):
     out = tmp_path / "out"
-    run_batch(
-        [frames / "f_1.cbf.bz2"], ProcessOptions(), out, scheduler="none", frame_function=batch_doubles.count_spots
-    )
-    other = ProcessOptions(space_group="P43212")
+    run_batch([frames / "f_1.cbf.bz2"], options(), out, scheduler="none", frame_function=batch_doubles.count_spots)
+    other = ProcessOptions(cell=(57.8, 57.8, 150.0, 90.0, 90.0, 90.0), space_group="P43212")
     with pytest.raises(OutputFolderError, match="other options \\(space_group differ\\)"):
         run_batch([frames], other, out, scheduler="none", frame_function=batch_doubles.count_spots)
     assert list(summary(out)) == ["f_1"]
@@ -189,19 +196,19 @@ def test_rerun_with_other_options_is_refused(tmp_path, frames):
 def test_a_frame_that_raises_or_is_corrupt_fails_and_the_rest_go_on(tmp_path, frames):
     (frames / "f_4.cbf.bz2").write_bytes(b"BZh91AY&SY" + b"\0" * 50)  # a broken bzip2 stream
     raising = functools.partial(batch_doubles.raises_on, bad="f_2")
-    final = run_batch([frames], ProcessOptions(), tmp_path / "out", scheduler="none", frame_function=raising)
+    final = run_batch([frames], options(), tmp_path / "out", scheduler="none", frame_function=raising)
     rows = summary(tmp_path / "out")
     assert final.state == "finished" and len(rows) == 6
+    reasons = {n: json.loads((tmp_path / "out" / f"{n}.json").read_text())["reason"] for n in ("f_2", "f_4")}
     assert rows["f_2"]["status"] == "failed"
-    assert rows["f_2"]["reason"].startswith("RuntimeError: deliberate failure on f_2 (at batch_doubles.py:")
-    assert rows["f_4"]["status"] == "failed" and "cannot decompress" in rows["f_4"]["reason"]
+    assert reasons["f_2"].startswith("RuntimeError: deliberate failure on f_2 (at batch_doubles.py:")
+    assert rows["f_4"]["status"] == "failed" and "f_4.cbf.bz2" in reasons["f_4"]
     assert [rows[f"f_{i}"]["status"] for i in (1, 3, 5, 6)] == ["indexed", "no-lattice", "indexed", "no-lattice"]
-    assert json.loads((tmp_path / "out" / "f_2.json").read_text())["status"] == "failed"
 
 
 def test_interrupt_and_cancel_keep_what_is_done(tmp_path, frames):
     interrupting = functools.partial(batch_doubles.interrupts_on, bad="f_4")
-    final = run_batch([frames], ProcessOptions(), tmp_path / "a", scheduler="none", frame_function=interrupting)
+    final = run_batch([frames], options(), tmp_path / "a", scheduler="none", frame_function=interrupting)
     assert final.state == "interrupted" and final.done == 3
     assert list(summary(tmp_path / "a")) == ["f_1", "f_2", "f_3"]
     assert not (tmp_path / "a" / "f_4.json").exists()
@@ -215,7 +222,7 @@ def test_interrupt_and_cancel_keep_what_is_done(tmp_path, frames):
 
     final = run_batch(
         [frames],
-        ProcessOptions(),
+        options(),
         tmp_path / "d",
         scheduler="none",
         frame_function=batch_doubles.count_spots,
@@ -228,7 +235,7 @@ def test_interrupt_and_cancel_keep_what_is_done(tmp_path, frames):
     steps = []
     for progress in iter_batch(
         [frames],
-        ProcessOptions(),
+        options(),
         tmp_path / "b",
         scheduler="none",
         frame_function=batch_doubles.count_spots,
@@ -240,9 +247,7 @@ def test_interrupt_and_cancel_keep_what_is_done(tmp_path, frames):
     assert steps[-1] == "cancelled" and list(summary(tmp_path / "b")) == ["f_1", "f_2"]
 
     # closing the generator (a GUI dropping its worker) stops it and flushes the summary
-    batch = iter_batch(
-        [frames], ProcessOptions(), tmp_path / "c", scheduler="none", frame_function=batch_doubles.count_spots
-    )
+    batch = iter_batch([frames], options(), tmp_path / "c", scheduler="none", frame_function=batch_doubles.count_spots)
     for progress in batch:
         if progress.done == 1:
             batch.close()
@@ -256,15 +261,13 @@ def test_frame_runs_with_one_torch_thread_and_seeds_from_its_name(tmp_path, fram
     torch.manual_seed(5)
     expected_next = torch.rand(1).item()
     torch.manual_seed(5)
-    run_batch([frames], ProcessOptions(), tmp_path / "out", scheduler="none", frame_function=batch_doubles.count_spots)
+    run_batch([frames], options(), tmp_path / "out", scheduler="none", frame_function=batch_doubles.count_spots)
     assert torch.get_num_threads() == threads and torch.rand(1).item() == expected_next  # caller's state restored
     params = {n: json.loads((tmp_path / "out" / f"{n}.json").read_text())["parameters"] for n in ("f_1", "f_4")}
     assert params["f_1"]["torch_threads"] == 1
     assert params["f_1"]["pixel_sum"] == params["f_4"]["pixel_sum"]  # the same pixels ...
     assert params["f_1"]["torch_draw"] != params["f_4"]["torch_draw"]  # ... and each frame its own seed
-    run_batch(
-        [frames], ProcessOptions(), tmp_path / "again", scheduler="none", frame_function=batch_doubles.count_spots
-    )
+    run_batch([frames], options(), tmp_path / "again", scheduler="none", frame_function=batch_doubles.count_spots)
     again = json.loads((tmp_path / "again" / "f_1.json").read_text())["parameters"]
     assert again["torch_draw"] == params["f_1"]["torch_draw"] and again["numpy_draw"] == params["f_1"]["numpy_draw"]
 
@@ -274,7 +277,7 @@ def test_progress_display(tmp_path, frames):
     stream = io.StringIO()
     run_batch(
         [frames],
-        ProcessOptions(),
+        options(),
         tmp_path / "out",
         scheduler="none",
         frame_function=functools.partial(batch_doubles.raises_on, bad="f_3"),
@@ -282,7 +285,7 @@ def test_progress_display(tmp_path, frames):
     )
     lines = stream.getvalue().splitlines()
     assert lines[0] == "processing 6 frames on in-process, sequential"
-    assert lines[1].startswith("f_3: failed: RuntimeError: deliberate failure on f_3")
+    assert lines[1].startswith(f"{frames / 'f_3.cbf.bz2'}: failed: RuntimeError: deliberate failure on f_3")
     assert lines[-1].startswith("6/6 frames  ") and lines[-1].endswith("failed 1, indexed 4, no-lattice 1")
     assert "\r" not in stream.getvalue()  # plain text when not a terminal
 
@@ -293,7 +296,7 @@ def test_progress_display(tmp_path, frames):
     terminal = Terminal()
     run_batch(
         [frames],
-        ProcessOptions(),
+        options(),
         tmp_path / "t",
         scheduler="none",
         frame_function=batch_doubles.count_spots,
@@ -323,7 +326,7 @@ def test_frame_stack_is_lazy_and_nan_for_a_bad_frame(tmp_path, frames, monkeypat
     real = stack_module.read_pixels
     monkeypatch.setattr(stack_module, "read_pixels", lambda ref: reads.append(ref.name) or real(ref))
     stack = stack_module.frame_stack([frames])
-    assert stack.shape == (6, 256, 256) and stack.dtype == np.float32 and stack.chunksize == (1, 256, 256)
+    assert stack.shape == (6, 512, 512) and stack.dtype == np.float32 and stack.chunksize == (1, 512, 512)
     assert reads == ["f_1"]  # the shape comes from the first frame, nothing else is read
     np.testing.assert_array_equal(stack[2].compute(), read_frame(frames / "f_3.cbf.bz2").data)
     assert reads == ["f_1", "f_3"]
@@ -336,27 +339,45 @@ def test_frame_stack_is_lazy_and_nan_for_a_bad_frame(tmp_path, frames, monkeypat
 
 
 # ---------------------------------------------------------------------------- CLI
-def test_cli_processes_in_process_and_reports(tmp_path, frames, capsys):
-    assert (
-        main(
-            [
-                "process",
-                str(frames / "f_1.cbf.bz2"),
-                str(frames / "f_2.cbf.bz2"),
-                "--out",
-                str(tmp_path / "o"),
-                "--scheduler",
-                "none",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
-    out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("processed 2 of 2 frames in ") and out[1].endswith("summary.csv")
-    assert list(summary(tmp_path / "o")) == ["f_1", "f_2"]
-    assert main(["process", str(frames), "--out", str(tmp_path / "o"), "--scheduler", "none", "--quiet"]) == 0
-    assert capsys.readouterr().out.startswith("processed 4 of 6 frames (2 were done before)")
+def process(*args) -> int:
+    """``braggsim process ARGS`` with the thaumatin cell; SystemExit codes returned."""
+    try:
+        return main(["process", *[str(a) for a in args], *THAUMATIN])
+    except SystemExit as exc:
+        return exc.code
+
+
+def test_cli_runs_the_pipeline_reports_each_frame_and_skips_on_rerun(tmp_path, frames, capsys):
+    """The real pipeline, in-process: a lattice crop, a blank crop and a broken file."""
+    (frames / "f_9.cbf.bz2").write_bytes((frames / "f_1.cbf.bz2").read_bytes()[:3000])
+    out = tmp_path / "o"
+    chosen = [frames / "f_1.cbf.bz2", frames / "f_3.cbf.bz2", frames / "f_9.cbf.bz2"]
+    assert process(*chosen, "--out", out, "--scheduler", "none") == 1  # one frame failed
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[0].startswith(f"{frames / 'f_1.cbf.bz2'}: indexed 65/65 spots (100%), RMSD ")
+    assert lines[1].startswith(f"{frames / 'f_3.cbf.bz2'}: no-lattice (0 strong spots")
+    assert lines[2].startswith(f"{frames / 'f_9.cbf.bz2'}: failed (")
+    assert lines[3].startswith("3 frames: 1 indexed, 1 no-lattice, 1 failed; 3 processed in ")
+    assert lines[3].endswith(f"wrote {out}/summary.csv")
+    assert captured.err.startswith("processing 3 frames on in-process, sequential\n")
+    rows = summary(out)
+    assert {k: r["status"] for k, r in rows.items()} == {"f_1": "indexed", "f_3": "no-lattice", "f_9": "failed"}
+    assert abs(float(rows["f_1"]["a"]) / 57.8 - 1) < 0.005 and abs(float(rows["f_1"]["c"]) / 150.0 - 1) < 0.005
+    assert sorted(p.name for p in out.iterdir()) == [
+        "f_1.expt",
+        "f_1.json",
+        "f_3.json",
+        "f_9.json",
+        "options.json",
+        "summary.csv",
+    ]
+    # the folder now: the three done are skipped, the other four run (f_9 fails again)
+    assert process(frames, "--out", out, "--scheduler", "none", "--quiet", "--no-pixel-refine") == 2
+    assert "other options (refine_pixels differ)" in capsys.readouterr().err
+    assert process(frames, "--out", out, "--scheduler", "none", "--quiet") == 1
+    assert capsys.readouterr().out.startswith("7 frames: 4 indexed, 2 no-lattice, 1 failed; 4 processed in ")
+    assert len(summary(out)) == 7
 
 
 @pytest.mark.parametrize(
@@ -366,21 +387,20 @@ def test_cli_processes_in_process_and_reports(tmp_path, frames, capsys):
         (["--workers", "0"], "--workers must be >= 1, got 0"),
         (["--workers", "2", "--scheduler", "none"], "--workers applies to --scheduler local"),
         (["--max-in-flight", "0"], "--max-in-flight must be >= 1"),
-        (["--cell", "1", "2"], "argument --cell: expected 6 arguments"),
     ],
 )
 def test_cli_errors_are_one_line(tmp_path, frames, capsys, args, message):
-    assert main(["process", str(frames), "--out", str(tmp_path / "o"), *args]) == 2
+    assert process(frames, "--out", tmp_path / "o", *args) == 2
     err = capsys.readouterr().err
-    assert err == f"braggsim: error: {err.split('error: ', 1)[1]}" and err.count("\n") == 1
+    assert err.startswith("braggsim: error: ") and err.count("\n") == 1
     assert message in err
 
 
 def test_cli_errors_for_missing_frames_and_a_bad_folder(tmp_path, frames, capsys):
-    assert main(["process", str(tmp_path / "nothing*.cbf"), "--out", str(tmp_path / "o")]) == 2
+    assert process(tmp_path / "nothing*.cbf", "--out", tmp_path / "o") == 2
     assert "no files match" in capsys.readouterr().err
     (tmp_path / "f").write_text("")
-    assert main(["process", str(frames), "--out", str(tmp_path / "f"), "--scheduler", "none"]) == 2
+    assert process(frames, "--out", tmp_path / "f", "--scheduler", "none") == 2
     assert "is not a folder" in capsys.readouterr().err
 
 
@@ -391,18 +411,22 @@ def test_cli_cannot_reach_scheduler(tmp_path, frames, capsys, monkeypatch):
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    status = main(
-        ["process", str(frames), "--out", str(tmp_path / "o"), "--scheduler", f"tcp://127.0.0.1:{port}", "--quiet"]
-    )
-    assert status == 1
+    assert process(frames, "--out", tmp_path / "o", "--scheduler", f"tcp://127.0.0.1:{port}", "--quiet") == 1
     assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_cli_help_names_the_schedulers(capsys):
+    assert process("--help") == 0
+    text = capsys.readouterr().out
+    for words in ("--scheduler", "--workers", "--force", "tcp://HOST:PORT", "Eiger master", "130 after Ctrl-C"):
+        assert words in text
 
 
 # ----------------------------------------------------------------------- imports
 def test_importing_braggsim_and_the_batch_core_imports_no_dask_and_no_gui():
     code = (
         "import sys\n"
-        "import braggsim, braggsim.cli, braggsim.batch, braggsim.batch.runner, braggsim.batch.cli\n"
+        "import braggsim, braggsim.cli, braggsim.process_cli, braggsim.batch, braggsim.batch.runner\n"
         "import braggsim.batch.task, braggsim.batch.store, braggsim.batch.progress, braggsim.batch.stack\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed', 'napari', 'qtpy', 'PyQt5'))\n"
         "assert not bad, bad\n"

@@ -50,11 +50,30 @@ def progress_line(progress, bar: bool = True) -> str:
     return line
 
 
-class ProgressPrinter:
-    """Callable taking BatchProgress; writes to ``stream`` (default stderr)."""
+def failure_line(result) -> str | None:
+    """``frame: failed: reason`` for a failed frame, None for the others."""
+    return f"{result.frame}: failed: {result.reason}" if result.status == "failed" else None
 
-    def __init__(self, stream=None, plain_interval_s: float = 10.0, redraw_interval_s: float = 0.2):
+
+class ProgressPrinter:
+    """Callable taking BatchProgress; writes the progress to ``stream`` (default stderr).
+
+    frame_line: ``result -> str | None``, a line for each finished frame, written to
+        ``out`` (default ``stream``); None prints none.
+    """
+
+    def __init__(
+        self,
+        stream=None,
+        *,
+        frame_line=failure_line,
+        out=None,
+        plain_interval_s: float = 10.0,
+        redraw_interval_s: float = 0.2,
+    ):
         self.stream = stream if stream is not None else sys.stderr
+        self.out = out if out is not None else self.stream
+        self.frame_line = frame_line
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.interval_s = redraw_interval_s if self.tty else plain_interval_s
         self._last = float("-inf")
@@ -72,9 +91,10 @@ class ProgressPrinter:
         if progress.state == "stopping":
             self._print(f"stopping: {progress.skipped + progress.done} frames are done and kept; closing the workers")
             return
-        result = progress.result
-        if result is not None and getattr(result, "status", "") == "failed":
-            self._print(f"{result.frame}: failed: {result.reason}")
+        if progress.result is not None and self.frame_line is not None:
+            line = self.frame_line(progress.result)
+            if line:
+                self._print(line, self.out)
         now = time.monotonic()
         last_step = progress.state != "running"
         finished = progress.skipped + progress.done
@@ -90,10 +110,12 @@ class ProgressPrinter:
                 self.stream.write(line + "\n")
             self.stream.flush()
 
-    def _print(self, text: str) -> None:
+    def _print(self, text: str, stream=None) -> None:
         if self._drawn:
             self.stream.write("\r\x1b[2K")
+            self.stream.flush()
             self._drawn = False
             self._last = float("-inf")  # redraw the bar under the message
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        stream = stream if stream is not None else self.stream
+        stream.write(text + "\n")
+        stream.flush()

@@ -24,7 +24,7 @@ import os
 import queue
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator
 
 from .sources import FrameRef, expand_frames
 from .task import describe_exception, run_frame
@@ -108,6 +108,8 @@ def run_batch(frames, options, out_dir, *, on_progress=None, **kwargs) -> BatchP
                 progress = batch.throw(KeyboardInterrupt)
             except (KeyboardInterrupt, StopIteration):  # it had already ended
                 progress = None
+    if last is None:  # iter_batch always yields its end state; this would be a bug
+        raise RuntimeError("the batch reported nothing")
     return last
 
 
@@ -123,7 +125,7 @@ def iter_batch(
     max_in_flight: int | None = None,
     cancel=None,
     tick_s: float = 0.5,
-) -> Iterator[BatchProgress]:
+) -> Generator[BatchProgress, None, None]:
     """Process ``frames`` and write their results to ``out_dir`` as they finish.
 
     frames: FrameRefs, or paths / glob patterns / folders for :func:`expand_frames`.
@@ -143,11 +145,11 @@ def iter_batch(
     interrupted.  Raises BatchError when the tasks cannot run at all, ValueError for a
     bad output folder or options that differ from the folder's earlier results.
     """
-    from .pipeline import SUMMARY_FIELDS, write_frame_outputs
+    from .pipeline import SUMMARY_COLUMNS, frame_stem, write_frame_outputs
     from .store import ResultStore
 
     refs = list(frames) if _are_refs(frames) else expand_frames(frames)
-    store = ResultStore(out_dir, write_frame_outputs, SUMMARY_FIELDS)
+    store = ResultStore(out_dir, write_frame_outputs, SUMMARY_COLUMNS, frame_stem)
     store.check_options(options.to_dict(), force)
     if force:
         store.forget(ref.name for ref in refs)
@@ -348,7 +350,7 @@ class _Dask:
         exc = future.exception()
         if isinstance(exc, KilledWorker):
             # the frame took its worker down (out of memory, a crash) every time it ran
-            return failed_result(ref.name, f"the workers running this frame died ({exc})")
+            return failed_result(ref, f"the workers running this frame died ({exc})")
         raise BatchError(
             f"frame {ref} could not run on the cluster: {describe_exception(exc)} "
             "(the scheduler and the workers need braggsim installed, the same version as here)"

@@ -37,19 +37,21 @@ class FrameRef:
         return self.path if self.index is None else (self.path, self.index)
 
     @property
+    def frame(self) -> str:
+        """The frame as results name it: the path, ``path#index`` for an image of a
+        multi-image file (the summary's ``frame`` column)."""
+        return self.path if self.index is None else f"{self.path}#{self.index}"
+
+    @property
     def name(self) -> str:
-        """The frame's name in an output folder: the file's stem (compression and format
-        suffixes and an Eiger ``_master`` removed), plus ``_NNNNNN`` (the 0-based index)
-        for an image of a multi-image file."""
+        """The frame's stem in an output folder (DIR/<name>.json): the file's stem without
+        compression and format suffixes, plus ``_NNNNN`` (the 0-based index) for an image
+        of a multi-image file -- the pipeline's rule (:func:`braggsim.process.frame_stem`)."""
         stem = os.path.splitext(os.path.basename(strip_compression(self.path)))[0]
-        if self.index is None:
-            return stem
-        if stem.endswith("_master"):
-            stem = stem[: -len("_master")]
-        return f"{stem}_{self.index:06d}"
+        return stem if self.index is None else f"{stem}_{self.index:05d}"
 
     def __str__(self) -> str:
-        return self.path if self.index is None else f"{self.path}[{self.index}]"
+        return self.frame
 
 
 def natural_key(text: str) -> list:

@@ -12,7 +12,6 @@ refused instead of mixing results (``force`` reprocesses).
 
 from __future__ import annotations
 
-import collections
 import csv
 import io
 import json
@@ -36,15 +35,21 @@ class ResultStore:
 
     write_frame_outputs: ``(out_dir, result) -> None``, the pipeline's per-frame writer.
     fields: the summary's leading columns (others a row has follow them).
+    stem_of: ``frame -> stem``, the file name a summary row's ``frame`` is written under;
+        rows are kept by stem, in natural stem order.
     """
 
-    def __init__(self, out_dir, write_frame_outputs, fields, min_flush_interval_s: float = 1.0):
+    def __init__(self, out_dir, write_frame_outputs, fields, stem_of, min_flush_interval_s: float = 1.0):
         self.out_dir = os.fspath(out_dir)
         if os.path.exists(self.out_dir) and not os.path.isdir(self.out_dir):
             raise OutputFolderError(f"output {self.out_dir!r} exists and is not a folder")
-        os.makedirs(self.out_dir, exist_ok=True)
+        try:
+            os.makedirs(self.out_dir, exist_ok=True)
+        except OSError as exc:
+            raise OutputFolderError(f"cannot create the output folder {self.out_dir!r}: {exc}") from None
         self._write_frame_outputs = write_frame_outputs
         self._fields = list(fields)
+        self._stem_of = stem_of
         self._min_interval_s = min_flush_interval_s
         self.rows: dict = self._read_summary()
         self._dirty = False
@@ -60,9 +65,6 @@ class ResultStore:
 
     def is_done(self, name: str) -> bool:
         return name in self.rows and os.path.exists(self.json_path(name))
-
-    def status_counts(self) -> collections.Counter:
-        return collections.Counter(row.get("status", "") for row in self.rows.values())
 
     def check_options(self, options: dict, force: bool) -> None:
         """Record ``options``; ValueError if the folder holds results made with others
@@ -96,7 +98,7 @@ class ResultStore:
     def add(self, result) -> None:
         """Write one frame's files now; its summary row follows within about a second."""
         self._write_frame_outputs(self.out_dir, result)
-        self.rows[result.frame] = {k: _cell_text(v) for k, v in result.summary_row().items()}
+        self.rows[self._stem_of(result.frame)] = {k: _cell_text(v) for k, v in result.summary_row().items()}
         self._dirty = True
         self.maybe_flush()
 
@@ -132,7 +134,7 @@ class ResultStore:
                 reader = csv.DictReader(handle)
                 if reader.fieldnames is None or "frame" not in reader.fieldnames:
                     raise OutputFolderError("no 'frame' column")
-                return {row["frame"]: row for row in reader}
+                return {self._stem_of(row["frame"]): row for row in reader}
         except (OSError, ValueError, csv.Error, UnicodeDecodeError) as exc:
             raise OutputFolderError(
                 f"{self.summary_path} is not a braggsim summary ({exc}); move it away or choose another output folder"

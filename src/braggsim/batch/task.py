@@ -71,7 +71,7 @@ def run_frame(ref, options, frame_function=None):
         with deterministic(ref.name):
             return frame_function(ref.source, options)
     except Exception as exc:  # noqa: BLE001  any failure of one frame is that frame's result, never the batch's
-        return failed_result(ref.name, describe_exception(exc), time.perf_counter() - started)
+        return failed_result(ref, describe_exception(exc), time.perf_counter() - started)
 
 
 def describe_exception(exc: BaseException) -> str:
