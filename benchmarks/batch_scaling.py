@@ -108,8 +108,16 @@ def main(argv=None) -> int:
 
         timed_batch(refs[:1], options, tmp / "warm", "none")
         wall = timed_batch(refs, options, tmp / "none", "none")
+        cpu = [json.loads(p.read_text()).get("details", {}).get("cpu_time_s") for p in (tmp / "none").glob("*.json")]
+        cpu = [c for c in cpu if c is not None]
         figures["none"] = {"wall_s": wall, "frames_per_s": len(refs) / wall}
         print(f"in-process      : {wall:7.2f} s  {len(refs) / wall:6.3f} frames/s")
+        if cpu:  # the pipeline reports its CPU seconds: what a frame costs a free core
+            figures["cpu_s_per_frame_median"] = statistics.median(cpu)
+            print(
+                f"CPU per frame (one thread), median of {len(cpu)}: {statistics.median(cpu):.2f} s"
+                f" (min {min(cpu):.2f}, max {max(cpu):.2f}) -> {1 / statistics.median(cpu):.3f} frames/s per free core"
+            )
         from distributed import Client
 
         for n_workers in args.workers:

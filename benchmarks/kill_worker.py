@@ -37,9 +37,33 @@ PUBLIC = next(
 CELL = ["57.8", "57.8", "150.0", "90", "90", "90"]
 
 
+TIMES = {"time_s", "times_s", "cpu_time_s", "cpu_times_s"}
+
+
 def statuses(out: Path) -> dict:
+    from braggsim.process import frame_stem
+
     with open(out / "summary.csv", newline="") as handle:
-        return {row["frame"]: row["status"] for row in csv.DictReader(handle)}
+        return {frame_stem(row["frame"]): row["status"] for row in csv.DictReader(handle)}
+
+
+def untimed(value):
+    if isinstance(value, dict):
+        return {k: untimed(v) for k, v in value.items() if k not in TIMES}
+    if isinstance(value, list):
+        return [untimed(v) for v in value]
+    return value
+
+
+def same_results(first: Path, second: Path, stem: str) -> bool:
+    """The frame's JSON (times aside) and .expt are the same, number for number."""
+    for suffix in (".json", ".expt"):
+        a, b = first / (stem + suffix), second / (stem + suffix)
+        if a.exists() != b.exists():
+            return False
+        if a.exists() and untimed(json.loads(a.read_text())) != untimed(json.loads(b.read_text())):
+            return False
+    return True
 
 
 def wait_for(condition, timeout_s: float, what: str):
@@ -143,10 +167,17 @@ def main(argv=None) -> int:
 
     with_dask, alone = statuses(out), statuses(work / "out_none")
     names = sorted(set(with_dask) | set(alone))
-    print(f"\n{'frame':28s} {'dask, one worker killed':>24s} {'--scheduler none':>18s}")
+    print(f"\n{'frame':24s} {'dask, one worker killed':>24s} {'--scheduler none':>18s}  results")
+    identical = 0
     for name in names:
         mark = "" if with_dask.get(name) == alone.get(name) else "   <-- differs"
-        print(f"{name:28s} {with_dask.get(name, 'MISSING'):>24s} {alone.get(name, 'MISSING'):>18s}{mark}")
+        same = same_results(out, work / "out_none", name)
+        identical += same
+        print(
+            f"{name:24s} {with_dask.get(name, 'MISSING'):>24s} {alone.get(name, 'MISSING'):>18s}"
+            f"  {'identical' if same else 'DIFFERENT'}{mark}"
+        )
+    print(f"{identical} of {len(names)} frames: the same JSON (times aside) and .expt, number for number")
     ok = status == status_none == 0 and len(with_dask) == len(alone) == n_frames and with_dask == alone
     print(
         f"\nwall time: {wall_dask:.1f} s on dask (2 workers, one killed at {t_kill:.1f} s), {wall_none:.1f} s in-process"

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from braggsim.batch import FrameRef, expand_frames, iter_batch, run_batch
-from braggsim.batch.pipeline import ProcessOptions, frame_stem
+from braggsim.batch.pipeline import ProcessOptions, frame_stem, process_frame
 from braggsim.batch.progress import ProgressPrinter, progress_line
 from braggsim.batch.store import OutputFolderError
 from braggsim.cli import main
@@ -65,8 +65,13 @@ def eiger_series(folder: Path, per_file=(2, 1)) -> Path:
                 data_file["entry/data/data"] = stack[start : start + count]
             h5[f"entry/data/data_{number:06d}"] = h5py.ExternalLink(data_name, "entry/data/data")
             start += count
-        h5["entry/instrument/detector/x_pixel_size"] = 172e-6
-        h5["entry/instrument/detector/detector_distance"] = 0.351
+        # the crops' header geometry (the CBF's Beam_xy counts pixels as NeXus does)
+        detector = h5.create_group("entry/instrument/detector")
+        detector["x_pixel_size"] = 172e-6
+        detector["detector_distance"] = 0.351
+        detector["beam_center_x"], detector["beam_center_y"] = 255.61, 255.96
+        detector["detectorSpecific/countrate_correction_count_cutoff"] = 115897
+        h5["entry/instrument/beam/incident_wavelength"] = 0.96859
     return master
 
 
@@ -111,8 +116,9 @@ def test_expand_folder_pattern_and_master(tmp_path, frames):
     assert refs == [FrameRef(str(master), 0), FrameRef(str(master), 1), FrameRef(str(master), 2)]
     assert [r.name for r in refs] == ["series_master_00000", "series_master_00001", "series_master_00002"]
     assert refs[1].source == (str(master), 1) and refs[1].frame == f"{master}#1" and str(refs[1]) == refs[1].frame
-    # the pipeline's naming rule, which its writer uses
+    # the pipeline's naming rule, which its writer uses; a summary's frame names its ref
     assert all(r.name == frame_stem(r.frame) for r in refs + by_pattern)
+    assert all(FrameRef.from_frame(r.frame) == r for r in refs + by_pattern)
 
 
 def test_expand_errors(tmp_path, frames):
@@ -172,6 +178,19 @@ def test_in_process_batch_writes_and_a_rerun_skips(tmp_path, frames):
     assert untimed(summary(out)) == untimed(rows)
     forced = run_batch([frames], options(), out, scheduler="none", frame_function=counting, force=True)
     assert forced.skipped == 0 and forced.done == 6 and len(calls) == 7
+
+
+def test_one_frame_on_the_local_scheduler_runs_in_process(tmp_path, frames):
+    seen = []
+    final = run_batch(
+        [frames / "f_1.cbf.bz2"],
+        options(),
+        tmp_path / "out",
+        scheduler="local",
+        frame_function=batch_doubles.count_spots,
+        on_progress=seen.append,
+    )
+    assert final.done == 1 and seen[0].scheduler == "in-process, sequential"
 
 
 def test_rerun_with_other_options_is_refused(tmp_path, frames):
@@ -413,6 +432,26 @@ def test_cli_cannot_reach_scheduler(tmp_path, frames, capsys, monkeypatch):
         port = probe.getsockname()[1]
     assert process(frames, "--out", tmp_path / "o", "--scheduler", f"tcp://127.0.0.1:{port}", "--quiet") == 1
     assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_cli_processes_the_images_of_an_eiger_master(tmp_path, capsys):
+    """The real pipeline on each image of a multi-image NeXus file, named <stem>_NNNNN."""
+    master = eiger_series(tmp_path, per_file=(2, 1))
+    out = tmp_path / "out"
+    assert process(master, "--out", out, "--scheduler", "none", "--quiet") == 0
+    rows = summary(out)
+    assert {k: r["status"] for k, r in rows.items()} == {
+        "series_master_00000": "indexed",
+        "series_master_00001": "indexed",
+        "series_master_00002": "no-lattice",
+    }
+    assert rows["series_master_00001"]["frame"] == f"{master}#1"
+    first = json.loads((out / "series_master_00000.json").read_text())
+    from_cbf = process_frame(str(CROPS / f"{NAMES[0]}.cbf.bz2"), options())
+    assert first["n_spots"] == from_cbf.n_spots and first["n_indexed"] == from_cbf.n_indexed
+    expt = json.loads((out / "series_master_00001.expt").read_text())
+    imageset = expt["imageset"][0]
+    assert imageset["images"] == [str(master)] and imageset["single_file_indices"] == [1]
 
 
 def test_cli_help_names_the_schedulers(capsys):

@@ -29,7 +29,8 @@ Exit status: 0 when every frame was processed (indexed or no-lattice), 1 if any 
 
 SCHEDULERS = """schedulers:
   local            a LocalCluster on this machine: --workers processes (default one per
-                   core, at most one per frame), one thread each
+                   core, at most one per frame), one thread each; a single frame
+                   without --workers runs in this process
   none             in this process, one frame after another
   tcp://HOST:PORT  an existing Dask scheduler (the scheduler and workers need braggsim
                    installed and the frame paths readable); see docs/scaling.md for SLURM

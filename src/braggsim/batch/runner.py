@@ -131,7 +131,8 @@ def iter_batch(
     frames: FrameRefs, or paths / glob patterns / folders for :func:`expand_frames`.
     options: the pipeline's ProcessOptions (JSON-able: ``to_dict()``).
     scheduler: "local" (a LocalCluster of ``workers`` single-threaded processes, default
-        one per core, at most one per frame), "none" (in-process, sequential), a
+        one per core, at most one per frame; a single frame without ``workers`` runs
+        in-process), "none" (in-process, sequential), a
         scheduler address ("tcp://host:port"), or a ``distributed.Client`` or cluster
         object the caller owns (it is not closed).
     force: reprocess frames that are already done.
@@ -206,6 +207,8 @@ def _are_refs(frames) -> bool:
 def _executor(scheduler, workers, n_pending):
     if scheduler is None or scheduler == "none":
         return _InProcess()
+    if scheduler == "local" and n_pending == 1 and not workers:
+        return _InProcess()  # one frame: starting a cluster would cost more than the frame
     return _Dask(scheduler, workers, n_pending)
 
 

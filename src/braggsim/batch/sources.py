@@ -53,6 +53,14 @@ class FrameRef:
     def __str__(self) -> str:
         return self.frame
 
+    @classmethod
+    def from_frame(cls, frame: str) -> FrameRef:
+        """The FrameRef a result's ``frame`` (a summary row's) names: ``path`` or ``path#index``."""
+        path, hash_mark, index = str(frame).rpartition("#")
+        if hash_mark and index.isdigit():
+            return cls(path, int(index))
+        return cls(str(frame))
+
 
 def natural_key(text: str) -> list:
     """Sort key that orders ``frame_2`` before ``frame_10``."""
