@@ -454,6 +454,18 @@ def test_cli_processes_the_images_of_an_eiger_master(tmp_path, capsys):
     assert imageset["images"] == [str(master)] and imageset["single_file_indices"] == [1]
 
 
+def test_cli_reports_a_failing_output_folder(tmp_path, frames, capsys, monkeypatch):
+    import errno
+
+    def full(result, out_dir):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("braggsim.batch.pipeline._write_frame_outputs", full)
+    assert process(frames / "f_3.cbf.bz2", "--out", tmp_path / "o", "--scheduler", "none", "--quiet") == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"braggsim: error: writing the results in {tmp_path / 'o'} failed: ") and "No space" in err
+
+
 def test_cli_help_names_the_schedulers(capsys):
     assert process("--help") == 0
     text = capsys.readouterr().out

@@ -183,6 +183,9 @@ def process_main(argv) -> int:
     except BatchError as exc:
         print(f"braggsim: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the output folder filled up or went away mid-run
+        print(f"braggsim: error: writing the results in {args.out} failed: {exc}", file=sys.stderr)
+        return 1
     counts = {status: final.counts.get(status, 0) for status in ("indexed", "no-lattice", "failed")}
     before = f", {final.skipped} of them done before" if final.skipped else ""
     rate = f", {final.frames_per_s:.2f} frames/s" if final.done else ""
