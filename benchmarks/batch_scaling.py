@@ -15,7 +15,9 @@ without reading anything) through the same path on one worker, against the same 
 frames in-process; the difference is what the scheduler adds to each frame (submit,
 schedule, run on a worker, result back), with ``client.map`` of a bare no-op for
 comparison.  Frames are linked (not copied) under a temporary folder with distinct names.
-The load average at start and end is printed: on a shared machine, read ratios.
+The load average at start and end is printed, and for each configuration the cores it
+actually obtained (the frames' CPU seconds, as the pipeline reports them, over the wall
+time): on a shared machine a second worker only helps when a second core is free.
 """
 
 from __future__ import annotations
@@ -79,6 +81,12 @@ def timed_batch(refs, options, out: Path, scheduler, frame_function=None, max_in
     return elapsed
 
 
+def frame_cpu_seconds(out: Path) -> list:
+    """The CPU seconds the pipeline reports for each frame of a finished batch."""
+    found = [json.loads(p.read_text()).get("details", {}).get("cpu_time_s") for p in out.glob("*.json")]
+    return [c for c in found if c is not None]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", nargs="+", help="frame files or patterns (default: the six public stills)")
@@ -108,10 +116,12 @@ def main(argv=None) -> int:
 
         timed_batch(refs[:1], options, tmp / "warm", "none")
         wall = timed_batch(refs, options, tmp / "none", "none")
-        cpu = [json.loads(p.read_text()).get("details", {}).get("cpu_time_s") for p in (tmp / "none").glob("*.json")]
-        cpu = [c for c in cpu if c is not None]
-        figures["none"] = {"wall_s": wall, "frames_per_s": len(refs) / wall}
-        print(f"in-process      : {wall:7.2f} s  {len(refs) / wall:6.3f} frames/s")
+        cpu = frame_cpu_seconds(tmp / "none")
+        figures["none"] = {"wall_s": wall, "frames_per_s": len(refs) / wall, "cores_obtained": sum(cpu) / wall}
+        print(
+            f"in-process      : {wall:7.2f} s  {len(refs) / wall:6.3f} frames/s"
+            f"  (frames' CPU / wall = {sum(cpu) / wall:.2f} cores obtained)"
+        )
         if cpu:  # the pipeline reports its CPU seconds: what a frame costs a free core
             figures["cpu_s_per_frame_median"] = statistics.median(cpu)
             print(
@@ -132,14 +142,16 @@ def main(argv=None) -> int:
             finally:
                 client.close()
                 cluster.close()
+            obtained = sum(frame_cpu_seconds(tmp / f"dask{n_workers}")) / wall
             figures[f"workers_{n_workers}"] = {
                 "wall_s": wall,
                 "frames_per_s": len(refs) / wall,
                 "cluster_startup_s": startup,
+                "cores_obtained": obtained,
             }
             print(
                 f"{n_workers} worker{'s' if n_workers > 1 else ' '}       : {wall:7.2f} s  {len(refs) / wall:6.3f} frames/s"
-                f"  (cluster start-up {startup:.1f} s, then one warm-up frame per worker)"
+                f"  ({obtained:.2f} cores obtained; cluster start-up {startup:.1f} s, then a warm-up frame per worker)"
             )
         base = figures.get("workers_1", {}).get("frames_per_s")
         for n_workers in args.workers[1:]:
