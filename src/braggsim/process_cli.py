@@ -7,7 +7,7 @@ import math
 import sys
 
 PROCESS_DESCRIPTION = """\
-Process real stills one after another: find spots (DIALS' dispersion threshold), index with
+Process real stills: find spots (DIALS' dispersion threshold), index with
 the known cell and space group (no starting orientation), refine on the spot positions
 (DIALS' stills predictor), then against the pixels around the spots (background plane and a
 free intensity per reflection, Poisson likelihood).  For each frame DIR gets <stem>.json
