@@ -54,10 +54,14 @@ class FieldSpec:
         return "\n".join(lines)
 
     def clip(self, value: float) -> float:
-        """``value`` inside [low, high] (angles with a 360 deg range wrap instead)."""
-        if self.unit == "deg" and self.low <= -180 and self.high >= 180:
-            value = (float(value) + 180.0) % 360.0 - 180.0  # a misset angle is periodic
-        return min(max(float(value), self.low), self.high)
+        """``value`` inside [low, high]; an angle outside a +-180 deg (or wider) range
+        wraps into [-180, 180) instead (a misset angle is periodic)."""
+        value = float(value)
+        if self.low <= value <= self.high:
+            return value
+        if self.unit == "deg" and self.low <= -180 and self.high >= 180 and math.isfinite(value):
+            return (value + 180.0) % 360.0 - 180.0
+        return min(max(value, self.low), self.high)
 
 
 def _specs(*specs: FieldSpec) -> dict:
@@ -148,7 +152,7 @@ MODEL_FIELDS = _specs(
         -1000.0,
         1000.0,
         0.05,
-        3,
+        4,
         "Direct-beam position along the slow axis from the first pixel's centre (MOSFLM convention); "
         "while it sits at nanoBragg's default it follows a change of detector size.",
         "-Xbeam",
@@ -160,7 +164,7 @@ MODEL_FIELDS = _specs(
         -1000.0,
         1000.0,
         0.05,
-        3,
+        4,
         "Direct-beam position along the fast axis from the first pixel's centre (MOSFLM convention); "
         "while it sits at nanoBragg's default it follows a change of detector size.",
         "-Ybeam",

@@ -67,7 +67,7 @@ class LoadFrameWidget(Container):
 
     @property
     def busy(self) -> bool:
-        return bool(self._jobs)
+        return bool(self._jobs) or self._poller.active
 
     def _poll(self) -> bool:
         """The timer's look at the running reads; True while any is left."""

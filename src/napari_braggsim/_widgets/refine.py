@@ -145,10 +145,8 @@ class RefineWidget(Container):
             groups.append(Container(name=group, widgets=members))
         heading = Label(value="<b>Parameters</b> (tick to refine; starting values)")
         self.plot = LossPlot()
-        self.body = Container(
-            name="body",
-            widgets=[self.loss, self.optimizer, self.search_deg, self.iterations, self.readout],
-        )
+        options = Container(name="options", widgets=[self.loss, self.optimizer, self.search_deg, self.iterations])
+        self.body = Container(name="body", labels=False, widgets=[options, self.readout])
         self.body.native.layout().addWidget(self.plot)
         self.body.extend([self.errors, self.apply_button, self.resolution, heading, *groups])
         _qt.add_scrolling(self, self.body)
@@ -170,8 +168,19 @@ class RefineWidget(Container):
 
     # ------------------------------------------------------------------ layers
     def reset_choices(self, *_):
+        """napari calls this when layers come and go (and magicgui when the widget docks);
+        the pickers are refilled and the observed layer agrees with the state after it."""
         super().reset_choices()
         self.body.reset_choices()
+        wanted = self.state.observed
+        try:
+            if wanted is not None and wanted in self.observed.choices:
+                if self.observed.value is not wanted:
+                    self._show_observed(wanted)
+            elif self.observed.value is not wanted:
+                self.state.observe(self.observed.value)  # the state's layer is gone, or there was none
+        except RuntimeError:  # the Qt side is gone (viewer closing)
+            pass
 
     def _on_observed_changed(self, layer) -> None:
         if self._showing:
@@ -230,6 +239,10 @@ class RefineWidget(Container):
     def running(self) -> bool:
         """True from Run until the run's last layer update is on screen."""
         return self.controller.running or self._poller.active
+
+    @property
+    def busy(self) -> bool:
+        return self.running
 
     def selected_groups(self) -> list:
         return [group for group, check in self.checks.items() if check.value]

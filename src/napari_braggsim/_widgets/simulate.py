@@ -51,7 +51,7 @@ class SimulateWidget(Container):
                 self.fields[name] = field
                 section.append(field)
             sections.append(section)
-        self.body = Container(name="fields", widgets=sections)
+        self.body = Container(name="fields", labels=False, widgets=sections)
 
         self.run_button = PushButton(name="run_button", text="Run", tooltip="Simulate the model below once.")
         self.live = CheckBox(
