@@ -9,7 +9,7 @@ Every path produces the same two layers, in this order:
    True = trusted; the layer shows what is taken away, which is what one paints.)
 2. ``<name>``: the image, with ``metadata["braggsim_frame"]`` holding the header geometry
    (shape, distance, pixel size, wavelength, beam centre) and contrast limits from the
-   1st and 99.5th percentiles of the trusted pixels, so real frames are not shown black.
+   1st and 99.9th percentiles of the trusted pixels, so real frames are not shown black.
    It is added last, so napari selects it (not the hidden mask) and its blending is
    additive, so a visible mask beneath it tints the excluded pixels.
 
@@ -24,12 +24,12 @@ import numpy as np
 
 MASK_SUFFIX = " mask"
 MASK_OF = "braggsim_mask_of"  # a mask layer's metadata: the name of its image layer
-PERCENTILES = (1.0, 99.5)
+PERCENTILES = (1.0, 99.9)
 _SAMPLE_PIXELS = 2_000_000  # percentiles from at most this many trusted pixels (a fixed stride)
 
 
 def contrast_limits(data: np.ndarray, trusted: np.ndarray | None = None) -> list:
-    """[low, high] at the 1st and 99.5th percentiles of the trusted finite pixels."""
+    """[low, high] at the 1st and 99.9th percentiles of the trusted finite pixels."""
     values = np.asarray(data)
     keep = np.isfinite(values) if trusted is None else (np.asarray(trusted, bool) & np.isfinite(values))
     picked = values[keep]

@@ -15,7 +15,9 @@ refinement from a script or a test.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -52,6 +54,7 @@ class Job:
         return self
 
     def _main(self) -> None:
+        lower_priority()
         try:
             result = self._work(self)
         except BaseException as exc:  # noqa: BLE001  the GUI shows it as a notification
@@ -95,6 +98,17 @@ class Job:
     def wait(self, timeout_s: float | None = None) -> bool:
         """Block until the work has ended; True if it has."""
         return self.finished.wait(timeout_s)
+
+
+def lower_priority(steps: int = 5) -> None:
+    """Run this thread ``steps`` nice levels below the GUI thread (Linux: a thread is a
+    task with a priority of its own), as QThread.LowPriority would: on a busy machine the
+    scheduler then serves the GUI first.  Elsewhere nothing changes."""
+    if not hasattr(os, "setpriority") or not hasattr(threading, "get_native_id"):
+        return
+    with contextlib.suppress(OSError):
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + steps))
 
 
 @dataclasses.dataclass

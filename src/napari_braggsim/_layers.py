@@ -12,7 +12,9 @@ Readable at detector scale, as the DIALS image viewer draws them:
 * a marker's diameter follows the spot's size on the detector (the reciprocal width
   ``1/(N a)`` plus the mosaic arc, as ``braggsim.spots.default_excitation_tolerance``
   gives it, projected at the spot's angle), not the detector's size;
-* at most ``MAX_SPOTS`` markers are drawn, those nearest the beam;
+* at most ``MAX_SPOTS`` markers are drawn, those nearest the beam, and no more than cover
+  ``MAX_COVER`` of the detector together (a wrong model with a huge mosaic spread
+  predicts broad spots everywhere; it no longer paints the frame over);
 * hkl labels appear only when zoomed in far enough that neighbouring labels do not
   overlap, and then only on the ``MAX_LABELS`` spots nearest the view's centre.
 """
@@ -32,9 +34,10 @@ PREDICTED = "predicted"
 OVERLAY_NAMES = (SPOTS, RINGS, BEAM_CENTER)
 
 MAX_SPOTS = 5000
+MAX_COVER = 0.15  # the markers' total area, as a fraction of the detector's
 MAX_LABELS = 150
 LABEL_GAP_SCREEN_PX = 45.0  # labels show once neighbouring spots are this far apart on screen
-MARKER_PX = (4.0, 50.0)  # marker diameters, detector pixels
+MARKER_PX = (4.0, 30.0)  # marker diameters, detector pixels
 MARKER_SCREEN_PX = (3.0, 80.0)  # and on screen, whatever the zoom
 
 
@@ -45,7 +48,8 @@ class OverlayData:
     spots_px: (n, 2) (slow, fast) pixel centres; diameters_px: (n,); hkl: (n,) "h k l"
     strings; d_A: (n,); spacing_px: typical distance between neighbouring spots (pixels);
     predicted: how many spots the model predicts (n <= it, capped at MAX_SPOTS);
-    rings: [(m, 2) path]; ring_labels: ["2.5 Å"]; ring_width_px; beam_px: (2,).
+    rings: [(m, 2) path]; ring_labels: ["2.5 Å"]; ring_width_px; beam_px: (2,);
+    new_layers: the layers ready-made for a viewer that has none yet.
     """
 
     spots_px: np.ndarray
@@ -58,6 +62,7 @@ class OverlayData:
     ring_labels: list
     ring_width_px: float
     beam_px: np.ndarray
+    new_layers: dict = dataclasses.field(default_factory=dict)  # see build_overlay_layers
 
 
 def spot_diameters_px(crystal, detector, beam, d_A: np.ndarray) -> np.ndarray:
@@ -78,28 +83,36 @@ def spot_diameters_px(crystal, detector, beam, d_A: np.ndarray) -> np.ndarray:
     return np.clip(2.0 * radius_px + 2.0, *MARKER_PX)
 
 
-def overlay_data(crystal, detector, beam, max_spots: int = MAX_SPOTS) -> OverlayData:
-    """Spots, rings and beam centre for one model (no napari; call it off the GUI thread)."""
+def overlay_data(crystal, detector, beam, max_spots: int = MAX_SPOTS, with_layers: bool = False) -> OverlayData:
+    """Spots, rings and beam centre for one model (call it off the GUI thread); with
+    ``with_layers`` also the napari layers ready-made (``build_overlay_layers``)."""
     from braggsim.spots import beam_center_px, predict_spots
 
     spots = predict_spots(crystal, detector, beam)
     order = np.argsort(-spots.d_A, kind="stable")[:max_spots]  # the nearest the beam first
+    diameters = spot_diameters_px(crystal, detector, beam, spots.d_A[order]) if len(order) else np.zeros(0)
+    covered = np.cumsum(np.pi * diameters**2 / 4.0)
+    keep = int(np.searchsorted(covered, MAX_COVER * detector.spixels * detector.fpixels, side="right"))
+    order, diameters = order[: max(keep, 1)], diameters[: max(keep, 1)]
     px, hkl, d_A = spots.px[order], spots.hkl[order], spots.d_A[order]
     labels = np.array([f"{h} {k} {l}" for h, k, l in hkl], dtype=object)
     rings = ring_resolutions_A(detector, beam)
     paths, ring_labels = _ring_paths(detector, beam, rings)
-    return OverlayData(
+    data = OverlayData(
         spots_px=px,
-        diameters_px=spot_diameters_px(crystal, detector, beam, d_A) if len(d_A) else np.zeros(0),
+        diameters_px=diameters,
         hkl=labels,
         d_A=d_A,
         spacing_px=_typical_spacing(px),
         predicted=len(spots.d_A),
         rings=paths,
         ring_labels=ring_labels,
-        ring_width_px=max(1.0, min(detector.spixels, detector.fpixels) / 600.0),
+        ring_width_px=max(1.0, min(detector.spixels, detector.fpixels) / 1500.0),
         beam_px=np.asarray(beam_center_px(detector), dtype=float),
     )
+    if with_layers:
+        data.new_layers = build_overlay_layers(data)
+    return data
 
 
 def _typical_spacing(px: np.ndarray) -> float:
@@ -168,7 +181,7 @@ def upsert_image(viewer, name: str, data: np.ndarray, contrast_limits=None, **kw
             viewer.layers.remove(layer)
         if contrast_limits is not None:
             kwargs["contrast_limits"] = contrast_limits
-        return viewer.add_image(data, name=name, metadata=metadata or {}, **kwargs)
+        return _keeping_selection(viewer, lambda: viewer.add_image(data, name=name, metadata=metadata or {}, **kwargs))
     layer.data = data
     if metadata is not None:
         layer.metadata.update(metadata)
@@ -207,11 +220,13 @@ def remove_overlays(viewer) -> None:
 
 def overlay_steps(viewer, data: OverlayData) -> list:
     """The overlays for ``data`` as three steps (rings, spots, beam centre), each one
-    layer's work, for the GUI to run on separate event-loop passes."""
+    layer's work, for the GUI to run on separate event-loop passes; ``data.new_layers``
+    are added where no such layer exists yet."""
+    new_layers = data.new_layers
     return [
-        lambda: show_rings(viewer, data),
-        lambda: show_spots(viewer, data),
-        lambda: show_beam_centre(viewer, data),
+        lambda: show_rings(viewer, data, new_layers.get(RINGS)),
+        lambda: show_spots(viewer, data, new_layers.get(SPOTS)),
+        lambda: show_beam_centre(viewer, data, new_layers.get(BEAM_CENTER)),
     ]
 
 
@@ -230,71 +245,109 @@ def _keeping_selection(viewer, change):
     return result
 
 
-def show_rings(viewer, data: OverlayData):
-    """The resolution rings layer (paths labelled with d), updated in place if it exists."""
+def _rings_kwargs(data: OverlayData) -> dict:
+    return {
+        "shape_type": "path",
+        "name": RINGS,
+        "edge_color": "cyan",
+        "edge_width": data.ring_width_px,
+        "features": {"d_label": np.array(data.ring_labels, dtype=object)},
+        "text": {"string": "{d_label}", "size": 9, "color": "cyan", "anchor": "upper_left"},
+        "opacity": 0.7,
+    }
+
+
+def _spots_kwargs(data: OverlayData) -> dict:
+    return {
+        "name": SPOTS,
+        "features": {"hkl": data.hkl, "label": np.full(len(data.hkl), "", dtype=object)},
+        "text": {"string": "{label}", "size": 8, "color": "yellow", "anchor": "upper_left", "visible": False},
+        "size": data.diameters_px if len(data.spots_px) else 10.0,
+        "symbol": "disc",
+        "face_color": "transparent",
+        "border_color": "yellow",
+        "border_width": 0.1,
+        "canvas_size_limits": MARKER_SCREEN_PX,
+        "opacity": 0.8,
+        "metadata": {"braggsim_spacing_px": data.spacing_px, "braggsim_predicted": data.predicted},
+    }
+
+
+def _beam_kwargs() -> dict:
+    return {
+        "name": BEAM_CENTER,
+        "symbol": "cross",
+        "size": 10.0,
+        "canvas_size_limits": (10.0, 24.0),
+        "face_color": "red",
+        "border_color": "red",
+    }
+
+
+def build_overlay_layers(data: OverlayData) -> dict:
+    """New napari layers for ``data`` ({name: layer}), made off the GUI thread: the layer
+    objects hold no Qt, and making them is the costly part (the first Shapes layer of a
+    session spends seconds preparing its triangulation).  The GUI thread only adds them,
+    or updates existing layers in place from ``data``."""
+    from napari.layers import Points, Shapes
+
+    layers = {}
+    if len(data.rings):
+        layers[RINGS] = Shapes(data.rings, **_rings_kwargs(data))
+    layers[SPOTS] = Points(data.spots_px if len(data.spots_px) else np.zeros((0, 2)), **_spots_kwargs(data))
+    if np.all(np.isfinite(data.beam_px)):
+        layers[BEAM_CENTER] = Points(data.beam_px[None, :], **_beam_kwargs())
+    return layers
+
+
+def _add(viewer, layer):
+    return _keeping_selection(viewer, lambda: viewer.add_layer(layer))
+
+
+def show_rings(viewer, data: OverlayData, new_layer=None):
+    """The resolution rings layer (paths labelled with d), updated in place if it exists,
+    else ``new_layer`` (from ``build_overlay_layers``) or a new one added."""
     layer = find_layer(viewer, RINGS, "Shapes")
     if not len(data.rings):
         if layer is not None:
             viewer.layers.remove(layer)
         return None
-    features = {"d_label": np.array(data.ring_labels, dtype=object)}
     if layer is not None:
         layer.data = [(ring, "path") for ring in data.rings]
-        layer.features = features
+        layer.features = _rings_kwargs(data)["features"]
         layer.edge_width = [data.ring_width_px] * len(data.rings)
         layer.visible = True
         return layer
-    return _keeping_selection(
-        viewer,
-        lambda: viewer.add_shapes(
-            data.rings,
-            shape_type="path",
-            name=RINGS,
-            edge_color="cyan",
-            edge_width=data.ring_width_px,
-            features=features,
-            text={"string": "{d_label}", "size": 9, "color": "cyan", "anchor": "upper_left"},
-            opacity=0.7,
-        ),
-    )
+    if new_layer is None:
+        from napari.layers import Shapes
+
+        new_layer = Shapes(data.rings, **_rings_kwargs(data))
+    return _add(viewer, new_layer)
 
 
-def show_spots(viewer, data: OverlayData):
+def show_spots(viewer, data: OverlayData, new_layer=None):
     """The predicted spots layer, updated in place if it exists; labels follow the camera."""
     layer = find_layer(viewer, SPOTS, "Points")
-    px = data.spots_px if len(data.spots_px) else np.zeros((0, 2))
-    features = {"hkl": data.hkl, "label": np.full(len(data.hkl), "", dtype=object)}
     if layer is None:
-        layer = _keeping_selection(
-            viewer,
-            lambda: viewer.add_points(
-                px,
-                name=SPOTS,
-                features=features,
-                text={"string": "{label}", "size": 8, "color": "yellow", "anchor": "upper_left", "visible": False},
-                size=data.diameters_px if len(px) else 10.0,
-                symbol="disc",
-                face_color="transparent",
-                border_color="yellow",
-                border_width=0.1,
-                canvas_size_limits=MARKER_SCREEN_PX,
-                opacity=0.8,
-            ),
-        )
+        if new_layer is None:
+            from napari.layers import Points
+
+            new_layer = Points(data.spots_px if len(data.spots_px) else np.zeros((0, 2)), **_spots_kwargs(data))
+        layer = _add(viewer, new_layer)
     else:
+        kwargs = _spots_kwargs(data)
         layer.text.visible = False
-        layer.data = px
-        layer.features = features
-        if len(px):
+        layer.data = data.spots_px if len(data.spots_px) else np.zeros((0, 2))
+        layer.features = kwargs["features"]
+        if len(data.spots_px):
             layer.size = data.diameters_px
+        layer.metadata.update(kwargs["metadata"])
         layer.visible = True
-    layer.metadata["braggsim_spacing_px"] = data.spacing_px
-    layer.metadata["braggsim_predicted"] = data.predicted
     update_labels(viewer)
     return layer
 
 
-def show_beam_centre(viewer, data: OverlayData):
+def show_beam_centre(viewer, data: OverlayData, new_layer=None):
     """A red cross at the direct beam, updated in place if it exists."""
     layer = find_layer(viewer, BEAM_CENTER, "Points")
     if not np.all(np.isfinite(data.beam_px)):
@@ -305,18 +358,11 @@ def show_beam_centre(viewer, data: OverlayData):
         layer.data = data.beam_px[None, :]
         layer.visible = True
         return layer
-    return _keeping_selection(
-        viewer,
-        lambda: viewer.add_points(
-            data.beam_px[None, :],
-            name=BEAM_CENTER,
-            symbol="cross",
-            size=15.0,
-            canvas_size_limits=(12.0, 40.0),
-            face_color="red",
-            border_color="red",
-        ),
-    )
+    if new_layer is None:
+        from napari.layers import Points
+
+        new_layer = Points(data.beam_px[None, :], **_beam_kwargs())
+    return _add(viewer, new_layer)
 
 
 def labels_readable(zoom: float, spacing_px: float) -> bool:

@@ -23,7 +23,8 @@ def get_reader(path):
         path = os.fspath(path)
         if not os.path.isfile(path) or os.path.getsize(path) == 0:
             return None
-        from braggsim.io.read import guess_format, sidecar_path
+        from braggsim.io import guess_format
+        from braggsim.io.read import sidecar_path
 
         kind = guess_format(path)
         if kind is None:

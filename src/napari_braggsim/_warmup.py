@@ -1,5 +1,6 @@
 """Load braggsim (torch) and run its kernel once, in a background thread, as soon as a
-widget docks, so the first Simulate or Refine does not wait for it and the GUI never does.
+widget docks, so the first Simulate or Refine does not wait for it and the GUI never does
+(napari's overlay layer types are warmed the same way).
 
 ``import torch`` takes about 3 s here.  Most of it runs Python code, which shares the
 interpreter lock with the GUI thread every few milliseconds; but loading torch's shared
@@ -44,6 +45,9 @@ def _preload_torch_libraries() -> None:
 
 def _warm() -> None:
     global error
+    from ._jobs import lower_priority
+
+    lower_priority()
     try:
         _preload_torch_libraries()
         import torch
@@ -56,10 +60,25 @@ def _warm() -> None:
             braggsim.simulate(
                 braggsim.Crystal(default_F=1.0, N_cells=(2, 2, 2)), braggsim.Detector(fpixels=4, spixels=4)
             )
+        _warm_napari_layers()
     except BaseException as exc:  # noqa: BLE001  the first real call reports it properly
         error = exc
     finally:
         _done.set()
+
+
+def _warm_napari_layers() -> None:
+    """Make (and drop) a small Shapes path layer and a Points layer with text: the first
+    Shapes layer of a session prepares its triangulation for seconds, which the first
+    overlays would otherwise pay.  Layer objects hold no Qt."""
+    try:
+        import numpy as np
+        from napari.layers import Points, Shapes
+    except ImportError:  # no napari: nothing to warm
+        return
+    path = np.array([[0.0, 0.0], [1.0, 2.0], [3.0, 1.0]])
+    Shapes([path], shape_type="path", features={"d": ["x"]}, text={"string": "{d}"})
+    Points(path, features={"hkl": ["1 0 0"] * 3}, text={"string": "{hkl}", "visible": False})
 
 
 def start() -> None:

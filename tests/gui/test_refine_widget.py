@@ -14,13 +14,24 @@ def _refine(viewer, iterations):
     return widget
 
 
+def test_preview_shows_the_start_before_a_run(sample_viewer, qtbot):
+    widget = _refine(sample_viewer, iterations=4)
+    wait_idle(qtbot, widget)
+    predicted = sample_viewer.layers["predicted"]
+    assert predicted.metadata["braggsim_model"]["mosaic_spread_deg"] == 0.2  # the start
+    assert not sample_viewer.layers["residual"].visible
+    widget.starts["misset_x_deg"].value = 2.0  # a new start: a new preview
+    qtbot.waitUntil(lambda: predicted.metadata["braggsim_model"]["misset_x_deg"] == 2.0, timeout=20000)
+    assert sample_viewer.layers["predicted"] is predicted
+
+
 def test_refine_follows_the_run(sample_viewer, qtbot):
     widget = _refine(sample_viewer, iterations=4)
+    wait_idle(qtbot, widget)  # the preview of the start is on screen
     shown = []
     sample_viewer.layers.events.inserted.connect(lambda event: shown.append(event.value.name))
     assert widget.run() is not None
     assert not widget.run_button.enabled and widget.stop_button.enabled
-    qtbot.waitUntil(lambda: "predicted" in sample_viewer.layers, timeout=30000)
     predicted = sample_viewer.layers["predicted"]
     first = predicted.data.copy()
     wait_idle(qtbot, widget)
@@ -35,7 +46,7 @@ def test_refine_follows_the_run(sample_viewer, qtbot):
     assert sample_viewer.layers["residual"].data.shape == (64, 64)
     assert not sample_viewer.layers["residual"].visible
     # the overlays of the refined model, and the observed frame still the selected layer
-    assert {"predicted spots", "resolution rings", "beam centre"} <= set(shown)
+    assert {"predicted spots", "resolution rings", "beam centre"} == set(shown)  # no layer made mid-run
     assert sample_viewer.layers.selection.active.name != "predicted spots"
 
 
@@ -172,7 +183,10 @@ def test_error_inside_a_run_is_a_notification(sample_viewer, qtbot, errors, monk
     assert widget.run() is not None
     wait_idle(qtbot, widget)
     assert len(errors) == 1 and "out of memory at iteration 0" in errors[0]
-    assert widget.run_button.enabled and "predicted" not in sample_viewer.layers
+    assert widget.run_button.enabled
+    # no refined image: the predicted layer, if the start's preview made it, shows the start
+    layers = sample_viewer.layers
+    assert "predicted" not in layers or "braggsim_parameters" not in layers["predicted"].metadata
 
 
 def test_bad_model_is_a_notification(sample_viewer, qtbot, errors):

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 
 import napari.layers
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, ProgressBar, PushButton, create_widget
+from qtpy.QtCore import QTimer
 
 from .. import _common, _warmup
 from .._fields import (
@@ -33,16 +35,19 @@ from .._fields import (
     format_value,
     make_field,
     read_field,
+    spec,
     write_field,
 )
 from .._frames import mask_layer_for
-from .._jobs import RefineController, RefineProgress
-from .._layers import PREDICTED, RESIDUAL
+from .._jobs import Job, RefineController, RefineProgress
+from .._layers import PREDICTED, show_residual, upsert_image
 from .._model import apply_refined, clipped_to_fields, complete, geometry_from_metadata
 from .._state import BraggsimState, state_for
 from . import _qt
 from ._plot import LossPlot
 
+PREVIEW_DEBOUNCE_MS = 300
+LAYER_INTERVAL_S = 0.2  # a canvas repaint is the GUI's costliest step; at most 5 a second
 LOSSES = {"mse": "mean squared difference", "poisson": "Poisson negative log-likelihood (counts)"}
 OPTIMIZERS = {
     "auto": "staged L-BFGS after a coarse misset search (the default strategy)",
@@ -61,6 +66,7 @@ class RefineWidget(Container):
         self.history: list = []  # (iteration, loss) of the current run, as far as shown
         self._run_values: dict | None = None  # the fixed model of the current / last run
         self._shown_iteration = -1  # the iteration whose image the predicted layer shows
+        self._layers_shown_at = -math.inf
         self._showing = False
         _warmup.start()
 
@@ -153,6 +159,13 @@ class RefineWidget(Container):
         _qt.fit_width(self)
 
         self._poller = _qt.Poller(self._poll)
+        self._run_active = False  # from Run until its result is shown
+        self._closed = False
+        self._preview_job = None
+        self._preview_timer = QTimer()
+        self._preview_timer.setSingleShot(True)
+        self._preview_timer.setInterval(PREVIEW_DEBOUNCE_MS)
+        self._preview_timer.timeout.connect(self.preview)
         self.run_button.changed.connect(lambda *_: self.run())
         self.stop_button.changed.connect(lambda *_: self.stop())
         self.apply_button.changed.connect(lambda *_: self.apply_to_simulate())
@@ -160,6 +173,8 @@ class RefineWidget(Container):
         self.state.events.values.connect(self._show_values)
         self.state.events.observed.connect(self._show_observed)
         self.state.events.resolution.connect(self._show_resolution)
+        self.state.events.values.connect(self._schedule_preview)
+        self.state.events.observed.connect(self._schedule_preview)
         _qt.stop_when_closed(self, self._on_closed)
         if self.viewer is not None:
             from .. import _viewer_hooks
@@ -170,8 +185,11 @@ class RefineWidget(Container):
     def reset_choices(self, *_):
         """napari calls this when layers come and go (and magicgui when the widget docks);
         the pickers are refilled and the observed layer agrees with the state after it."""
-        super().reset_choices()
-        self.body.reset_choices()
+        try:
+            super().reset_choices()
+            self.body.reset_choices()
+        except RuntimeError:  # the Qt side is gone (viewer closing)
+            return
         wanted = self.state.observed
         try:
             if wanted is not None and wanted in self.observed.choices:
@@ -181,6 +199,47 @@ class RefineWidget(Container):
                 self.state.observe(self.observed.value)  # the state's layer is gone, or there was none
         except RuntimeError:  # the Qt side is gone (viewer closing)
             pass
+        if self.state.observed is not None and PREDICTED not in self._viewer_layer_names():
+            self._schedule_preview(at_once=True)
+
+    def _viewer_layer_names(self) -> list:
+        return [] if self.viewer is None else [layer.name for layer in self.viewer.layers]
+
+    # --------------------------------------------------------- the preview
+    def _schedule_preview(self, *_, at_once: bool = False) -> None:
+        if self._run_active or self.viewer is None or self._closed:
+            return
+        with contextlib.suppress(RuntimeError):
+            self._preview_timer.start(0 if at_once else PREVIEW_DEBOUNCE_MS)
+
+    def preview(self):
+        """Simulate the starting model in the background and show it in ``predicted`` (and
+        ``residual``) before any run, so a run only updates layers that exist.  Returns the
+        Job, or None when there is nothing to show."""
+        if self._run_active or self.viewer is None:
+            return None
+        try:
+            plan = self.prepare(need_groups=False)
+        except (ValueError, RuntimeError):  # Run says why; a preview stays quiet (or the dock is gone)
+            return None
+        self._preview_job = Job(lambda job: _preview(plan), name="braggsim refine preview").start()
+        self._poller.start()
+        return self._preview_job
+
+    def _show_preview(self, outcome) -> None:
+        predicted, limits, residual, bound, values = outcome
+        viewer = self.viewer
+
+        def show_predicted():
+            layer = upsert_image(
+                viewer, PREDICTED, predicted, contrast_limits=limits, colormap="magenta", blending="additive"
+            )
+            layer.metadata["braggsim_model"] = values  # the start: it saves as SMV with its geometry
+            layer.metadata.pop("braggsim_parameters", None)
+
+        self._poller.defer(show_predicted)
+        if residual is not None:
+            self._poller.defer(lambda: show_residual(viewer, residual, bound))
 
     def _on_observed_changed(self, layer) -> None:
         if self._showing:
@@ -237,17 +296,19 @@ class RefineWidget(Container):
     # -------------------------------------------------------------- the run
     @property
     def running(self) -> bool:
-        """True from Run until the run's last layer update is on screen."""
-        return self.controller.running or self._poller.active
+        """True from Run until the run's result is shown."""
+        return self._run_active
 
     @property
     def busy(self) -> bool:
-        return self.running
+        """True while a run or a preview is going or its layers wait to be shown."""
+        waiting = self._preview_timer.isActive()
+        return self._run_active or self._preview_job is not None or waiting or self._poller.active
 
     def selected_groups(self) -> list:
         return [group for group, check in self.checks.items() if check.value]
 
-    def prepare(self) -> dict:
+    def prepare(self, need_groups: bool = True) -> dict:
         """Everything a run needs, checked on the GUI thread with numpy only: the observed
         image, the trusted-pixel mask, the groups and the model values (with the
         geometry and detector size of the observed layer).  ValueError on bad input."""
@@ -274,7 +335,7 @@ class RefineWidget(Container):
                 "label them 1 in the mask layer"
             )
         groups = self.selected_groups()
-        if not groups:
+        if not groups and need_groups:
             raise ValueError("tick at least one parameter group to refine")
         values = complete({**self.state.values, **geometry_from_metadata(layer.metadata, observed.shape)})
         return {
@@ -303,6 +364,9 @@ class RefineWidget(Container):
             return None
         from .._layers import hide_overlays
 
+        self._run_active = True
+        self._preview_timer.stop()
+        self._preview_job = None  # a preview still on its way is dropped
         hide_overlays(self.viewer)  # the last run's spots would show the old solution
         self._run_values = plan["values"]
         self.result = None
@@ -341,10 +405,15 @@ class RefineWidget(Container):
         """The dock or the viewer closed: stop the run (touches no Qt object of the widget)."""
         self.controller.stop()
         self._poller.stop()
+        self._closed = True
+        with contextlib.suppress(RuntimeError):
+            self._preview_timer.stop()
         for signal, slot in (
             (self.state.events.values, self._show_values),
             (self.state.events.observed, self._show_observed),
             (self.state.events.resolution, self._show_resolution),
+            (self.state.events.values, self._schedule_preview),
+            (self.state.events.observed, self._schedule_preview),
         ):
             with contextlib.suppress(ValueError, RuntimeError):
                 signal.disconnect(slot)
@@ -352,16 +421,22 @@ class RefineWidget(Container):
     # ------------------------------------------------------ the timer's look
     def _poll(self) -> bool:
         """The newest state since the last look: the cheap readouts now, each layer on
-        a later tick of its own.  False once the run has ended."""
-        taken = self.controller.take()
-        if taken is None:
-            return True
-        if taken.latest is not None:
-            self._show_progress(taken.latest)
-        if taken.done:
-            self._finish(taken)
-            return False
-        return True
+        a later tick of its own.  False once nothing is left to look at."""
+        if self._preview_job is not None:
+            taken = self._preview_job.take()
+            if taken is not None and taken.done:
+                self._preview_job = None
+                if taken.error is None and not self._run_active:
+                    self._show_preview(taken.result)
+        if self._run_active:
+            taken = self.controller.take()
+            if taken is not None:
+                if taken.latest is not None:
+                    self._show_progress(taken.latest)
+                if taken.done:
+                    self._run_active = False
+                    self._finish(taken)
+        return self._run_active or self._preview_job is not None
 
     def _show_progress(self, progress: RefineProgress) -> None:
         state = progress.state
@@ -374,8 +449,10 @@ class RefineWidget(Container):
         viewer = self.viewer
         if state.predicted is None or viewer is None:
             return
-        from .._layers import show_residual, upsert_image
-
+        now = time.perf_counter()
+        if state.stage != "done" and now - self._layers_shown_at < LAYER_INTERVAL_S:
+            return  # the readout and the plot follow every look; the layers a few times a second
+        self._layers_shown_at = now
         predicted = state.predicted
         model = apply_refined(self._run_values, state.parameters)
         parameters = dict(state.parameters)
@@ -393,10 +470,7 @@ class RefineWidget(Container):
         if progress.residual is None:
             return
         residual, bound = progress.residual, progress.residual_bound
-        if state.stage == "done" or RESIDUAL in viewer.layers:
-            # made once, at the end of the first run (a new layer is the costliest step);
-            # updated live after that
-            self._poller.defer(lambda: show_residual(viewer, residual, bound))
+        self._poller.defer(lambda: show_residual(viewer, residual, bound))
 
     def _finish(self, taken) -> None:
         self.history = self.controller.history()
@@ -453,6 +527,27 @@ class RefineWidget(Container):
         return values
 
 
+def _preview(plan: dict):
+    """(predicted float32, contrast limits, residual or None, its bound, model values) of
+    the starting model; runs in a worker thread."""
+    import torch
+
+    import braggsim
+
+    from .._model import build_model
+
+    with torch.no_grad():
+        predicted = braggsim.simulate(*build_model(plan["values"])).numpy().astype(np.float32, copy=False)
+    predicted = predicted * np.float32(plan["scale"])
+    limits = (float(predicted.min()), float(predicted.max()))
+    residual, bound = None, 1.0
+    if predicted.shape == plan["observed"].shape:
+        residual = np.asarray(plan["observed"], dtype=np.float32) - predicted
+        finite = np.abs(residual[np.isfinite(residual)])
+        bound = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    return predicted, limits, residual, bound, dict(plan["values"])
+
+
 def _make_refiner(plan: dict):
     """The Refiner for a prepared plan; runs in the controller's thread."""
     from braggsim.refine import Refiner
@@ -481,7 +576,7 @@ def _overlays_after(result):
     from .._layers import overlay_data
 
     try:
-        return overlay_data(result.crystal, result.detector, result.beam), None
+        return overlay_data(result.crystal, result.detector, result.beam, with_layers=True), None
     except Exception as exc:  # noqa: BLE001  the result stands; the overlays' failure is a message
         return None, exc
 
@@ -499,9 +594,16 @@ def _starting_text(plan: dict) -> str:
     return "starting..."
 
 
+def _label(name: str) -> str:
+    try:
+        return spec(name).label
+    except KeyError:
+        return name
+
+
 def _format_state(state) -> str:
-    lines = [f"iteration {state.iteration}  stage {state.stage}", f"{'loss':<18} {state.loss:>12.5g}"]
-    lines += [f"{name:<18} {format_value(name, value):>14}" for name, value in state.parameters.items()]
+    lines = [f"iteration {state.iteration}, stage {state.stage}", f"{'loss':<14}{state.loss:>13.5g}"]
+    lines += [f"{_label(name):<14}{format_value(name, value):>13}" for name, value in state.parameters.items()]
     if state.message:
         lines.append(state.message)
     return "\n".join(lines)
@@ -514,7 +616,7 @@ def _format_result(result) -> str:
     lines.append("refined value ± standard error")
     for name, value in result.parameters.items():
         error = result.standard_errors.get(name, math.nan)
-        lines.append(f"{name:<18} {format_value(name, value):>14} ± {error:.2g}")
+        lines.append(f"{_label(name):<14}{format_value(name, value):>13} ± {error:.2g}")
     search = getattr(result, "search", None)
     if search:
         chosen = ", ".join(f"{name.split('_')[1]} {value:+.2f}" for name, value in search["chosen"].items())

@@ -65,6 +65,7 @@ class SimulateWidget(Container):
             "untick to remove them.",
         )
         self.status = Label(name="status", value="")
+        self.status.native.setWordWrap(True)
         self.resolution = Label(name="resolution", value="", tooltip="d-spacing under the cursor")
         buttons = Container(widgets=[self.run_button, self.live], layout="horizontal", labels=False)
         self.extend([buttons, self.overlays, self.status, self.resolution])
@@ -152,6 +153,8 @@ class SimulateWidget(Container):
             with contextlib.suppress(ValueError, RuntimeError):
                 signal.disconnect(slot)
         self._poller.stop()
+        with contextlib.suppress(RuntimeError):
+            self._debounce.stop()
 
     # -------------------------------------------------------------- simulation
     def run(self):
@@ -259,7 +262,7 @@ def _simulate(values: dict, overlays: bool):
         from .._layers import overlay_data
 
         try:
-            data = overlay_data(*model)
+            data = overlay_data(*model, with_layers=True)
         except Exception as exc:  # noqa: BLE001  the image is still shown; the overlays' failure is a message
             error = exc
     return image, limits, data, error
