@@ -175,6 +175,9 @@ def check_sample_refine_stalls(notes: Notifications) -> bool:
     viewer.open_sample(PLUGIN, "synthetic_still")
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Refine")
     widget.iterations.value = 60
+    # a user looks at the docked widget before pressing Run: by then its preview of the
+    # starting model is on screen (at most 10 s here; the old widget had no preview)
+    _wait(lambda: not getattr(widget, "busy", False), 10)
     _wait(lambda: False, 0.3)
     run, stop = _button(widget, "Run"), _button(widget, "Stop")
     t0 = time.perf_counter()

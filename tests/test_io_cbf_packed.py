@@ -83,5 +83,22 @@ def test_damaged_packed_cbf_is_a_frame_read_error(tmp_path, counts):
     start = raw.find(b"\x0c\x1a\x04\xd5")
     raw[start + 40 : start + 60] = b"\xff" * 20  # the MD5 no longer matches
     path.write_bytes(bytes(raw))
-    with pytest.raises(FrameReadError, match="fabio cannot decode it"):
+    with pytest.raises(FrameReadError, match="fabio cannot decode it.*pycbf cannot decode it either"):
         read_frame(path)
+
+
+def test_a_fuzzed_packed_cbf_never_crashes_the_reader(tmp_path, counts):
+    """CBFlib can crash on garbage; it runs in a child process, so this is an error."""
+    from braggsim.io import FrameReadError
+
+    path = tmp_path / "packed.cbf"
+    _write_cbf(path, counts, pycbf.CBF_PACKED)
+    raw = bytearray(path.read_bytes())
+    start = raw.find(b"\x0c\x1a\x04\xd5")
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        broken = bytearray(raw)
+        broken[start + 4 :] = rng.integers(0, 256, len(broken) - start - 4, dtype=np.uint8).tobytes()
+        path.write_bytes(bytes(broken))
+        with pytest.raises(FrameReadError):
+            read_frame(path)

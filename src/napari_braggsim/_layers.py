@@ -34,7 +34,7 @@ PREDICTED = "predicted"
 OVERLAY_NAMES = (SPOTS, RINGS, BEAM_CENTER)
 
 MAX_SPOTS = 5000
-MAX_COVER = 0.15  # the markers' total area, as a fraction of the detector's
+MAX_COVER = 0.35  # the markers' total area (open circles), as a fraction of the detector's
 MAX_LABELS = 150
 LABEL_GAP_SCREEN_PX = 45.0  # labels show once neighbouring spots are this far apart on screen
 MARKER_PX = (4.0, 30.0)  # marker diameters, detector pixels
