@@ -198,7 +198,9 @@ def refine_shot(frame: Path):
     metadata = {"braggsim_frame": frame_metadata(truth), "braggsim_start": start, "braggsim_truth": truth}
 
     viewer = _viewer()
-    for data, kwargs, kind in layer_data("thaumatin still (simulated)", observed, np.ones(observed.shape, bool), metadata):
+    for data, kwargs, kind in layer_data(
+        "thaumatin still (simulated)", observed, np.ones(observed.shape, bool), metadata
+    ):
         getattr(viewer, f"add_{kind}")(data, **kwargs)
     widget = _dock(viewer, "Refine")
     widget.iterations.value = 40
