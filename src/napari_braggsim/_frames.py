@@ -66,12 +66,11 @@ def layer_data(name: str, data: np.ndarray, trusted: np.ndarray, metadata: dict,
 def frame_layer_data(frame, name: str | None = None) -> list:
     """The two layers for a ``braggsim.io.Frame``; a real frame's beamstop shadow is
     added to its mask (simulated frames have none)."""
-    from braggsim.io import beamstop_mask
-    from braggsim.io.read import is_simulated
+    from braggsim.io import beamstop_mask, is_simulated
 
     trusted = np.asarray(frame.mask, dtype=bool).copy()
     if frame.format != "nanobragg_float" and not is_simulated(frame.header) and frame.beam_center_mm:
-        from braggsim.resolution import beam_center_px
+        from braggsim.spots import beam_center_px
 
         if frame.pixel_size_mm:
             trusted &= beamstop_mask(frame.data, beam_center_px(frame), trusted=trusted)

@@ -23,8 +23,7 @@ def get_reader(path):
         path = os.fspath(path)
         if not os.path.isfile(path) or os.path.getsize(path) == 0:
             return None
-        from braggsim.io import guess_format
-        from braggsim.io.read import sidecar_path
+        from braggsim.io import guess_format, sidecar_path
 
         kind = guess_format(path)
         if kind is None:

@@ -617,11 +617,9 @@ def _format_result(result) -> str:
     for name, value in result.parameters.items():
         error = result.standard_errors.get(name, math.nan)
         lines.append(f"{_label(name):<14}{format_value(name, value):>13} ± {error:.2g}")
-    search = getattr(result, "search", None)
-    if search:
-        chosen = ", ".join(f"{name.split('_')[1]} {value:+.2f}" for name, value in search["chosen"].items())
-        lines.append(
-            f"orientation search: {search['points_tried']} starts {search['step_deg']:g} deg apart; "
-            f"descent began at misset {chosen} deg"
-        )
+    from braggsim.refine import format_search
+
+    search_line = format_search(getattr(result, "search", None))
+    if search_line:
+        lines.append(search_line)
     return "\n".join(lines)
