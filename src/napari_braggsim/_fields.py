@@ -1,19 +1,25 @@
-"""Field specs: every number a widget shows, declared once with its unit, range, step,
-decimals, meaning and the nanoBragg flag it maps to; and the one helper that turns a
-spec into a magicgui field.
+"""Field specs: every number a widget shows, with its unit, range, step, decimals, meaning
+and the nanoBragg flag it maps to; and the one helper that turns a spec into a magicgui
+field (Simulate and Refine share it, so a step or a number of decimals cannot drift).
 
-The widgets build their fields from these lists and never from literals of their own, so
-a step size or a number of decimals cannot drift between two widgets.  When the core's
-parameter registry (``braggsim.refine`` parameters) lands, the refinable entries here are
-generated from it; the rest (detector size, seeds, fluence) stay plugin-only.
+The refinable parameters' specs are generated from the core's registry,
+``braggsim.refine.PARAMETERS`` (label, unit, GUI range, step, decimals, description), and
+the Refine widget's groups from ``braggsim.refine.PARAMETER_GROUPS``: a parameter added
+there appears in the widgets.  Only the model values nothing refines (detector size,
+pixel size, mosaic domains and seed, default F, fluence) and the run options are declared
+here.
 
-No Qt here: magicgui is imported when a field is made.
+``braggsim.refine`` imports torch (about 3 s).  The widgets therefore build their number
+fields once the background warm-up has loaded it (``_warmup.core_ready()``); nothing here
+imports it at module import.  No Qt here: magicgui is imported when a field is made.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import re
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,22 +74,8 @@ def _specs(*specs: FieldSpec) -> dict:
     return {spec.name: spec for spec in specs}
 
 
-_ANGLE = "Rotation of the crystal about the lab {axis} axis, applied x then y then z (nanoBragg's misset)."
-_CELL_EDGE = "Unit-cell edge {edge}."
-_CELL_ANGLE = "Unit-cell angle {angle}."
-_N = "Crystal size along {axis}, in unit cells; spots get narrower as it grows."
-
-# the crystal, detector and beam of the model, in the order the Simulate widget shows them
-MODEL_FIELDS = _specs(
-    FieldSpec("cell_a_A", "a", "Å", 1.0, 10000.0, 0.5, 3, _CELL_EDGE.format(edge="a"), "-cell a b c α β γ"),
-    FieldSpec("cell_b_A", "b", "Å", 1.0, 10000.0, 0.5, 3, _CELL_EDGE.format(edge="b"), "-cell a b c α β γ"),
-    FieldSpec("cell_c_A", "c", "Å", 1.0, 10000.0, 0.5, 3, _CELL_EDGE.format(edge="c"), "-cell a b c α β γ"),
-    FieldSpec("cell_alpha_deg", "α", "deg", 1.0, 179.0, 0.5, 3, _CELL_ANGLE.format(angle="α"), "-cell a b c α β γ"),
-    FieldSpec("cell_beta_deg", "β", "deg", 1.0, 179.0, 0.5, 3, _CELL_ANGLE.format(angle="β"), "-cell a b c α β γ"),
-    FieldSpec("cell_gamma_deg", "γ", "deg", 1.0, 179.0, 0.5, 3, _CELL_ANGLE.format(angle="γ"), "-cell a b c α β γ"),
-    FieldSpec("N_a", "N_a", "cells", 1.0, 1000.0, 1.0, 2, _N.format(axis="a"), "-Na"),
-    FieldSpec("N_b", "N_b", "cells", 1.0, 1000.0, 1.0, 2, _N.format(axis="b"), "-Nb"),
-    FieldSpec("N_c", "N_c", "cells", 1.0, 1000.0, 1.0, 2, _N.format(axis="c"), "-Nc"),
+# the model values nothing refines (the registry has no entry for them)
+PLUGIN_FIELDS = _specs(
     FieldSpec(
         "default_F",
         "default F",
@@ -94,20 +86,6 @@ MODEL_FIELDS = _specs(
         2,
         "Structure-factor amplitude given to every reflection (no HKL file).",
         "-default_F",
-    ),
-    FieldSpec("misset_x_deg", "misset x", "deg", -360.0, 360.0, 0.5, 3, _ANGLE.format(axis="x"), "-misset x y z"),
-    FieldSpec("misset_y_deg", "misset y", "deg", -360.0, 360.0, 0.5, 3, _ANGLE.format(axis="y"), "-misset x y z"),
-    FieldSpec("misset_z_deg", "misset z", "deg", -360.0, 360.0, 0.5, 3, _ANGLE.format(axis="z"), "-misset x y z"),
-    FieldSpec(
-        "mosaic_spread_deg",
-        "mosaic spread",
-        "deg",
-        0.0,
-        90.0,
-        0.05,
-        3,
-        "Spread of the mosaic domains' orientations; spots stretch along arcs as it grows.",
-        "-mosaic",
     ),
     FieldSpec(
         "mosaic_domains",
@@ -135,42 +113,6 @@ MODEL_FIELDS = _specs(
     FieldSpec("spixels", "slow pixels", "px", 1, 8192, 1, None, "Detector height along the slow axis.", "-detpixels_s"),
     FieldSpec("pixel_size_mm", "pixel size", "mm", 0.001, 10.0, 0.001, 4, "Edge of one square pixel.", "-pixel"),
     FieldSpec(
-        "distance_mm",
-        "distance",
-        "mm",
-        0.1,
-        10000.0,
-        1.0,
-        2,
-        "Sample to detector distance along the beam.",
-        "-distance",
-    ),
-    FieldSpec(
-        "beam_x_mm",
-        "beam Xbeam",
-        "mm",
-        -1000.0,
-        1000.0,
-        0.05,
-        4,
-        "Direct-beam position along the slow axis from the first pixel's centre (MOSFLM convention); "
-        "while it sits at nanoBragg's default it follows a change of detector size.",
-        "-Xbeam",
-    ),
-    FieldSpec(
-        "beam_y_mm",
-        "beam Ybeam",
-        "mm",
-        -1000.0,
-        1000.0,
-        0.05,
-        4,
-        "Direct-beam position along the fast axis from the first pixel's centre (MOSFLM convention); "
-        "while it sits at nanoBragg's default it follows a change of detector size.",
-        "-Ybeam",
-    ),
-    FieldSpec("wavelength_A", "wavelength", "Å", 0.01, 100.0, 0.001, 5, "X-ray wavelength.", "-lambda"),
-    FieldSpec(
         "fluence",
         "fluence",
         "photons/m²",
@@ -182,33 +124,32 @@ MODEL_FIELDS = _specs(
         "-fluence",
     ),
 )
+# the Simulate widget's sections, in order (registry names and plugin names mixed)
 SECTIONS = {
-    "Crystal": [name for name in MODEL_FIELDS if name.startswith(("cell_", "N_", "default_F", "misset_", "mosaic_"))],
+    "Crystal": [
+        "cell_a_A",
+        "cell_b_A",
+        "cell_c_A",
+        "cell_alpha_deg",
+        "cell_beta_deg",
+        "cell_gamma_deg",
+        "N_a",
+        "N_b",
+        "N_c",
+        "default_F",
+        "misset_x_deg",
+        "misset_y_deg",
+        "misset_z_deg",
+        "mosaic_spread_deg",
+        "mosaic_domains",
+        "mosaic_seed",
+    ],
     "Detector": ["fpixels", "spixels", "pixel_size_mm", "distance_mm", "beam_x_mm", "beam_y_mm"],
     "Beam": ["wavelength_A", "fluence"],
 }
-
-SCALE = FieldSpec(
-    "scale",
-    "scale",
-    "×",
-    1e-6,
-    1e6,
-    0.1,
-    5,
-    "Overall factor on the predicted image (refined; applying it multiplies the fluence).",
-)
-# refinement groups -> the parameters each refines, in the Refine widget's order
-GROUPS = {
-    "mosaic": ["mosaic_spread_deg"],
-    "misset": ["misset_x_deg", "misset_y_deg", "misset_z_deg"],
-    "cell": ["cell_a_A", "cell_b_A", "cell_c_A", "cell_alpha_deg", "cell_beta_deg", "cell_gamma_deg"],
-    "N": ["N_a", "N_b", "N_c"],
-    "distance": ["distance_mm"],
-    "beam_center": ["beam_x_mm", "beam_y_mm"],
-    "scale": ["scale"],
-}
 DEFAULT_GROUPS = ("mosaic", "misset")
+# the starting value of a refined parameter the model's values do not hold
+REFINER_STARTS = {"scale": 1.0, "background": 0.0}
 REFINE_OPTIONS = _specs(
     FieldSpec(
         "search_deg",
@@ -234,13 +175,56 @@ REFINE_OPTIONS = _specs(
         "braggsim refine --iterations",
     ),
 )
+_FLAG = re.compile(r"nanoBragg (-\w+)")
+
+
+def from_parameter(parameter) -> FieldSpec:
+    """A ``braggsim.refine.Parameter`` as a field spec (its description names the flag)."""
+    flag = _FLAG.search(parameter.description)
+    meaning = parameter.description[:1].upper() + parameter.description[1:]
+    low, high = parameter.gui_range
+    return FieldSpec(
+        parameter.name,
+        parameter.label,
+        parameter.unit,
+        float(low),
+        float(high),
+        float(parameter.gui_step),
+        int(parameter.decimals),
+        meaning.rstrip(".") + ".",
+        flag.group(1) if flag else "",
+    )
+
+
+@functools.cache
+def registry() -> dict:
+    """{name: FieldSpec} of every refinable parameter, from ``braggsim.refine.PARAMETERS``.
+    Imports torch: call it once ``_warmup.core_ready()``, never on a cold GUI thread."""
+    from braggsim.refine import PARAMETERS
+
+    return {name: from_parameter(parameter) for name, parameter in PARAMETERS.items()}
+
+
+@functools.cache
+def groups() -> dict:
+    """{group: [parameter names]}, the Refine widget's tick boxes (``PARAMETER_GROUPS``)."""
+    from braggsim.refine import PARAMETER_GROUPS
+
+    return {group: list(names) for group, names in PARAMETER_GROUPS.items()}
+
+
+def model_fields() -> dict:
+    """{name: FieldSpec} of every model value, in the Simulate widget's order."""
+    known = {**registry(), **PLUGIN_FIELDS}
+    return {name: known[name] for names in SECTIONS.values() for name in names}
 
 
 def spec(name: str) -> FieldSpec:
-    """The spec of any model or refinement name; KeyError for an unknown one."""
-    if name == "scale":
-        return SCALE
-    return MODEL_FIELDS[name] if name in MODEL_FIELDS else REFINE_OPTIONS[name]
+    """The spec of any model, refinement or option name; KeyError for an unknown one."""
+    for table in (PLUGIN_FIELDS, REFINE_OPTIONS):
+        if name in table:
+            return table[name]
+    return registry()[name]
 
 
 def unit(name: str) -> str:

@@ -17,7 +17,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-# the refinement demo's ground truth (nanoBragg golden case p02_seed_truth)
+# the refinement demo's ground truth (nanoBragg golden case p02_seed_truth).  The same
+# values as braggsim.demo.DEMO_VALUES / DEMO_START (a test keeps them equal): an intended
+# copy, because importing braggsim imports torch (3 s), which a widget must not do on the
+# GUI thread when it docks.
 DEFAULTS: dict = {
     "cell_a_A": 100.0,
     "cell_b_A": 100.0,
@@ -134,12 +137,13 @@ def follow_detector_centre(old: Mapping, new: Mapping) -> dict:
 def clipped_to_fields(values: Mapping) -> tuple:
     """(values inside every field's range, ["what was changed and why", ...]); misset
     angles wrap into [-180, 180) (the same orientation), others are clipped."""
-    from ._fields import MODEL_FIELDS, format_value
+    from ._fields import format_value, model_fields
 
+    fields = model_fields()
     out = dict(values)
     notes = []
     for key, value in values.items():
-        field = MODEL_FIELDS.get(key)
+        field = fields.get(key)
         if field is None or value is None:
             continue
         inside = field.clip(float(value))

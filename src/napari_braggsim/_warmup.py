@@ -24,6 +24,7 @@ _LIBRARIES = ("libc10.so", "libtorch_cpu.so", "libtorch.so", "libtorch_python.so
 _lock = threading.Lock()
 _thread: threading.Thread | None = None
 _done = threading.Event()
+_core = threading.Event()  # braggsim (and its refine registry) imported
 error: BaseException | None = None
 
 
@@ -53,8 +54,10 @@ def _warm() -> None:
         import torch
 
         import braggsim
-        import braggsim.refine  # noqa: F401  the Refine widget's first run needs it
+        import braggsim.refine  # noqa: F401  the widgets' fields come from its registry
         import braggsim.spots  # noqa: F401  the overlays need it
+
+        _core.set()
 
         with torch.no_grad():  # the kernel's first use (it may compile, once per machine)
             braggsim.simulate(
@@ -64,6 +67,7 @@ def _warm() -> None:
     except BaseException as exc:  # noqa: BLE001  the first real call reports it properly
         error = exc
     finally:
+        _core.set()
         _done.set()
 
 
@@ -87,9 +91,16 @@ def start() -> None:
     with _lock:
         if _thread is None:
             if "braggsim.spots" in sys.modules and "braggsim.refine" in sys.modules:
-                _done.set()  # already loaded by someone else: nothing to warm
+                _core.set()  # already loaded by someone else
             _thread = threading.Thread(target=_warm, name="braggsim warm-up", daemon=True)
             _thread.start()
+
+
+def core_ready() -> bool:
+    """True once braggsim and its refine registry are imported (importing them again is
+    instant), or the warm-up failed (the import then fails where it is used, with its
+    message)."""
+    return _core.is_set()
 
 
 def ready() -> bool:

@@ -42,9 +42,19 @@ def sample_viewer(make_napari_viewer):
     return viewer
 
 
-def dock(viewer, name):
-    """The widget of the dock ``name`` from the plugin's manifest."""
+def dock(viewer, name, timeout_s=60.0):
+    """The widget of the dock ``name`` from the plugin's manifest, its fields made (they
+    come from braggsim's registry once braggsim is loaded in the background)."""
+    import time
+
+    from qtpy.QtWidgets import QApplication
+
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    end = time.monotonic() + timeout_s
+    while not getattr(widget, "ready", True) and time.monotonic() < end:
+        QApplication.processEvents()
+        time.sleep(0.01)
+    assert getattr(widget, "ready", True), f"{name} fields not made after {timeout_s} s"
     return widget
 
 

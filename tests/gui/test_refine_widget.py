@@ -135,6 +135,20 @@ def sample_predicted_shape(viewer):
     return viewer.layers["predicted"].data.shape
 
 
+def test_every_registry_group_is_offered(sample_viewer):
+    from braggsim.refine import PARAMETER_GROUPS, PARAMETERS
+
+    widget = _refine(sample_viewer, iterations=1)
+    assert list(widget.checks) == list(PARAMETER_GROUPS)
+    assert set(widget.starts) == set(PARAMETERS)
+    assert widget.starts["wavelength_A"].value == 1.0 and widget.starts["background"].value == 0.0
+    widget.checks["mosaic"].value = widget.checks["misset"].value = False
+    widget.checks["scale"].value = widget.checks["background"].value = True
+    widget.starts["background"].value = 3.0
+    plan = widget.prepare()
+    assert plan["groups"] == ["scale", "background"] and plan["initial"] == {"scale": 1.0, "background": 3.0}
+
+
 def test_plain_image_layer_takes_its_size(make_napari_viewer, qtbot, errors):
     viewer = make_napari_viewer()
     viewer.add_image(np.ones((32, 48), np.float32), name="small")

@@ -99,3 +99,32 @@ def test_controller_runs_a_refiner_headless():
     if progress is not None:  # the newest state: the final one
         assert progress.state.stage == "done"
         np.testing.assert_allclose(progress.residual, observed - progress.state.predicted, rtol=1e-6)
+
+
+def test_the_demo_values_are_the_cores():
+    """_model keeps a torch-free copy of braggsim.demo's values (importing braggsim imports
+    torch, which a docking widget must not do on the GUI thread); they must agree."""
+    from braggsim.demo import DEMO_START, DEMO_VALUES
+    from napari_braggsim._model import DEFAULTS, START_CHANGES
+
+    assert DEFAULTS == DEMO_VALUES and START_CHANGES == DEMO_START
+
+
+def test_fields_come_from_the_registry():
+    from braggsim.refine import PARAMETER_GROUPS, PARAMETERS
+    from napari_braggsim._fields import groups, model_fields, registry
+
+    assert groups() == {group: list(names) for group, names in PARAMETER_GROUPS.items()}
+    for name, parameter in PARAMETERS.items():
+        field = registry()[name]
+        assert (field.label, field.unit, field.step, field.decimals) == (
+            parameter.label,
+            parameter.unit,
+            parameter.gui_step,
+            parameter.decimals,
+        )
+        assert (field.low, field.high) == tuple(parameter.gui_range)
+    fields = model_fields()
+    assert fields["mosaic_spread_deg"] is registry()["mosaic_spread_deg"]
+    assert fields["mosaic_spread_deg"].flag == "-mosaic" and fields["cell_a_A"].flag == "-cell"
+    assert "scale" not in fields and "fpixels" in fields  # refiner-only / plugin-only

@@ -42,6 +42,34 @@ def fit_width(container) -> None:
     container.native.setMaximumWidth(DOCK_WIDTH_PX + 40)
 
 
+def when_core_ready(callback) -> None:
+    """Call ``callback()`` once braggsim is loaded (at once if it is): the widgets' number
+    fields come from its registry, and loading it on the GUI thread would freeze the
+    window for seconds.  Checks every FRAME_INTERVAL_MS meanwhile."""
+    from .. import _warmup
+
+    _warmup.start()
+    if _warmup.core_ready():
+        callback()
+        return
+    timer = QTimer()
+    timer.setInterval(FRAME_INTERVAL_MS)
+
+    def check():
+        if _warmup.core_ready():
+            timer.stop()
+            _PENDING.discard(timer)
+            with contextlib.suppress(RuntimeError):  # the widget was closed meanwhile
+                callback()
+
+    timer.timeout.connect(check)
+    _PENDING.add(timer)
+    timer.start()
+
+
+_PENDING: set = set()  # keeps the waiting timers alive
+
+
 class Poller:
     """The one place background work reaches the screen.
 

@@ -28,16 +28,16 @@ from qtpy.QtCore import QTimer
 from .. import _common, _warmup
 from .._fields import (
     DEFAULT_GROUPS,
-    GROUPS,
-    MODEL_FIELDS,
     REFINE_OPTIONS,
-    SCALE,
+    REFINER_STARTS,
     format_value,
     make_field,
     read_field,
+    registry,
     spec,
     write_field,
 )
+from .._fields import groups as parameter_groups
 from .._frames import mask_layer_for
 from .._jobs import Job, RefineController, RefineProgress
 from .._layers import PREDICTED, show_residual, upsert_image
@@ -86,7 +86,9 @@ class RefineWidget(Container):
                 "a frame's own '<name> mask' is picked with it.",
             },
         )
-        self.run_button = PushButton(name="run_button", text="Run", tooltip="Start refining in the background.")
+        self.run_button = PushButton(
+            name="run_button", text="Run", tooltip="Start refining in the background.", enabled=False
+        )
         self.stop_button = PushButton(
             name="stop_button",
             text="Stop",
@@ -128,33 +130,15 @@ class RefineWidget(Container):
         )
         self.resolution = Label(name="resolution", value="", tooltip="d-spacing under the cursor")
 
-        self.checks: dict = {}
-        self.starts: dict = {}
-        groups = []
-        for group, names in GROUPS.items():
-            check = CheckBox(
-                name=f"refine_{group}",
-                text=f"refine {group.replace('_', ' ')}",
-                value=group in DEFAULT_GROUPS,
-                tooltip=f"Refine {', '.join(names)}; the fields below are the starting values.",
-            )
-            self.checks[group] = check
-            members = [check]
-            for name in names:
-                field_spec = SCALE if name == "scale" else MODEL_FIELDS[name]
-                start = 1.0 if name == "scale" else self.state.values[name]
-                field = make_field(field_spec, start)
-                if name != "scale":
-                    field.changed.connect(self._on_start_changed)
-                self.starts[name] = field
-                members.append(field)
-            groups.append(Container(name=group, widgets=members))
-        heading = Label(value="<b>Parameters</b> (tick to refine; starting values)")
+        self.checks: dict = {}  # group -> tick box, made once braggsim is loaded (_build_parameters)
+        self.starts: dict = {}  # parameter -> starting-value field
+        self._specs: dict = {}
+        self._loading = Label(value="<b>Parameters</b>: loading braggsim (torch)...")
         self.plot = LossPlot()
         options = Container(name="options", widgets=[self.loss, self.optimizer, self.search_deg, self.iterations])
         self.body = Container(name="body", labels=False, widgets=[options, self.readout])
         self.body.native.layout().addWidget(self.plot)
-        self.body.extend([self.errors, self.apply_button, self.resolution, heading, *groups])
+        self.body.extend([self.errors, self.apply_button, self.resolution, self._loading])
         _qt.add_scrolling(self, self.body)
         _qt.fit_width(self)
 
@@ -180,6 +164,45 @@ class RefineWidget(Container):
             from .. import _viewer_hooks
 
             _viewer_hooks.install(self.viewer)
+        _qt.when_core_ready(self._build_parameters)
+
+    @property
+    def ready(self) -> bool:
+        """True once the parameter fields are made (braggsim loaded in the background)."""
+        return bool(self.checks)
+
+    def _build_parameters(self) -> None:
+        """A tick box per refinement group and a starting-value field per parameter, from
+        the registry (``braggsim.refine.PARAMETER_GROUPS`` / ``PARAMETERS``)."""
+        self._specs = registry()
+        containers = []
+        for group, names in parameter_groups().items():
+            check = CheckBox(
+                name=f"refine_{group}",
+                text=f"refine {group.replace('_', ' ')}",
+                value=group in DEFAULT_GROUPS,
+                tooltip=f"Refine {', '.join(self._specs[name].label for name in names)}; "
+                "the fields below are the starting values.",
+            )
+            self.checks[group] = check
+            members = [check]
+            for name in names:
+                field = make_field(self._specs[name], self._start_of(name))
+                if name in self.state.values:
+                    field.changed.connect(self._on_start_changed)
+                self.starts[name] = field
+                members.append(field)
+            containers.append(Container(name=group, widgets=members))
+        heading = Label(value="<b>Parameters</b> (tick to refine; starting values)")
+        self.body.remove(self._loading)
+        self.body.extend([heading, *containers])
+        self.run_button.enabled = not self._run_active
+        self._schedule_preview()
+
+    def _start_of(self, name: str) -> float:
+        """A parameter's start: the model's value, or the refiner's neutral value for the
+        parameters the model does not hold (scale 1, background 0)."""
+        return float(self.state.values.get(name, REFINER_STARTS.get(name, 0.0)))
 
     # ------------------------------------------------------------------ layers
     def reset_choices(self, *_):
@@ -265,7 +288,9 @@ class RefineWidget(Container):
         if self._showing:
             return
         changes = {
-            name: read_field(MODEL_FIELDS[name], field) for name, field in self.starts.items() if name != "scale"
+            name: read_field(self._specs[name], field)
+            for name, field in self.starts.items()
+            if name in self.state.values
         }
         self.state.update_values(changes)
 
@@ -274,7 +299,7 @@ class RefineWidget(Container):
         try:
             for name, field in self.starts.items():
                 if name in values:
-                    write_field(MODEL_FIELDS[name], field, values[name])
+                    write_field(self._specs[name], field, values[name])
         except RuntimeError:
             pass
         finally:
@@ -288,10 +313,12 @@ class RefineWidget(Container):
         self._show_resolution(text)
 
     def set_start_values(self, values) -> None:
-        """Starting values (model names; ``scale`` too) into the fields and the model."""
-        if "scale" in values and values["scale"] is not None:
-            write_field(SCALE, self.starts["scale"], values["scale"])
-        self.state.update_values({k: v for k, v in values.items() if k in MODEL_FIELDS and v is not None})
+        """Starting values into the fields and the model (``scale`` and the other
+        parameters the model does not hold only into their fields)."""
+        for name, value in values.items():
+            if name not in self.state.values and name in self.starts and value is not None:
+                write_field(self._specs[name], self.starts[name], value)
+        self.state.update_values({k: v for k, v in values.items() if k in self.state.values and v is not None})
 
     # -------------------------------------------------------------- the run
     @property
@@ -304,6 +331,9 @@ class RefineWidget(Container):
         """True while a run or a preview is going or its layers wait to be shown."""
         waiting = self._preview_timer.isActive()
         return self._run_active or self._preview_job is not None or waiting or self._poller.active
+
+    def _group_names(self, group: str) -> list:
+        return [name for name in self.starts if name in parameter_groups().get(group, [])]
 
     def selected_groups(self) -> list:
         return [group for group, check in self.checks.items() if check.value]
@@ -344,7 +374,12 @@ class RefineWidget(Container):
             "trusted": trusted,
             "groups": groups,
             "values": values,
-            "scale": float(read_field(SCALE, self.starts["scale"])),
+            "initial": {  # the refined parameters the model does not hold (scale, background)
+                name: float(read_field(self._specs[name], self.starts[name]))
+                for group in groups
+                for name in self._group_names(group)
+                if name not in values
+            },
             "loss": self.loss.value,
             "optimizer": self.optimizer.value,
             "search_deg": float(self.search_deg.value),
@@ -538,7 +573,8 @@ def _preview(plan: dict):
 
     with torch.no_grad():
         predicted = braggsim.simulate(*build_model(plan["values"])).numpy().astype(np.float32, copy=False)
-    predicted = predicted * np.float32(plan["scale"])
+    predicted = predicted * np.float32(plan["initial"].get("scale", 1.0))
+    predicted = predicted + np.float32(plan["initial"].get("background", 0.0))
     limits = (float(predicted.min()), float(predicted.max()))
     residual, bound = None, 1.0
     if predicted.shape == plan["observed"].shape:
@@ -564,7 +600,7 @@ def _make_refiner(plan: dict):
         refine=tuple(plan["groups"]),
         loss=plan["loss"],
         optimizer=plan["optimizer"],
-        initial={"scale": plan["scale"]} if "scale" in plan["groups"] else None,
+        initial=plan["initial"] or None,
         search_deg=plan["search_deg"],
     )
 
@@ -583,9 +619,7 @@ def _overlays_after(result):
 
 def _starting_text(plan: dict) -> str:
     """What the run does before its first state arrives (the search yields none)."""
-    from .._fields import GROUPS as members
-
-    axes = sum(name.startswith("misset_") for group in plan["groups"] for name in members[group])
+    axes = sum(name.startswith("misset_") for group in plan["groups"] for name in parameter_groups()[group])
     if plan["optimizer"] == "auto" and plan["search_deg"] > 0 and axes:
         return (
             f"starting: trying {3**axes} misset starts {plan['search_deg']:g} deg apart "

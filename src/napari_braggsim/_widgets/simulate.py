@@ -18,7 +18,7 @@ from magicgui.widgets import CheckBox, Container, Label, PushButton
 from qtpy.QtCore import QTimer
 
 from .. import _common, _warmup
-from .._fields import MODEL_FIELDS, SECTIONS, make_field, read_field, write_field
+from .._fields import SECTIONS, make_field, model_fields, read_field, write_field
 from .._jobs import Job
 from .._model import frame_metadata, geometry_from_metadata
 from .._state import BraggsimState, state_for
@@ -41,19 +41,14 @@ class SimulateWidget(Container):
         self._jobs: dict = {}  # request id -> Job
         _warmup.start()
 
-        self.fields: dict = {}
-        sections = []
-        for title, names in SECTIONS.items():
-            section = Container(name=title.lower(), widgets=[Label(value=f"<b>{title}</b>")])
-            for name in names:
-                field = make_field(MODEL_FIELDS[name], self.state.values[name])
-                field.changed.connect(self._on_field_changed)
-                self.fields[name] = field
-                section.append(field)
-            sections.append(section)
-        self.body = Container(name="fields", labels=False, widgets=sections)
+        self.fields: dict = {}  # name -> field, made once braggsim is loaded (see _build_fields)
+        self._specs: dict = {}
+        self._loading = Label(value="loading braggsim (torch)...")
+        self.body = Container(name="fields", labels=False, widgets=[self._loading])
 
-        self.run_button = PushButton(name="run_button", text="Run", tooltip="Simulate the model below once.")
+        self.run_button = PushButton(
+            name="run_button", text="Run", tooltip="Simulate the model below once.", enabled=False
+        )
         self.live = CheckBox(
             name="live", text="live", value=False, tooltip="Re-simulate after every change (debounced)."
         )
@@ -89,16 +84,40 @@ class SimulateWidget(Container):
             from .. import _viewer_hooks
 
             _viewer_hooks.install(self.viewer)
+        _qt.when_core_ready(self._build_fields)
+
+    @property
+    def ready(self) -> bool:
+        """True once the fields are made (braggsim loaded in the background)."""
+        return bool(self.fields)
+
+    def _build_fields(self) -> None:
+        """One field per model value, from the registry's specs (``_fields``), in sections."""
+        self._specs = model_fields()
+        sections = []
+        for title, names in SECTIONS.items():
+            section = Container(name=title.lower(), widgets=[Label(value=f"<b>{title}</b>")])
+            for name in names:
+                field = make_field(self._specs[name], self.state.values[name])
+                field.changed.connect(self._on_field_changed)
+                self.fields[name] = field
+                section.append(field)
+            sections.append(section)
+        self.body.remove(self._loading)
+        self.body.extend(sections)
+        self.run_button.enabled = True
 
     # ------------------------------------------------------------------ values
     def values(self) -> dict:
         """The model as the fields show it (flat names, physical units); ValueError
         naming a field whose text is not a number."""
-        return {name: read_field(MODEL_FIELDS[name], widget) for name, widget in self.fields.items()}
+        if not self.fields:
+            return dict(self.state.values)
+        return {name: read_field(self._specs[name], widget) for name, widget in self.fields.items()}
 
     def set_values(self, values: Mapping) -> None:
         """Put known values into the shared model (and so into the fields)."""
-        known = {k: v for k, v in values.items() if k in MODEL_FIELDS and v is not None}
+        known = {k: v for k, v in values.items() if k in self.state.values and v is not None}
         self.state.update_values(known)
 
     def set_geometry_from_metadata(self, metadata: Mapping | None, shape=None) -> None:
@@ -121,7 +140,7 @@ class SimulateWidget(Container):
         try:
             for name, widget in self.fields.items():
                 if name in values:
-                    write_field(MODEL_FIELDS[name], widget, values[name])
+                    write_field(self._specs[name], widget, values[name])
         except RuntimeError:  # the Qt side is gone (viewer closing)
             return
         finally:
