@@ -146,7 +146,7 @@ def check_reader_refine_run(notes: Notifications) -> bool:
     viewer.open(str(FRAME), plugin=PLUGIN)  # what a drop does once the reader is chosen
     _wait(lambda: False, 0.2)
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Refine")
-    _wait(lambda: False, 0.2)
+    _wait(lambda: _button(widget, "Run").isEnabled(), 60)  # enabled once braggsim is loaded
     before = len(notes.messages)
     run, stop = _button(widget, "Run"), _button(widget, "Stop")
     run.click()
@@ -198,6 +198,7 @@ def check_sample_refine_stalls(notes: Notifications) -> bool:
 def simulate_stall(size: int) -> float:
     viewer = _viewer()
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Simulate")
+    _wait(lambda: getattr(widget, "ready", True), 60)  # its fields come once braggsim is loaded
     fields = getattr(widget, "fields", None) or widget._fields  # (_fields: the widget before issue 17)
     fields["fpixels"].value = size
     fields["spixels"].value = size
