@@ -167,10 +167,12 @@ def find_layer(viewer, name: str, kind: str | None = None):
     return layer if kind is None or layer.__class__.__name__ == kind else None
 
 
-def upsert_image(viewer, name: str, data: np.ndarray, contrast_limits=None, **kwargs):
+def upsert_image(viewer, name: str, data: np.ndarray, contrast_limits=None, *, follow_contrast=True, **kwargs):
     """Put ``data`` into the image layer ``name``, in place when the shape matches;
     returns the layer.  ``contrast_limits`` (computed off the GUI thread) are applied
-    when given, so napari need not scan a big image here."""
+    when given, so napari need not scan a big image here.  With ``follow_contrast``
+    False an existing layer keeps its limits unless the new ones are far off (a run's
+    images change a little each time; each change of limits redraws the thumbnail)."""
     layer = find_layer(viewer, name, "Image")
     metadata = kwargs.pop("metadata", None)
     if contrast_limits is not None:
@@ -182,22 +184,43 @@ def upsert_image(viewer, name: str, data: np.ndarray, contrast_limits=None, **kw
         if contrast_limits is not None:
             kwargs["contrast_limits"] = contrast_limits
         return _keeping_selection(viewer, lambda: viewer.add_image(data, name=name, metadata=metadata or {}, **kwargs))
-    layer.data = data
     if metadata is not None:
         layer.metadata.update(metadata)
-    if contrast_limits is not None:
-        layer.contrast_limits_range = contrast_limits
+    if contrast_limits is not None and (follow_contrast or _far_off(layer.contrast_limits, contrast_limits)):
+        if not (
+            layer.contrast_limits_range[0] <= contrast_limits[0]
+            and contrast_limits[1] <= layer.contrast_limits_range[1]
+        ):
+            layer.contrast_limits_range = contrast_limits
         layer.contrast_limits = contrast_limits
+    layer.data = data
     return layer
 
 
-def show_residual(viewer, residual: np.ndarray, bound: float, visible: bool | None = None):
+def _far_off(current, new, tolerance: float = 0.25) -> bool:
+    """True when ``new`` limits differ from ``current`` by more than ``tolerance`` of the span."""
+    span = max(float(current[1]) - float(current[0]), 1e-30)
+    return (
+        abs(float(new[0]) - float(current[0])) > tolerance * span
+        or abs(float(new[1]) - float(current[1])) > tolerance * span
+    )
+
+
+def show_residual(viewer, residual: np.ndarray, bound: float, visible: bool | None = None, *, follow_contrast=True):
     """Image layer ``residual`` (observed - predicted), diverging colormap, limits +-bound."""
     bound = bound if bound > 0 and math.isfinite(bound) else 1.0
     existing = find_layer(viewer, RESIDUAL, "Image")
     if visible is None:
         visible = bool(existing.visible) if existing is not None else False
-    return upsert_image(viewer, RESIDUAL, residual, contrast_limits=(-bound, bound), colormap="PiYG", visible=visible)
+    return upsert_image(
+        viewer,
+        RESIDUAL,
+        residual,
+        contrast_limits=(-bound, bound),
+        follow_contrast=follow_contrast,
+        colormap="PiYG",
+        visible=visible,
+    )
 
 
 def hide_overlays(viewer) -> None:

@@ -20,6 +20,7 @@ def test_preview_shows_the_start_before_a_run(sample_viewer, qtbot):
     predicted = sample_viewer.layers["predicted"]
     assert predicted.metadata["braggsim_model"]["mosaic_spread_deg"] == 0.2  # the start
     assert not sample_viewer.layers["residual"].visible
+    assert "0 0 1" in list(sample_viewer.layers["predicted spots"].features["hkl"])  # the start's spots
     widget.starts["misset_x_deg"].value = 2.0  # a new start: a new preview
     qtbot.waitUntil(lambda: predicted.metadata["braggsim_model"]["misset_x_deg"] == 2.0, timeout=20000)
     assert sample_viewer.layers["predicted"] is predicted
@@ -45,9 +46,12 @@ def test_refine_follows_the_run(sample_viewer, qtbot):
     assert widget.run_button.enabled and widget.apply_button.enabled and not widget.stop_button.enabled
     assert sample_viewer.layers["residual"].data.shape == (64, 64)
     assert not sample_viewer.layers["residual"].visible
-    # the overlays of the refined model, and the observed frame still the selected layer
-    assert {"predicted spots", "resolution rings", "beam centre"} == set(shown)  # no layer made mid-run
-    assert sample_viewer.layers.selection.active.name != "predicted spots"
+    # the preview made every layer before the run (the start's image and spots): the run
+    # only updated them, and the refined model's overlays are on show
+    assert shown == []
+    for name in ("predicted spots", "resolution rings", "beam centre"):
+        assert sample_viewer.layers[name].visible
+    assert sample_viewer.layers.selection.active.name == SAMPLE
 
 
 def test_search_step_and_a_second_run(sample_viewer, qtbot):

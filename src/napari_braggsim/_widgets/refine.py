@@ -40,7 +40,7 @@ from .._fields import (
 from .._fields import groups as parameter_groups
 from .._frames import mask_layer_for
 from .._jobs import Job, RefineController, RefineProgress
-from .._layers import PREDICTED, show_residual, upsert_image
+from .._layers import PREDICTED, RESIDUAL, show_residual, upsert_image
 from .._model import apply_refined, clipped_to_fields, complete, geometry_from_metadata
 from .._state import BraggsimState, state_for
 from . import _qt
@@ -65,7 +65,6 @@ class RefineWidget(Container):
         self.result = None
         self.history: list = []  # (iteration, loss) of the current run, as far as shown
         self._run_values: dict | None = None  # the fixed model of the current / last run
-        self._shown_iteration = -1  # the iteration whose image the predicted layer shows
         self._layers_shown_at = -math.inf
         self._showing = False
         _warmup.start()
@@ -250,7 +249,7 @@ class RefineWidget(Container):
         return self._preview_job
 
     def _show_preview(self, outcome) -> None:
-        predicted, limits, residual, bound, values = outcome
+        predicted, limits, residual, bound, values, overlays = outcome
         viewer = self.viewer
 
         def show_predicted():
@@ -263,6 +262,11 @@ class RefineWidget(Container):
         self._poller.defer(show_predicted)
         if residual is not None:
             self._poller.defer(lambda: show_residual(viewer, residual, bound))
+        if overlays is not None and self.state.overlays:
+            from .._layers import overlay_steps
+
+            for step in overlay_steps(viewer, overlays):
+                self._poller.defer(step)
 
     def _on_observed_changed(self, layer) -> None:
         if self._showing:
@@ -308,9 +312,6 @@ class RefineWidget(Container):
     def _show_resolution(self, text: str) -> None:
         with contextlib.suppress(RuntimeError):
             self.resolution.value = text
-
-    def show_resolution(self, text: str) -> None:
-        self._show_resolution(text)
 
     def set_start_values(self, values) -> None:
         """Starting values into the fields and the model (``scale`` and the other
@@ -492,20 +493,29 @@ class RefineWidget(Container):
         model = apply_refined(self._run_values, state.parameters)
         parameters = dict(state.parameters)
 
+        final = state.stage == "done"
+
         def show_predicted():
             low, high = float(np.min(predicted)), float(np.max(predicted))
             layer = upsert_image(
-                viewer, PREDICTED, predicted, contrast_limits=(low, high), colormap="magenta", blending="additive"
+                viewer,
+                PREDICTED,
+                predicted,
+                contrast_limits=(low, high),
+                follow_contrast=final,
+                colormap="magenta",
+                blending="additive",
             )
             layer.metadata["braggsim_parameters"] = parameters
             layer.metadata["braggsim_model"] = model  # the full model of this image: it saves as SMV
-            self._shown_iteration = state.iteration
 
         self._poller.defer(show_predicted)
         if progress.residual is None:
             return
         residual, bound = progress.residual, progress.residual_bound
-        self._poller.defer(lambda: show_residual(viewer, residual, bound))
+        shown = RESIDUAL in viewer.layers and viewer.layers[RESIDUAL].visible
+        if final or shown:  # a hidden residual waits for the last state
+            self._poller.defer(lambda: show_residual(viewer, residual, bound, follow_contrast=final))
 
     def _finish(self, taken) -> None:
         self.history = self.controller.history()
@@ -563,8 +573,8 @@ class RefineWidget(Container):
 
 
 def _preview(plan: dict):
-    """(predicted float32, contrast limits, residual or None, its bound, model values) of
-    the starting model; runs in a worker thread."""
+    """(predicted float32, contrast limits, residual or None, its bound, model values,
+    OverlayData or None) of the starting model; runs in a worker thread."""
     import torch
 
     import braggsim
@@ -581,7 +591,15 @@ def _preview(plan: dict):
         residual = np.asarray(plan["observed"], dtype=np.float32) - predicted
         finite = np.abs(residual[np.isfinite(residual)])
         bound = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-    return predicted, limits, residual, bound, dict(plan["values"])
+    overlays = None
+    if plan["overlays"]:
+        from .._layers import overlay_data
+
+        try:
+            overlays = overlay_data(*build_model(plan["values"]), with_layers=True)
+        except Exception:  # noqa: BLE001  a preview without overlays is still a preview
+            overlays = None
+    return predicted, limits, residual, bound, dict(plan["values"]), overlays
 
 
 def _make_refiner(plan: dict):
