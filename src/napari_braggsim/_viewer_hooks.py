@@ -91,11 +91,16 @@ def install(viewer) -> None:
     timer.setSingleShot(True)
     timer.setInterval(LABEL_DELAY_MS)
 
+    viewer_ref = weakref.ref(viewer)  # the timer lives in a dict keyed weakly by the viewer
+
     def relabel():
         from ._layers import update_labels
 
+        target = viewer_ref()
+        if target is None:
+            return
         try:
-            update_labels(viewer)
+            update_labels(target)
         except Exception:  # noqa: BLE001  labels are a convenience; never break the camera
             return
 

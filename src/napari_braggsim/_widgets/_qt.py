@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import weakref
 
 from qtpy.QtCore import QEvent, QObject, QTimer
 from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy
@@ -54,13 +55,17 @@ def when_core_ready(callback) -> None:
         return
     timer = QTimer()
     timer.setInterval(FRAME_INTERVAL_MS)
+    # a bound method is held weakly: a widget closed while it waits is not kept alive
+    target = weakref.WeakMethod(callback) if hasattr(callback, "__self__") else (lambda: callback)
 
     def check():
-        if _warmup.core_ready():
+        method = target()
+        if method is None or _warmup.core_ready():
             timer.stop()
             _PENDING.discard(timer)
+        if method is not None and _warmup.core_ready():
             with contextlib.suppress(RuntimeError):  # the widget was closed meanwhile
-                callback()
+                method()
 
     timer.timeout.connect(check)
     _PENDING.add(timer)
