@@ -526,6 +526,7 @@ _kernels: dict | None = None  # torch dtype -> {name: numba dispatcher}
 _failed: str | None = None
 _warm = threading.Event()  # set once warm_up has compiled (or loaded) every kernel
 _warm_thread: threading.Thread | None = None
+_warm_failed: str | None = None  # why the last warm-up did not finish
 
 
 def cache_dir() -> Path:
@@ -607,21 +608,21 @@ def _load() -> dict | None:
 
 
 def ready() -> bool:
-    """True once :func:`warm_up` has compiled or loaded every kernel: then no call of
-    this module compiles any more."""
-    return _warm.is_set()
+    """True once no call of this module can compile any more: :func:`warm_up` has
+    compiled or loaded every kernel, or the torch path is in use anyway."""
+    return _warm.is_set() or disabled() or _failed is not None
 
 
 def warm_up(background: bool = True) -> threading.Thread | None:
-    """Compile (or load from the cache) every kernel in both precisions.
+    """Compile (or load from the cache) every kernel in both precisions, float32's image
+    kernel (live simulation's) first.
 
-    With ``background`` it runs once in a daemon thread and returns that thread (the
-    napari plugin starts it when a braggsim dock opens, so that no GUI-thread call has to
-    compile); otherwise it runs in the caller.  Returns None when the kernel is
-    unavailable or already warm.
+    With ``background`` the work runs once per process in a daemon thread, which is
+    returned (None when there is nothing to do); otherwise in the caller.  A failure is
+    only remembered: the first real call will raise it where it can be reported.
     """
     global _warm_thread
-    if not available() or _warm.is_set():
+    if ready():
         return None
     if not background:
         _warm_up_now()
@@ -634,6 +635,9 @@ def warm_up(background: bool = True) -> threading.Thread | None:
 
 
 def _warm_up_now() -> None:
+    global _warm_failed
+    if not available():
+        return
     geometry = DetectorGeometry(
         pix0_mm=(100.0, 0.5, -0.5),
         fast=(0.0, 0.0, 1.0),
@@ -646,13 +650,16 @@ def _warm_up_now() -> None:
         kahn=0.0,
         wavelength_A=1.0,
     )
-    for dtype in _PRECISIONS:
-        axes = torch.eye(3, dtype=dtype).mul(50.0).expand(2, 3, 3)
-        table = Table(torch.ones(2, 2, 2, dtype=dtype), (0, 0, 0), 1.0)
-        image_rows(geometry, range(2), 2, 1, axes, (2, 2, 2), table, scale=1.0, dtype=dtype)
-        scat, _, _ = geometry_rows(geometry, range(2), 2, 1, dtype=dtype)
-        scat = scat.requires_grad_(True)
-        lattice_sum(scat, axes.clone().requires_grad_(True), (2, 2, 2), table).sum().backward()
+    try:
+        for dtype in _PRECISIONS:
+            axes = torch.eye(3, dtype=dtype).mul(50.0).expand(2, 3, 3)
+            image_rows(geometry, range(2), 2, 1, axes, (2, 2, 2), None, scale=1.0, dtype=dtype)
+            scat, _, _ = geometry_rows(geometry, range(2), 2, 1, dtype=dtype)
+            scat.requires_grad_(True)
+            lattice_sum(scat, axes.clone().requires_grad_(True), (2, 2, 2)).sum().backward()
+    except Exception as exc:  # noqa: BLE001  kept for the report; the real call raises it again
+        _warm_failed = f"{exc.__class__.__name__}: {exc}"
+        return
     _warm.set()
 
 

@@ -2,14 +2,40 @@
 
 from __future__ import annotations
 
+import threading
 import weakref
 
 _WIDGETS: weakref.WeakSet = weakref.WeakSet()
+_warm_up_started = threading.Event()
 
 
 def register(widget) -> None:
-    """Remember a dock widget so its siblings on the same viewer can find it."""
+    """Remember a dock widget so its siblings on the same viewer can find it, and start
+    preparing the simulation kernel (once per process)."""
     _WIDGETS.add(widget)
+    start_kernel_warm_up()
+
+
+def start_kernel_warm_up() -> None:
+    """Compile, or load from its cache, braggsim's fused kernel in a background thread, so
+    that no simulation on the GUI thread has to (importing torch happens there too)."""
+    if _warm_up_started.is_set():
+        return
+    _warm_up_started.set()
+    threading.Thread(target=_warm_up_kernel, name="braggsim-kernel-warm-up", daemon=True).start()
+
+
+def _warm_up_kernel() -> None:
+    from braggsim import _fast
+
+    _fast.warm_up(background=False)
+
+
+def kernel_ready() -> bool:
+    """Whether a simulation can run on the GUI thread without compiling the kernel."""
+    from braggsim import _fast
+
+    return _fast.ready()
 
 
 def unwrap(viewer):

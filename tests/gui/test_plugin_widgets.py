@@ -35,17 +35,19 @@ def test_sample_carries_the_truth_frame_and_the_starting_model(make_napari_viewe
     assert layer.metadata["braggsim_frame"]["distance_mm"] == 100.0
 
 
-def test_simulate_adds_then_updates_its_layer(make_napari_viewer):
+def test_simulate_adds_then_updates_its_layer(make_napari_viewer, wait_simulated):
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Simulate")
     assert widget.values()["mosaic_spread_deg"] == 0.8 and widget.values()["fluence"] == 1e28
     widget.run_button.clicked()
+    wait_simulated(widget)
     layer = viewer.layers["simulated"]
     assert layer.data.shape == (64, 64)
     assert layer.data.sum() == pytest.approx(1113.6537, rel=1e-4)  # nanoBragg's total for p02
     first = layer.data.copy()
     widget.set_values({"misset_x_deg": 4.0})
     widget.run()
+    wait_simulated(widget)
     assert viewer.layers["simulated"] is layer  # updated in place
     assert np.abs(layer.data - first).max() > 1.0
     # overlays: one predicted spot per reflection, labelled with its hkl
@@ -53,6 +55,35 @@ def test_simulate_adds_then_updates_its_layer(make_napari_viewer):
     assert len(spots.data) > 30 and "0 0 1" in list(spots.features["hkl"])
     np.testing.assert_allclose(viewer.layers["beam centre"].data, [[32.5, 32.5]])
     assert all(label.endswith("Å") for label in viewer.layers["resolution rings"].features["d_label"])
+
+
+def test_docking_starts_the_kernel_warm_up_and_a_cold_kernel_never_runs_on_the_gui_thread(
+    make_napari_viewer, wait_simulated, monkeypatch
+):
+    """While the kernel compiles, even a small image simulates in a worker thread."""
+    import threading
+
+    from braggsim import _fast
+    from napari_braggsim import _common
+
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Simulate")
+    assert _common._warm_up_started.is_set()
+    widget.overlays.value = False
+    monkeypatch.setattr(_fast, "ready", lambda: False)
+    threads = []
+    simulate_image = _fast.image_rows
+
+    def image_rows(*args, **kwargs):
+        threads.append(threading.current_thread())
+        return simulate_image(*args, **kwargs)
+
+    monkeypatch.setattr(_fast, "image_rows", image_rows)
+    assert widget.run() is not None  # 64x64, below the threading threshold, yet a worker
+    wait_simulated(widget)
+    assert viewer.layers["simulated"].data.shape == (64, 64)
+    if _fast.available():
+        assert threads and threading.main_thread() not in threads
 
 
 def test_threaded_simulation_failure_is_a_notification(make_napari_viewer, qtbot, errors, monkeypatch):
@@ -69,22 +100,24 @@ def test_threaded_simulation_failure_is_a_notification(make_napari_viewer, qtbot
     widget.set_values({"fpixels": 300, "spixels": 300})
     worker = widget.run()
     assert worker is not None  # 300x300 is above the threading threshold
-    qtbot.waitUntil(lambda: not widget._workers, timeout=10000)
+    qtbot.waitUntil(lambda: not widget._workers, timeout=60000)
     assert len(errors) == 1 and "cannot allocate the image" in errors[0]
     assert "simulated" not in viewer.layers
 
 
 def test_live_mode_debounces_to_one_simulation(make_napari_viewer, qtbot):
+    from napari_braggsim._widgets import simulate as simulate_module
+
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Simulate")
     widget.overlays.value = False
     widget.live.value = True
-    qtbot.waitUntil(lambda: "simulated" in viewer.layers, timeout=5000)
+    qtbot.waitUntil(lambda: "simulated" in viewer.layers, timeout=120000)
     before = widget._request
     for angle in (1.0, 2.0, 3.0, 4.0):
         widget._fields["misset_z_deg"].value = angle
-    qtbot.waitUntil(lambda: widget._applied > before, timeout=5000)
-    qtbot.wait(300)
+    qtbot.waitUntil(lambda: widget._applied > before, timeout=120000)
+    qtbot.wait(3 * simulate_module.LIVE_DEBOUNCE_MS)  # no second simulation follows
     assert widget._request == before + 1  # four changes, one simulation
     reference = widget.values()
     assert reference["misset_z_deg"] == 4.0
@@ -157,20 +190,21 @@ def _refine_widget(viewer, iterations):
     return widget
 
 
-def test_refine_updates_predicted_on_each_yield(make_napari_viewer, qtbot):
+def test_refine_updates_predicted_on_each_yield(make_napari_viewer, wait_refined, monkeypatch):
     viewer = _sample_viewer(make_napari_viewer)
     widget = _refine_widget(viewer, iterations=4)
     snapshots = []
+    on_state = widget._on_state
 
     def record(state):
+        on_state(state)  # the widget's own slot first: then the layer shows this state
         if state.predicted is not None:
             snapshots.append(viewer.layers["predicted"].data.copy())
 
+    monkeypatch.setattr(widget, "_on_state", record)  # connected by run(), so no state is missed
     worker = widget.run()
     assert worker is not None and not widget.run_button.enabled
-    worker.yielded.connect(record)  # after the widget's slot: sees the layer it just updated
-    with qtbot.waitSignal(worker.finished, timeout=30000):
-        pass
+    wait_refined(widget)
     assert len(snapshots) >= 4
     for before, after in zip(snapshots[:3], snapshots[1:4], strict=False):
         assert np.abs(after - before).max() > 0
@@ -182,13 +216,12 @@ def test_refine_updates_predicted_on_each_yield(make_napari_viewer, qtbot):
     assert viewer.layers["residual"].data.shape == (64, 64)
 
 
-def test_refined_values_apply_to_simulate(make_napari_viewer, qtbot):
+def test_refined_values_apply_to_simulate(make_napari_viewer, wait_refined):
     viewer = _sample_viewer(make_napari_viewer)
     _, simulate = viewer.window.add_plugin_dock_widget(PLUGIN, "Simulate")
     widget = _refine_widget(viewer, iterations=6)
-    worker = widget.run()
-    with qtbot.waitSignal(worker.finished, timeout=60000):
-        pass
+    widget.run()
+    wait_refined(widget)
     refined = widget.result.parameters
     # six iterations of the orientation stage already move the misset towards 5 3 -2
     assert refined["misset_x_deg"] > 2.0
@@ -200,7 +233,7 @@ def test_refined_values_apply_to_simulate(make_napari_viewer, qtbot):
     assert simulate.values()["distance_mm"] == 100.0
 
 
-def test_search_step_reaches_the_refiner(make_napari_viewer, qtbot):
+def test_search_step_reaches_the_refiner(make_napari_viewer, wait_refined):
     viewer = _sample_viewer(make_napari_viewer)
     widget = _refine_widget(viewer, iterations=2)
     assert widget.search_deg.value == 4.0
@@ -210,39 +243,39 @@ def test_search_step_reaches_the_refiner(make_napari_viewer, qtbot):
     widget.search_deg.value = 2.5
     refiner, _, _ = widget.build_refiner()
     assert refiner.search_deg == 2.5
-    worker = widget.run()
+    widget.run()
     assert widget.readout.text().startswith("starting: trying 27 misset starts 2.5 deg apart")
-    with qtbot.waitSignal(worker.finished, timeout=60000):
-        pass
+    wait_refined(widget)
     assert widget.result.search["step_deg"] == 2.5
     assert "orientation search: 27 starts 2.5 deg apart" in widget.errors.text()
     # a second run starts its bar afresh
     widget.iterations.value = 60
-    worker = widget.run()
+    widget.run()
     assert widget.progress.format() == "iteration %v / %m" and widget.progress.value() == 0
-    with qtbot.waitSignal(worker.finished, timeout=60000):
-        pass
+    wait_refined(widget)
     assert widget.result.status == "converged"
     assert widget.progress.value() == widget.progress.maximum() == 60
     assert widget.progress.format() == f"converged after {len(widget.result.history)} iterations"
 
 
-def test_stop_mid_run_then_close_viewer_mid_run(make_napari_viewer, qtbot):
+def test_stop_mid_run_then_close_viewer_mid_run(make_napari_viewer, qtbot, wait_refined, refiner_waits_for_stop):
     viewer = _sample_viewer(make_napari_viewer)
     widget = _refine_widget(viewer, iterations=500)
-    worker = widget.run()
-    qtbot.waitUntil(lambda: len(widget.history) >= 2, timeout=20000)
-    with qtbot.waitSignal(worker.finished, timeout=10000):
-        widget.stop()
+    widget.run()
+    qtbot.waitUntil(lambda: len(widget.history) >= 2, timeout=120000)
+    assert widget.running  # the refiner waits for the stop: the run cannot end first
+    widget.stop()
+    wait_refined(widget)
     assert widget.result is not None and widget.result.status == "stopped"
     assert len(widget.history) < 100 and widget.run_button.enabled
 
-    worker = widget.run()
+    widget.run()
     run = widget.run_state
-    qtbot.waitUntil(lambda: len(widget.history) >= 2, timeout=20000)
-    viewer.close()
-    assert run.done.wait(5.0)  # the generator exited: no thread left inside the refiner
-    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=5000)
+    qtbot.waitUntil(lambda: len(widget.history) >= 2, timeout=120000)
+    assert widget.running and not run.done.is_set()
+    viewer.close()  # asks the refiner to stop and waits for it (see refine.abort_run)
+    assert run.done.wait(60)  # the generator exited: no thread left inside the refiner
+    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=60000)
 
 
 def test_shape_mismatch_is_a_notification(make_napari_viewer, errors):
@@ -280,18 +313,17 @@ def test_error_inside_a_run_is_a_notification_and_frees_run(make_napari_viewer, 
     viewer = _sample_viewer(make_napari_viewer)
     widget = _refine_widget(viewer, iterations=3)
     assert widget.run() is not None
-    qtbot.waitUntil(lambda: not widget.running, timeout=10000)
+    qtbot.waitUntil(lambda: not widget.running, timeout=60000)
     assert len(errors) == 1 and "out of memory at iteration 0" in errors[0]
     assert widget.run_button.enabled and "predicted" not in viewer.layers
 
 
-def test_screenshot_shows_predicted_over_observed(make_napari_viewer, qtbot):
+def test_screenshot_shows_predicted_over_observed(make_napari_viewer, wait_refined):
     viewer = make_napari_viewer(show=True)
     viewer.open_sample(PLUGIN, "synthetic_still")
     widget = _refine_widget(viewer, iterations=3)
-    worker = widget.run()
-    with qtbot.waitSignal(worker.finished, timeout=30000):
-        pass
+    widget.run()
+    wait_refined(widget)
     assert "predicted" in viewer.layers and "observed (synthetic still)" in viewer.layers
     for layer in viewer.layers:
         layer.visible = layer.name in ("predicted", "observed (synthetic still)")

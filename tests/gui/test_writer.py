@@ -28,11 +28,12 @@ def test_loaded_frame_saves_losslessly_through_napari(make_napari_viewer, tmp_pa
     assert "BRAGGSIM_SCALE" not in copy.header
 
 
-def test_simulated_layer_is_scaled_like_nanobragg_intfile(make_napari_viewer, tmp_path):
+def test_simulated_layer_is_scaled_like_nanobragg_intfile(make_napari_viewer, tmp_path, wait_simulated):
     viewer = make_napari_viewer()
     _, simulate = viewer.window.add_plugin_dock_widget(PLUGIN, "Simulate")
     simulate.overlays.value = False
     simulate.run_button.clicked()
+    wait_simulated(simulate)
     layer = viewer.layers["simulated"]
     out = tmp_path / "simulated.img"
     layer.save(str(out), plugin=PLUGIN)
@@ -44,14 +45,13 @@ def test_simulated_layer_is_scaled_like_nanobragg_intfile(make_napari_viewer, tm
     assert frame.data.shape == (64, 64)
 
 
-def test_predicted_layer_saves_with_the_refined_model(make_napari_viewer, qtbot, tmp_path):
+def test_predicted_layer_saves_with_the_refined_model(make_napari_viewer, wait_refined, tmp_path):
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "synthetic_still")
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Refine")
     widget.iterations.value = 3
-    worker = widget.run()
-    with qtbot.waitSignal(worker.finished, timeout=60000):
-        pass
+    widget.run()
+    wait_refined(widget)
     layer = viewer.layers["predicted"]
     model = layer.metadata["braggsim_model"]
     assert model["misset_x_deg"] == pytest.approx(layer.metadata["braggsim_parameters"]["misset_x_deg"])

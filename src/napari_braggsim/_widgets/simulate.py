@@ -1,7 +1,8 @@
 """Simulate dock widget: crystal, detector and beam fields -> a ``simulated`` image layer.
 
 Run simulates once; "live" re-simulates after each change, debounced, and in a napari
-``thread_worker`` when the image is large, so the GUI never waits on torch.  Only the
+``thread_worker`` when the image is large or the kernel is not compiled yet (the dock
+starts its warm-up), so the GUI never waits on torch or the compiler.  Only the
 newest request's image reaches the layer.
 """
 
@@ -165,7 +166,9 @@ class SimulateWidget(QWidget):
         self._request += 1
         request = self._request
         pixels = values["fpixels"] * values["spixels"]
-        if pixels <= THREAD_ABOVE_PIXELS:
+        # small images run here, unless the kernel is still being compiled: then they
+        # wait for it in a worker, and the GUI stays responsive
+        if pixels <= THREAD_ABOVE_PIXELS and _common.kernel_ready():
             try:
                 image = _simulate(model)
             except Exception as exc:  # noqa: BLE001  any failure becomes a message, never a traceback
