@@ -20,6 +20,8 @@ from braggsim import Beam, Crystal, Detector, _fast, simulate
 from braggsim.nanobragg_flags import parse_flags
 from braggsim.simulate import ForwardModel
 
+pytestmark = pytest.mark.torch_path  # CI runs these on the torch path too (BRAGGSIM_NATIVE=0)
+
 DATA = Path(__file__).parent / "data"
 CASES = {c["name"]: c for c in json.loads((DATA / "cases.json").read_text())}
 NATIVE_CASES = [n for n in CASES if n != "p06_round_polar"]
