@@ -176,7 +176,7 @@ def timed_interleaved(functions: dict, repeats: int, warmup: int = 1) -> dict:
 def first_use_s() -> dict:
     """Fresh interpreters: import, then the first 512x512x10 float32 simulate, with an empty
     kernel cache (the first process on a machine) and then with the cache it left; and the
-    whole background warm-up (every kernel, both precisions) on an empty cache."""
+    whole background warm-up (the plugin's kernels, see _fast.warm_up) on an empty cache."""
     simulate_code = (
         "import time; w=time.perf_counter(); c=time.process_time(); import torch, braggsim;"
         "from braggsim import _fast;"
@@ -443,7 +443,7 @@ def main(argv=None) -> int:
         )
     item = results["first_use"]["warm-up, cold cache"]
     print(
-        f"  the whole warm-up (every kernel, float32 and float64), cold cache: {item['wall_s']:.2f} s (CPU {item['cpu_s']:.2f} s)"
+        f"  the whole warm-up (float32 image; float64 image, geometry, forward, backward), cold cache: {item['wall_s']:.2f} s (CPU {item['cpu_s']:.2f} s)"
     )
 
     print("\nscaling: cost per evaluation (pixel x domain x subpixel) should stay flat")

@@ -289,37 +289,29 @@ def _offsets(s, count, axes, o, table, index_min, table_shape, default_sq, dh, d
         fsq[i] = amplitude * amplitude if inside else default_sq
 
 
-def _lattice_chunk(s, count, axes, n_cells, table, index_min, table_shape, default_sq, acc, work):
-    """acc[i] = sum_o F^2 (sincg_a sincg_b sincg_c)^2 over orientations for the chunk's
-    scattering vectors s (count * 3, flat); F^2 = 1 without a table.  work: (10, CHUNK)."""
-    na, nb, nc = n_cells
-    fsq, dh, dk, dl, fa, fb, fc = work[0], work[1], work[2], work[3], work[4], work[5], work[6]
-    for i in range(count):
-        acc[i] = ZERO
-        fsq[i] = ONE
-    for o in range(axes.shape[0] // 9):
-        _offsets(s, count, axes, o, table, index_min, table_shape, default_sq, dh, dk, dl, fsq, work[7:])
-        _sincg(dh, count, na, fa)
-        _sincg(dk, count, nb, fb)
-        _sincg(dl, count, nc, fc)
-        for i in range(count):
-            lattice = fa[i] * fb[i] * fc[i]
-            acc[i] += fsq[i] * lattice * lattice
-
-
 def _forward_range(start, stop, scat, axes, n_cells, table, index_min, table_shape, default_sq, out):
-    """out[m] = sum_o F^2 F_latt^2 for scattering vectors m in [start, stop); scat (M * 3,)."""
-    acc = np.empty(CHUNK, REAL)
+    """out[m] = sum_o F^2 (sincg_a sincg_b sincg_c)^2 over orientations for the scattering
+    vectors m in [start, stop) of scat (M * 3, flat), chunk by chunk; F^2 = 1 without a
+    table."""
+    na, nb, nc = n_cells
     work = np.empty((10, CHUNK), REAL)
+    fsq, dh, dk, dl, fa, fb, fc = work[0], work[1], work[2], work[3], work[4], work[5], work[6]
     for m0 in range(start, stop, CHUNK):
         m1 = min(m0 + CHUNK, stop)
         count = m1 - m0
-        _lattice_chunk(
-            scat[3 * m0 : 3 * m1], count, axes, n_cells, table, index_min, table_shape, default_sq, acc, work
-        )
-        dest = out[m0:m1]
+        s = scat[3 * m0 : 3 * m1]
+        acc = out[m0:m1]
         for i in range(count):
-            dest[i] = acc[i]
+            acc[i] = ZERO
+            fsq[i] = ONE
+        for o in range(axes.shape[0] // 9):
+            _offsets(s, count, axes, o, table, index_min, table_shape, default_sq, dh, dk, dl, fsq, work[7:])
+            _sincg(dh, count, na, fa)
+            _sincg(dk, count, nb, fb)
+            _sincg(dl, count, nc, fc)
+            for i in range(count):
+                lattice = fa[i] * fb[i] * fc[i]
+                acc[i] += fsq[i] * lattice * lattice
 
 
 def _outer_sum(gh, gk, gl, s, count, grad_axes, at):
@@ -474,12 +466,12 @@ def _image_range(
     omega = np.empty(CHUNK, REAL)
     polar = np.empty(CHUNK, REAL)
     acc = np.empty(CHUNK, REAL)
-    work = np.empty((10, CHUNK), REAL)
+    positions = np.empty((2, CHUNK), REAL)
     for r in range(start, stop):
         for f0 in range(0, fpixels, group):
             f1 = min(f0 + group, fpixels)
-            count = _subpixels(geo, oversample, row0 + r, f0, f1, scat, omega, polar, work)
-            _lattice_chunk(scat, count, axes, n_cells, table, index_min, table_shape, default_sq, acc, work)
+            count = _subpixels(geo, oversample, row0 + r, f0, f1, scat, omega, polar, positions)
+            _forward_range(0, count, scat, axes, n_cells, table, index_min, table_shape, default_sq, acc)
             k = 0
             for f in range(f0, f1):
                 total = ZERO
@@ -509,7 +501,6 @@ _KERNELS = {
     "_sincg": {**_HELPER, "fastmath": {"contract"}},
     "_sincg_slope": {**_HELPER, "fastmath": {"contract"}},
     "_offsets": {**_HELPER, "fastmath": {"contract"}},
-    "_lattice_chunk": {**_HELPER, "fastmath": {"contract"}},
     "_forward_range": {"fastmath": {"contract"}},
     "_outer_sum": {**_HELPER, "fastmath": {"contract", "reassoc"}},
     "_backward_range": {"fastmath": {"contract"}},
@@ -524,7 +515,7 @@ _PRECISIONS = {torch.float32: np.float32, torch.float64: np.float64}
 _lock = threading.Lock()
 _kernels: dict | None = None  # torch dtype -> {name: numba dispatcher}
 _failed: str | None = None
-_warm = threading.Event()  # set once warm_up has compiled (or loaded) every kernel
+_warm = threading.Event()  # set once warm_up has compiled (or loaded) the kernels it covers
 _warm_thread: threading.Thread | None = None
 _warm_failed: str | None = None  # why the last warm-up did not finish
 
@@ -608,14 +599,15 @@ def _load() -> dict | None:
 
 
 def ready() -> bool:
-    """True once no call of this module can compile any more: :func:`warm_up` has
-    compiled or loaded every kernel, or the torch path is in use anyway."""
+    """True once the kernels that live simulation (float32, no gradients) and refinement
+    (float64) use are compiled or loaded (:func:`warm_up`), or the torch path is in use
+    anyway: then those calls no longer compile."""
     return _warm.is_set() or disabled() or _failed is not None
 
 
 def warm_up(background: bool = True) -> threading.Thread | None:
-    """Compile (or load from the cache) every kernel in both precisions, float32's image
-    kernel (live simulation's) first.
+    """Compile (or load from the cache) the kernels of live simulation (float32 image) and
+    of refinement (float64: image, geometry, forward and backward).
 
     With ``background`` the work runs once per process in a daemon thread, which is
     returned (None when there is nothing to do); otherwise in the caller.  A failure is
@@ -651,12 +643,14 @@ def _warm_up_now() -> None:
         wavelength_A=1.0,
     )
     try:
-        for dtype in _PRECISIONS:
+        # live simulation's kernel first; refinement's (float64, with gradients) after
+        for dtype, gradients in ((torch.float32, False), (torch.float64, True)):
             axes = torch.eye(3, dtype=dtype).mul(50.0).expand(2, 3, 3)
             image_rows(geometry, range(2), 2, 1, axes, (2, 2, 2), None, scale=1.0, dtype=dtype)
-            scat, _, _ = geometry_rows(geometry, range(2), 2, 1, dtype=dtype)
-            scat.requires_grad_(True)
-            lattice_sum(scat, axes.clone().requires_grad_(True), (2, 2, 2)).sum().backward()
+            if gradients:
+                scat, _, _ = geometry_rows(geometry, range(2), 2, 1, dtype=dtype)
+                scat.requires_grad_(True)
+                lattice_sum(scat, axes.clone().requires_grad_(True), (2, 2, 2)).sum().backward()
     except Exception as exc:  # noqa: BLE001  kept for the report; the real call raises it again
         _warm_failed = f"{exc.__class__.__name__}: {exc}"
         return
@@ -667,39 +661,56 @@ def _warm_up_now() -> None:
 _pool: ThreadPoolExecutor | None = None
 
 
+PARTS_PER_THREAD = 4  # smaller parts than threads, so a thread that lost its core is not waited for
+
+
 def _threads(evaluations: int) -> int:
     # below ~1M evaluations (a few ms on one core) waking more threads costs more than it
     # saves, above all on a busy machine where a woken thread may wait for a time slice
-    return torch.get_num_threads() if evaluations >= 1 << 20 else 1
+    return min(torch.get_num_threads(), os.cpu_count() or 1) if evaluations >= 1 << 20 else 1
 
 
-def _split(stop: int, parts: int, align: int = 1) -> list[tuple[int, int]]:
-    """[0, stop) in at most ``parts`` contiguous ranges whose starts are multiples of ``align``."""
-    step = -(-stop // max(1, parts))
-    step = -(-step // align) * align
-    return [(start, min(start + step, stop)) for start in range(0, stop, max(step, 1))]
+def _split(stop: int, threads: int, align: int = 1) -> list[tuple[int, int]]:
+    """[0, stop) in contiguous ranges, PARTS_PER_THREAD per thread (one with one thread),
+    whose starts are multiples of ``align``.  The ranges depend only on the arguments, so
+    any per-range partial results always add up in the same order."""
+    parts = 1 if threads <= 1 else threads * PARTS_PER_THREAD
+    step = -(-stop // parts)
+    step = max(align, -(-step // align) * align)
+    return [(start, min(start + step, stop)) for start in range(0, stop, step)]
 
 
-def _run(tasks: list) -> None:
-    """Call every task (a function of no arguments): the first in the calling thread,
-    the others on the pool.  The kernels release the GIL, so they run at once."""
+def _run(tasks: list, threads: int) -> None:
+    """Call every task (a function of no arguments) on up to ``threads`` threads: the
+    calling one and the pool's, each taking the next task until none is left.  The
+    kernels release the GIL, so they run at once."""
     global _pool
-    if len(tasks) > 1 and _pool is None:
+    queue = iter(tasks)
+
+    def drain():
+        # next() on a list iterator is atomic under the GIL: every task runs exactly once
+        for task in queue:
+            task()
+
+    helpers = min(threads, len(tasks)) - 1
+    if helpers <= 0:
+        drain()
+        return
+    if _pool is None:
         with _lock:
             if _pool is None:
                 _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="braggsim-kernel")
-    futures = [_pool.submit(task) for task in tasks[1:]] if len(tasks) > 1 else []
+    futures = [_pool.submit(drain) for _ in range(helpers)]
     try:
-        if tasks:
-            tasks[0]()
+        drain()
     finally:
         for future in futures:
             future.result()
 
 
-def _run_split(function, ranges: list[tuple[int, int]], *args) -> None:
-    """function(start, stop, *args) for every range, at once."""
-    _run([functools.partial(function, start, stop, *args) for start, stop in ranges])
+def _run_split(function, ranges: list[tuple[int, int]], threads: int, *args) -> None:
+    """function(start, stop, *args) for every range, on up to ``threads`` threads."""
+    _run([functools.partial(function, start, stop, *args) for start, stop in ranges], threads)
 
 
 # ------------------------------------------------------------------ torch interface
@@ -744,9 +755,11 @@ class _LatticeSum(torch.autograd.Function):
         out = torch.empty(scat_c.shape[:-1], dtype=scat.dtype)
         count = out.numel()
         n = tuple(real(x) for x in n_cells)
+        threads = _threads(count * axes_c.shape[0])
         _run_split(
             kernels["_forward_range"],
-            _split(count, _threads(count * axes_c.shape[0]), CHUNK),
+            _split(count, threads, CHUNK),
+            threads,
             _flat(scat_c),
             _flat(axes_c),
             n,
@@ -765,7 +778,8 @@ class _LatticeSum(torch.autograd.Function):
         g = _flat(grad_out.to(scat.dtype))
         count = g.shape[0]
         grad_scat = torch.empty_like(scat)
-        ranges = _split(count, _threads(count * axes.shape[0]), CHUNK)
+        threads = _threads(count * axes.shape[0])
+        ranges = _split(count, threads, CHUNK)
         # one float64 partial per range, summed in a fixed order: the result does not
         # depend on which thread finished first
         partials = np.zeros((len(ranges), axes.numel()), np.float64)
@@ -780,7 +794,8 @@ class _LatticeSum(torch.autograd.Function):
                     backward, start, stop, _flat(scat), g, _flat(axes), n, *table_args, grad_flat, partials[index]
                 )
                 for index, (start, stop) in enumerate(ranges)
-            ]
+            ],
+            threads,
         )
         grad_axes = torch.from_numpy(partials.sum(axis=0)).to(axes.dtype).reshape(axes.shape)
         return grad_scat, grad_axes, None, None
@@ -824,10 +839,11 @@ def image_rows(
     real = _PRECISIONS[dtype]
     axes_c = axes.detach().to(dtype).contiguous()
     out = torch.empty((len(rows), fpixels), dtype=dtype)
-    evaluations = out.numel() * oversample * oversample * axes_c.shape[0]
+    threads = _threads(out.numel() * oversample * oversample * axes_c.shape[0])
     _run_split(
         kernels["_image_range"],
-        _split(len(rows), _threads(evaluations)),
+        _split(len(rows), threads),
+        threads,
         geometry.in_precision(real),
         rows.start,
         fpixels,
@@ -853,9 +869,11 @@ def geometry_rows(
     scat = torch.empty((len(rows), fpixels, o2, 3), dtype=dtype)
     omega = torch.empty((len(rows), fpixels, o2), dtype=dtype)
     polar = torch.empty_like(omega)
+    threads = _threads(omega.numel() * 8)
     _run_split(
         kernels["_geometry_range"],
-        _split(len(rows), _threads(omega.numel() * 8)),
+        _split(len(rows), threads),
+        threads,
         geometry.in_precision(_PRECISIONS[dtype]),
         rows.start,
         fpixels,
