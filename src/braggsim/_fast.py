@@ -549,7 +549,7 @@ def _numba_cache_in(path: Path):
         numba.config.CACHE_DIR = previous
 
 
-def _compile_kernels() -> dict:
+def _compile_kernels(cache: bool = True) -> dict:
     """numba dispatchers for both precisions (compiled lazily, on first call)."""
     import numba
 
@@ -564,7 +564,7 @@ def _compile_kernels() -> dict:
                 function = _pytypes.FunctionType(source.__code__, namespace, name, source.__defaults__)
                 function.__qualname__ = f"{name}_{suffix}"  # one cache entry per precision
                 function.__doc__ = source.__doc__
-                namespace[name] = numba.njit(**_NUMBA_OPTIONS, **options)(function)
+                namespace[name] = numba.njit(**{**_NUMBA_OPTIONS, "cache": cache}, **options)(function)
             kernels[dtype] = {name: namespace[name] for name in _KERNELS}
     return kernels
 
@@ -592,7 +592,10 @@ def _load() -> dict | None:
     with _lock:
         if _kernels is None and _failed is None:
             try:
-                _kernels = _compile_kernels()
+                try:
+                    _kernels = _compile_kernels()
+                except (RuntimeError, OSError):  # numba found no writable cache directory
+                    _kernels = _compile_kernels(cache=False)
             except ImportError as exc:  # numba missing or broken: the torch path still works
                 _failed = f"numba is unavailable ({exc})"
     return _kernels
