@@ -55,8 +55,13 @@ TARGETS_S = {
 
 
 # ------------------------------------------------------------------ cases
-def still(pixels: int, domains: int, oversample: int = 1):
-    """A cubic 100 A crystal, N=5, default_F 100 on a 0.1 mm, 100 mm detector."""
+# nanoBragg's flags for 9 divergence sources: a 3 x 3 grid over 1 x 1 mrad, corners kept
+DIVERGENCE_FLAGS = ["-hdivrange", "1", "-vdivrange", "1", "-hdivsteps", "3", "-vdivsteps", "3", "-square_div"]
+
+
+def still(pixels: int, domains: int, oversample: int = 1, sources: int = 1):
+    """A cubic 100 A crystal, N=5, default_F 100 on a 0.1 mm, 100 mm detector; ``sources``
+    1 (one beam) or 9 (nanoBragg's 3 x 3 divergence grid, DIVERGENCE_FLAGS)."""
     crystal = Crystal(
         cell=(100, 100, 100, 90, 90, 90),
         N_cells=(5, 5, 5),
@@ -66,10 +71,14 @@ def still(pixels: int, domains: int, oversample: int = 1):
         mosaic_domains=domains if domains > 1 else None,
     )
     detector = Detector(fpixels=pixels, spixels=pixels, pixel_size_mm=0.1, distance_mm=100, oversample=oversample)
-    return crystal, detector, Beam(wavelength_A=1.0)
+    if sources == 9:
+        beam = Beam(wavelength_A=1.0, divergence_mrad=(1.0, 1.0), divergence_steps=(3, 3), round_divergence=False)
+    else:
+        beam = Beam(wavelength_A=1.0)
+    return crystal, detector, beam
 
 
-def still_flags(pixels: int, domains: int, oversample: int = 1) -> list[str]:
+def still_flags(pixels: int, domains: int, oversample: int = 1, sources: int = 1) -> list[str]:
     """The nanoBragg command line of :func:`still`."""
     flags = [
         "-cell",
@@ -100,6 +109,8 @@ def still_flags(pixels: int, domains: int, oversample: int = 1) -> list[str]:
     ]
     if domains > 1:
         flags += ["-mosaic", "0.5", "-mosaic_dom", str(domains)]
+    if sources == 9:
+        flags += DIVERGENCE_FLAGS
     return flags
 
 
@@ -134,8 +145,8 @@ def timed(fn, repeats: int, warmup: int = 1) -> dict:
     return {"median_s": statistics.median(times), "min_s": min(times), "repeats": repeats}
 
 
-def forward(pixels, domains, oversample=1, kernel="auto"):
-    crystal, detector, beam = still(pixels, domains, oversample)
+def forward(pixels, domains, oversample=1, kernel="auto", sources=1):
+    crystal, detector, beam = still(pixels, domains, oversample, sources)
 
     def run():
         with torch.no_grad():
@@ -315,6 +326,11 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     parser.add_argument("--json", default=str(HERE / "results" / "bench.json"), help="where to write the results")
     parser.add_argument(
+        "--only",
+        choices=("sources",),
+        help="run one section: 'sources' = issue 11's 1 and 9 divergence sources (with --nanobragg, in one run)",
+    )
+    parser.add_argument(
         "--no-compiler",
         action="store_true",
         help="run with gcc, cc and clang hidden from PATH and CC unset (the C reference kernel is built first)",
@@ -373,17 +389,39 @@ def main(argv=None) -> int:
                 text += f" (r={row['pearson_vs_nanobragg']:.6f})"
         print(text, flush=True)
 
-    def forward_case(name, pixels, domains, oversample=1, kernel="auto", reps=repeats):
-        fn = forward(pixels, domains, oversample, kernel)
+    def forward_case(name, pixels, domains, oversample=1, kernel="auto", reps=repeats, sources=1):
+        fn = forward(pixels, domains, oversample, kernel, sources)
         result = timed(fn, reps)
         if args.nanobragg and kernel == "auto":
             result["image"] = fn().numpy()
         record(
             name,
             result,
-            still_flags(pixels, domains, oversample) if kernel == "auto" else None,
-            pixels * pixels * domains * oversample**2,
+            still_flags(pixels, domains, oversample, sources) if kernel == "auto" else None,
+            pixels * pixels * domains * oversample**2 * sources,
         )
+
+    print("\nissue 11 figures: divergence sources (one more axis of the pixel sum)")
+    forward_case("1024x1024, 10 domains, 1 source, forward", 1024, 10, reps=min(repeats, 3))
+    forward_case("1024x1024, 10 domains, 9 sources, forward", 1024, 10, reps=min(repeats, 3), sources=9)
+    by_case = {row["case"]: row for row in rows}
+    one, nine = (
+        by_case["1024x1024, 10 domains, 1 source, forward"],
+        by_case["1024x1024, 10 domains, 9 sources, forward"],
+    )
+    print(f"  9 sources / 1 source: braggsim x{nine['median_s'] / one['median_s']:.1f}", end="")
+    if "nanobragg_median_s" in nine:
+        print(f", nanoBragg x{nine['nanobragg_median_s'] / one['nanobragg_median_s']:.1f}", end="")
+    print()
+    if args.only == "sources":
+        info["loadavg_end"] = os.getloadavg()
+        print(f"\n  load average at start {info['loadavg_start']}, at end {info['loadavg_end']}")
+        results.update(rows=rows)
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=1, default=float))
+        print(f"  results written to {out}")
+        return 0
 
     print("\nthe numba kernel against the C kernel it replaced and the torch path (issue 14), interleaved")
     reference = gcc_reference.available()

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from braggsim.demo import demo_model
 from braggsim.refine import Refiner
-from braggsim.refine_cli import demo_model
 from braggsim.simulate import simulate
 
 MOSAIC_TOL_DEG = 0.1

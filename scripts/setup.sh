@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Set up everything napari-braggsim needs on a fresh Debian machine (as root) or an
-# existing one: the system libraries headless Qt/OpenGL need, a virtual environment in
-# .venv, torch 2.13.0 (the CPU wheel, installed first so pip never pulls a CUDA build),
-# then the project with its test extras, and finally the fast simulation kernel, compiled
-# once into ~/.cache/braggsim (no C compiler needed: numba's wheel brings LLVM).  Safe to
-# run again.
+# existing one: the system libraries headless Qt/OpenGL need, gcc (for the noise module's
+# nanoBragg-exact loops, which fall back to slower pure Python without it), a virtual
+# environment in .venv, torch 2.13.0 (the CPU wheel, installed first so pip never pulls a
+# CUDA build), then the project with its test extras, and finally the fast simulation
+# kernel, compiled once into ~/.cache/braggsim (it needs no C compiler: numba's wheel
+# brings LLVM).  Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES="xvfb xauth libgl1 libegl1 libgl1-mesa-dri libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0
 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 libxcb-xfixes0 libxcb-shape0
-libxcb-cursor0 libdbus-1-3 libfontconfig1"
+libxcb-cursor0 libdbus-1-3 libfontconfig1
+gcc libc6-dev"
 
 missing=""
 for pkg in $APT_PACKAGES; do

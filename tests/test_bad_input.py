@@ -154,7 +154,7 @@ def test_missing_hkl_file_names_it(tmp_path):
         braggsim.read_hkl(path)
 
 
-@pytest.mark.parametrize("flag", ["-bogus", "-water", "-noise", "-adc"])
+@pytest.mark.parametrize("flag", ["-bogus", "-noise", "-readout_noise", "-adcx"])
 def test_unsupported_flag_names_the_flag(flag):
     with pytest.raises(ValueError, match=f"unsupported flag '{flag}'"):
         parse_flags(["-cell", *map(str, CUBIC), "-default_F", "1", flag, "1"])

@@ -107,10 +107,10 @@ def test_floatfile_and_intfile_agree(tmp_path, capsys):
     assert float(header["DISTANCE"]) == 100 and float(header["PIXEL_SIZE"]) == 0.1
     assert float(header["WAVELENGTH"]) == 1.0
     assert float(header["OSC_START"]) == 10 and float(header["OSC_RANGE"]) == 1
-    # nanoBragg's -intfile scale: the brightest pixel becomes 55000 counts
+    # nanoBragg's -intfile scale: the brightest pixel becomes 55000 counts, plus the ADC offset 40
     scale = 55000.0 / image.max()
-    np.testing.assert_array_equal(counts, np.floor(image.astype(np.float64) * scale + 0.5).astype(np.uint16))
-    assert counts.max() == 55000
+    np.testing.assert_array_equal(counts, np.floor(image.astype(np.float64) * scale + 40 + 0.5).astype(np.uint16))
+    assert counts.max() == 55040
     assert sorted(os.listdir(tmp_path)) == ["img.bin", "img.img"]
 
 
@@ -122,15 +122,15 @@ def test_intfile_scale_flag(tmp_path, capsys):
     run(capsys, "simulate", *SMALL, "-floatfile", str(floatfile))
     image = np.fromfile(floatfile, dtype="<f4").reshape(32, 32)
     _, counts = read_smv(intfile)
-    np.testing.assert_array_equal(counts, np.floor(image.astype(np.float64) * 2 + 0.5).astype(np.uint16))
+    np.testing.assert_array_equal(counts, np.floor(image.astype(np.float64) * 2 + 40 + 0.5).astype(np.uint16))
 
 
 @pytest.mark.parametrize(
     "extra,named",
     [
         (["-bogus_flag", "3"], "-bogus_flag"),
-        (["-water", "100"], "-water"),  # a nanoBragg flag braggsim does not implement
-        (["-sourcefile", "x.txt"], "-sourcefile"),
+        (["-coherent"], "-coherent"),  # a nanoBragg.c flag braggsim refuses, with its reason
+        (["-sourcefile", "x.txt"], "x.txt"),  # a missing source file is named
     ],
 )
 def test_unsupported_flag_is_an_error_naming_it(extra, named, tmp_path, capsys):
@@ -147,15 +147,18 @@ def test_unsupported_flag_is_an_error_naming_it(extra, named, tmp_path, capsys):
     [
         (["-dtype", "float16"], "float16"),
         (["-N"], "-N"),
-        (["-cell", "100", "100"], "-cell"),
+        (["-cell", "-100"], "-cell"),
         (["-distance", "far"], "far"),
         (["-detpixels", "0"], "fpixels"),
-        (["-lambda", "-1"], "wavelength_A"),
-        (["-distance", "nan"], "distance_mm"),
+        (["-lambda", "-1"], "-lambda"),
+        (["-distance", "nan"], "-distance"),
         (["-pixel", "0", "-detsize", "10"], "-pixel"),
         (["-detsize", "0"], "-detsize"),
         (["-scale", "0"], "-scale"),
-        (["-mosaic_seed", "1e20"], "-mosaic_seed"),
+        (["-mosaic_seed", "inf"], "-mosaic_seed"),
+        (["-mosaic_seed", "99999999999"], "-mosaic_seed"),
+        (["-detpixels", "inf"], "-detpixels"),
+        (["-oversample", "inf"], "-oversample"),
     ],
 )
 def test_bad_values_are_one_line_errors(extra, fragment, tmp_path, capsys):
@@ -167,7 +170,8 @@ def test_bad_values_are_one_line_errors(extra, fragment, tmp_path, capsys):
 
 
 def test_resource_failure_is_reported_without_traceback(capsys):
-    # 1e-13 A: nanoBragg's automatic rule asks for ~1.5e13 subpixels per edge, which cannot be allocated
+    # 1e-13 A: nanoBragg's automatic rule asks for ~1.5e13 subpixels per edge, which cannot be
+    # computed in any time: refused up front with the estimate, before anything is allocated
     argv = SMALL[: SMALL.index("-lambda")] + [
         "-lambda",
         "1e-13",
@@ -179,8 +183,9 @@ def test_resource_failure_is_reported_without_traceback(capsys):
         "8",
     ]
     status, _, err = run(capsys, "simulate", *argv)
-    assert status == 1
-    assert err.startswith("braggsim: error: simulation failed") and "Traceback" not in err
+    assert status == 2
+    assert err.startswith("braggsim: error: this simulation") and "would take at least" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_missing_output_directory_fails_before_simulating(tmp_path, capsys):
@@ -217,7 +222,7 @@ def test_failing_writer_leaves_nothing_half_written(tmp_path, capsys, monkeypatc
 def test_failing_run_keeps_an_existing_output_intact(tmp_path, capsys):
     floatfile = tmp_path / "keep.bin"
     floatfile.write_bytes(b"previous result")
-    status, _, _ = run(capsys, "simulate", *SMALL, "-N", "0", "-floatfile", str(floatfile))
+    status, _, _ = run(capsys, "simulate", *SMALL, "-N", "-3", "-floatfile", str(floatfile))
     assert status == 2
     assert floatfile.read_bytes() == b"previous result"
     assert os.listdir(tmp_path) == ["keep.bin"]

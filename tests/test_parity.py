@@ -34,6 +34,8 @@ def case_args(case: dict) -> list[str]:
     args = shlex.split(case["args"])
     if case.get("hkl"):
         args += ["-hkl", str(DATA / case["hkl"])]
+    if case.get("sourcefile"):
+        args += ["-sourcefile", str(DATA / case["sourcefile"])]
     return args
 
 
@@ -52,7 +54,7 @@ def assert_matches(image: np.ndarray, expected: np.ndarray) -> None:
 
 
 def test_every_golden_case_is_listed_with_its_files():
-    assert len(CASES) == 8
+    assert len(CASES) == 15  # p01-p16 (there is no p12)
     for case in CASES:
         assert (DATA / f"{case['name']}.bin").is_file()
         assert reference(case["name"]).sum() > 0
@@ -147,3 +149,14 @@ def test_cuda_gradients_match_the_cpu():
         return torch.cat([spread.grad.reshape(1), misset.grad]).cpu()
 
     torch.testing.assert_close(gradient("cuda"), gradient("cpu"), rtol=1e-8, atol=0)
+
+
+def test_cli_picks_float64_for_a_large_crystal(tmp_path, capsys):
+    """p16 has 50 cells a side: without -dtype the command line computes in float64."""
+    case = next(c for c in CASES if c["name"] == "p16_flux_xtalsize")
+    out = tmp_path / "p16.bin"
+    assert cli.main(["simulate", *case_args(case), "-floatfile", str(out)]) == 0
+    assert "float64 arithmetic: the crystal is 50 cells along an edge" in capsys.readouterr().out
+    image = np.fromfile(out, dtype="<f4").astype(np.float64)
+    expected = reference("p16_flux_xtalsize").ravel().astype(np.float64)
+    assert abs(image.sum() / expected.sum() - 1) < 1e-7

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import braggsim
-from braggsim import resolution
+from braggsim import resolution, spots
 
 
 def test_resolution_map_matches_bragg_law_on_a_flat_detector():
@@ -49,9 +49,9 @@ def test_mosflm_beam_center_reproduces_the_beam_position_of_any_convention():
     mosflm = braggsim.Detector(
         fpixels=96, pixel_size_mm=0.1, distance_mm=100.0, beam_center_mm=resolution.mosflm_beam_center_mm(xds)
     )
-    assert resolution.beam_center_px(mosflm) == pytest.approx(resolution.beam_center_px(xds), abs=1e-9)
+    assert spots.beam_center_px(mosflm) == pytest.approx(spots.beam_center_px(xds), abs=1e-9)
     # XDS ORGX/ORGY are 1-based pixel centres along fast/slow
-    assert resolution.beam_center_px(xds) == pytest.approx((54.0, 39.0), abs=1e-9)
+    assert spots.beam_center_px(xds) == pytest.approx((54.0, 39.0), abs=1e-9)
 
 
 def test_geometry_without_wavelength_is_refused():

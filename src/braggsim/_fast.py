@@ -32,7 +32,7 @@ import threading
 import types as _pytypes
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -71,7 +71,7 @@ class DetectorGeometry(NamedTuple):
 
     def in_precision(self, real) -> DetectorGeometry:
         """The same geometry with every number a numpy scalar of type ``real``."""
-        values = []
+        values: list = []
         for value in self:
             if isinstance(value, bool):
                 values.append(value)
@@ -342,24 +342,27 @@ def _outer_sum(gh, gk, gl, s, count, grad_axes, at):
 
 
 def _backward_range(
-    start, stop, scat, grad_out, axes, n_cells, table, index_min, table_shape, default_sq, grad_scat, grad_axes
+    start,
+    stop,
+    scat,
+    grad_out,
+    axes,
+    n_cells,
+    table,
+    index_min,
+    table_shape,
+    default_sq,
+    grad_scat,
+    grad_axes,
+    block,
 ):
     """Given grad_out[m] = dLoss/dout[m] for m in [start, stop): writes grad_scat rows
-    [start, stop) (M * 3 flat) and adds this range's share to grad_axes (K * 9, float64)."""
+    [start, stop) (M * 3 flat) and adds each chunk's share of the lattice-axis gradient to
+    row (m - start) // block of grad_axes ((stop - start) / block, K * 9), float64."""
     na, nb, nc = n_cells
     work = np.empty((19, CHUNK), REAL)
-    fsq, dh, dk, dl, fa, fb, fc, da, db, dc = (
-        work[0],
-        work[1],
-        work[2],
-        work[3],
-        work[4],
-        work[5],
-        work[6],
-        work[7],
-        work[8],
-        work[9],
-    )
+    fsq, dh, dk, dl, fa, fb, fc = work[0], work[1], work[2], work[3], work[4], work[5], work[6]
+    da, db, dc = work[7], work[8], work[9]
     gx, gy, gz, gh, gk, gl = work[10], work[11], work[12], work[13], work[14], work[15]
     for m0 in range(start, stop, CHUNK):
         m1 = min(m0 + CHUNK, stop)
@@ -391,7 +394,7 @@ def _backward_range(
                 gh[i] = wh
                 gk[i] = wk
                 gl[i] = wl
-            _outer_sum(gh, gk, gl, s, count, grad_axes, at)
+            _outer_sum(gh, gk, gl, s, count, grad_axes[(m0 - start) // block], at)
         dest = grad_scat[3 * m0 : 3 * m1]
         for i in range(count):
             dest[3 * i] = gx[i]
@@ -494,10 +497,10 @@ def _image_range(
 # name -> numba options; the callees come first.  "contract" lets LLVM fuse a * b + c
 # as gcc did by default; _outer_sum may also reassociate its nine sums, which is what
 # lets them vectorise (as OpenMP's simd reduction did in C).
-_NUMBA_OPTIONS = {"nogil": True, "cache": True, "error_model": "numpy", "boundscheck": False}
+_NUMBA_OPTIONS: dict[str, Any] = {"nogil": True, "cache": True, "error_model": "numpy", "boundscheck": False}
 # called only from compiled code: no Python or C-callable wrappers to build
-_HELPER = {"no_cpython_wrapper": True, "no_cfunc_wrapper": True}
-_KERNELS = {
+_HELPER: dict[str, Any] = {"no_cpython_wrapper": True, "no_cfunc_wrapper": True}
+_KERNELS: dict[str, dict[str, Any]] = {
     "_sincg": {**_HELPER, "fastmath": {"contract"}},
     "_sincg_slope": {**_HELPER, "fastmath": {"contract"}},
     "_offsets": {**_HELPER, "fastmath": {"contract"}},
@@ -540,19 +543,21 @@ def _numba_cache_in(path: Path):
     # numba.config.CACHE_DIR; point it at ours for our functions only
     import numba
 
-    previous = numba.config.CACHE_DIR
+    config: Any = numba.config
+    previous = config.CACHE_DIR
     if not previous:
-        numba.config.CACHE_DIR = str(path)
+        config.CACHE_DIR = str(path)
     try:
         yield
     finally:
-        numba.config.CACHE_DIR = previous
+        config.CACHE_DIR = previous
 
 
 def _compile_kernels(cache: bool = True) -> dict:
     """numba dispatchers for both precisions (compiled lazily, on first call)."""
     import numba
 
+    njit: Any = numba.njit  # its overloads do not type options given as a mapping
     kernels = {}
     with _numba_cache_in(cache_dir() / "numba"):
         for dtype, real in _PRECISIONS.items():
@@ -564,7 +569,7 @@ def _compile_kernels(cache: bool = True) -> dict:
                 function = _pytypes.FunctionType(source.__code__, namespace, name, source.__defaults__)
                 function.__qualname__ = f"{name}_{suffix}"  # one cache entry per precision
                 function.__doc__ = source.__doc__
-                namespace[name] = numba.njit(**{**_NUMBA_OPTIONS, "cache": cache}, **options)(function)
+                namespace[name] = njit(**{**_NUMBA_OPTIONS, "cache": cache}, **options)(function)
             kernels[dtype] = {name: namespace[name] for name in _KERNELS}
     return kernels
 
@@ -665,6 +670,7 @@ _pool: ThreadPoolExecutor | None = None
 
 
 PARTS_PER_THREAD = 4  # smaller parts than threads, so a thread that lost its core is not waited for
+PARTIAL_CHUNKS = 64  # chunks per partial sum of the lattice-axis gradient (see _LatticeSum.backward)
 
 
 def _threads(evaluations: int) -> int:
@@ -782,21 +788,33 @@ class _LatticeSum(torch.autograd.Function):
         count = g.shape[0]
         grad_scat = torch.empty_like(scat)
         threads = _threads(count * axes.shape[0])
-        ranges = _split(count, threads, CHUNK)
-        # one float64 partial per range, summed in a fixed order: the result does not
-        # depend on which thread finished first
-        partials = np.zeros((len(ranges), axes.numel()), np.float64)
+        # the lattice-axis gradient is summed per block of PARTIAL_CHUNKS chunks, each block
+        # by one thread in chunk order, and the blocks are added in a fixed order: the
+        # result is bitwise the same whatever the number of threads and whichever ran what
+        block = PARTIAL_CHUNKS * CHUNK
+        ranges = _split(count, threads, block)
+        partials = np.zeros((-(-count // block), axes.numel()), np.float64)
         table_args = _table_args(ctx.table, scat.dtype, real)
         n = tuple(real(x) for x in ctx.n_cells)
         backward = kernels["_backward_range"]
         grad_flat = grad_scat.reshape(-1).numpy()
-
+        scat_flat, axes_flat = _flat(scat), _flat(axes)
         _run(
             [
                 functools.partial(
-                    backward, start, stop, _flat(scat), g, _flat(axes), n, *table_args, grad_flat, partials[index]
+                    backward,
+                    start,
+                    stop,
+                    scat_flat,
+                    g,
+                    axes_flat,
+                    n,
+                    *table_args,
+                    grad_flat,
+                    partials[start // block : -(-stop // block)],
+                    block,
                 )
-                for index, (start, stop) in enumerate(ranges)
+                for start, stop in ranges
             ],
             threads,
         )

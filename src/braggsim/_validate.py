@@ -82,3 +82,75 @@ def to_tensor(value: Scalar, dtype: torch.dtype, device) -> torch.Tensor:
 def stack3(values: Sequence[Scalar], dtype: torch.dtype, device) -> torch.Tensor:
     """Three floats or 0-d tensors as one (3,) tensor that keeps each entry's gradient."""
     return torch.stack([to_tensor(v, dtype, device).reshape(()) for v in values])
+
+
+SUPPORTED_DTYPES = (torch.float32, torch.float64)
+
+
+def check_float_dtype(dtype) -> torch.dtype:
+    """``dtype`` if braggsim computes in it; float16/bfloat16 underflow the physics (r_e^2 is
+    7.9e-30) to an all-NaN image, so they are refused, as is anything else."""
+    if dtype not in SUPPORTED_DTYPES:
+        raise ValueError(
+            f"dtype {dtype} is not supported: braggsim computes in float32 or float64 "
+            "(pass dtype=torch.float32, or convert the tensor fields)"
+        )
+    return dtype
+
+
+def check_matrix3(name: str, matrix):
+    """A finite, non-singular 3x3 matrix as a float64 numpy array; ValueError otherwise."""
+    import numpy as np
+
+    try:
+        array = np.asarray(matrix, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a 3x3 matrix of numbers, got {matrix!r:.200}") from None
+    if array.shape != (3, 3):
+        raise ValueError(f"{name} must be 3x3, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} must be finite, got {array.tolist()!r}")
+    scale = float(np.abs(array).max())
+    if scale == 0 or abs(float(np.linalg.det(array / scale))) < 1e-9:
+        raise ValueError(f"{name} is singular (its rows do not span 3-D space): {array.tolist()!r}")
+    return array
+
+
+def revalidate(*parts) -> None:
+    """Re-run the construction checks of model parts (Crystal, Detector, Beam, ...).
+
+    The dataclasses are mutable, and a field changed after construction was never
+    checked; ``simulate`` and the writers call this at use, so whatever a part's
+    ``__post_init__`` checks (including fields added later) is checked again.  At use
+    rather than in ``__setattr__``: several fields are only valid together (a MOSFLM
+    matrix needs its wavelength, a beam centre needs its convention), which one-field-at-a-
+    time assignment cannot respect, and a refinement replaces parts every step, which
+    already re-runs the checks through ``dataclasses.replace``.
+
+    So a part's ``__post_init__`` must be idempotent: running it twice leaves the same
+    field values (tests/test_reliability.py checks this for every model part).
+    """
+    for part in parts:
+        post_init = getattr(type(part), "__post_init__", None)
+        if post_init is None:
+            continue
+        try:
+            post_init(part)
+        except ValueError as exc:
+            raise ValueError(f"{type(part).__name__}: {exc}") from None
+
+
+def resolve_device(name) -> torch.device:
+    """The torch device called ``name`` ("cpu", "cuda", "cuda:1", "mps"); ValueError
+    when torch does not know it or this machine does not have it."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"-device {name!r} is not a torch device") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"-device {name!r}: CUDA is not available here")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"-device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"-device {name!r}: MPS is not available here")
+    return device

@@ -1,18 +1,23 @@
-"""The ``braggsim`` command: ``simulate`` | ``refine`` | ``demo``.
+"""The ``braggsim`` command: ``simulate`` | ``nonbragg`` | ``noisify`` | ``refine`` | ``demo``.
 
 ``braggsim simulate`` is a drop-in for nanoBragg: it takes nanoBragg's flags (see
 ``braggsim simulate --help``), prints a short nanoBragg-like summary and writes
-``-floatfile`` (raw float32) and ``-intfile`` (SMV).  ``refine`` and ``demo`` live in
-:mod:`braggsim.refine_cli` and are imported only when asked for.
+``-floatfile`` (raw float32), ``-intfile`` and ``-noisefile`` (SMV) and nanoBragg's other
+outputs.  ``nonbragg`` and ``noisify`` are nanoBragg's companion programs
+(:mod:`braggsim.nonbragg_cli`, :mod:`braggsim.noisify_cli`).  ``refine`` and ``demo``
+live in :mod:`braggsim.refine_cli` and are imported only when asked for.
 
 Errors are one line on stderr, ``braggsim: error: ...``, with exit status 2.  Output
 files are written to temporary names and renamed only once every file is complete, so a
-failing run leaves nothing half-written behind.
+failing run leaves nothing half-written behind; an output that is an input (-hkl, -mat,
+-sourcefile, ...) or a read-only file is refused before anything is simulated, an existing
+output keeps its permissions, and a simulation whose image is not finite writes nothing.
+A request whose memory or time cannot fit is refused up front with the estimate (see
+braggsim._resources).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -22,77 +27,40 @@ usage: braggsim <command> [options]
 
 commands:
   simulate   simulate a diffraction image from nanoBragg's command-line flags
+  nonbragg   render amorphous scattering (water, air, ice) from nonBragg's flags
+  noisify    add detector noise to a photons/pixel image, as nanoBragg's noisify
   refine     refine a model against a measured frame
   demo       simulate a known crystal, then refine a perturbed model back to it
 
 Run 'braggsim <command> --help' for the options of a command.
 """
 
-SIMULATE_HELP = """\
+SIMULATE_HELP_HEAD = """\
 usage: braggsim simulate -cell a b c alpha beta gamma (-default_F F | -hkl FILE) [flags]
 
 Simulate a still or rotation image as nanoBragg does, with nanoBragg's flag names and
-meanings.  Lengths in Angstrom (crystal) and mm (detector), angles in degrees.  A flag
-that is not listed here is an error; nothing is silently ignored.
+meanings.  Lengths in Angstrom (crystal) and mm (detector), angles in degrees.  Flags are
+read left to right: a later flag overrides an earlier one that sets the same thing.
+Integers are read as nanoBragg reads them (-N 2.5 is 2).  A flag that is not listed here
+is an error, and so is one that would have no effect; nothing is silently ignored.
 
-crystal:
-  -cell a b c al be ga     unit cell (Angstrom, degrees)
-  -mat FILE                MOSFLM orientation matrix instead of -cell (uses -lambda)
-  -misset x y z            rotations about lab x, then y, then z (degrees)
-  -N n | -Na -Nb -Nc n     unit cells along each axis (default 1)
-  -default_F F             structure factor for every hkl not in the -hkl table
-  -hkl FILE                'h k l F' text file (no symmetry, not even Friedel)
-  -interpolate | -nointerpolate
-                           force tricubic F interpolation on/off (default: on if any N <= 2)
-  -square_xtal | -round_xtal | -gauss_xtal | -tophat_spots
-                           lattice transform (default square, i.e. sincg)
-  -fudge f                 width factor for the round/gauss/tophat shapes
-  -mosaic deg              mosaic spread (degrees)
-  -mosaic_dom n            mosaic domains (alias -mosaic_domains; default 10 with -mosaic)
-  -mosaic_seed s           seed of nanoBragg's ran1 draws (default 12345678)
-  -phi deg  -osc deg  -phisteps n
-                           spindle start, oscillation and steps (-osc alone: 2 steps)
-  -spindle_axis x y z      spindle direction (default: the convention's)
+"""
 
-beam:
-  -lambda A | -wavelength A | -energy eV
-                           wavelength (default 1 A)
-  -fluence f               photons/m^2 (default 1.25932015286227e29)
-  -polar K                 Kahn polarization factor (default 0, unpolarized)
-  -nopolar                 no polarization factor at all
+SIMULATE_HELP_TAIL = """
+braggsim writes only the files it is asked for (nanoBragg also writes floatimage.bin,
+intimage.img, image.pgm and noiseimage.img by default).  Outputs are written whole, then
+renamed into place; an existing file keeps its permissions.  An output that is an input
+(-hkl, -mat, -sourcefile, -stol, -img, -mask, a -dump that is read) or a read-only file
+is refused before simulating, and an image with non-finite pixels is never written.
 
-detector:
-  -distance mm             sample-to-detector distance (default 100)
-  -pixel mm                pixel size (default 0.1)
-  -detpixels n             square detector of n x n pixels (default 1024)
-  -detpixels_f|-detpixels_x n  -detpixels_s|-detpixels_y n
-                           fast / slow pixel counts
-  -detsize mm | -detsize_f mm | -detsize_s mm
-                           detector size, when no pixel count is given
-  -Xbeam mm  -Ybeam mm     beam centre in the convention's meaning
-  -ORGX px  -ORGY px       XDS origin (pixels)
-  -mosflm | -xds | -dials | -adxv | -denzo
-                           detector convention (default mosflm)
-  -pivot beam|sample       pivot for detector rotations (default: the convention's)
-  -detector_rotx deg  -detector_roty deg  -detector_rotz deg
-                           detector rotations about lab x, then y, then z
-  -twotheta deg            two-theta swing about the convention's axis
-  -oversample n            subpixels per pixel edge (default: nanoBragg's automatic rule)
-  -oversample_omega  -oversample_polar
-                           evaluate solid angle / polarization per subpixel
-  -point_pixel             solid angle 1/R^2 instead of the pixel's solid angle
+resources: a request whose memory or time cannot fit is refused up front with the
+estimate.  BRAGGSIM_MEMORY_BUDGET (e.g. 8G) caps memory (default: what the address-space
+limit, the cgroup and free memory allow); BRAGGSIM_TIME_BUDGET_S caps the estimated
+compute time (default 86400).
 
-output:
-  -floatfile FILE          raw float32 little-endian, slow axis first (as nanoBragg)
-  -intfile FILE            SMV image (unsigned short) with a geometry header
-  -scale s                 -intfile scale (default 55000 / max_I)
-
-braggsim:
-  -dtype float32|float64   arithmetic precision (default float32)
-  -device cpu|cuda|...     torch device (default cpu)
-
-accepted for nanoBragg compatibility, with no effect (braggsim adds no noise and
-writes no PGM): -nonoise -nopgm -noprogress
+docs/physics.md explains every flag and where braggsim differs from nanoBragg.c.  For
+noisify's fuller detector model (readout noise, flicker, calibration error, PSF, gain)
+run 'braggsim noisify' on the -floatfile.
 """
 
 REFINE_HELP_FALLBACK = "usage: braggsim {name} [options]\n\n{what}\n"
@@ -116,9 +84,20 @@ def main(argv=None) -> int:
     try:
         if command == "simulate":
             return simulate_main(rest)
+        if command == "nonbragg":
+            from .nonbragg_cli import nonbragg_main
+
+            return nonbragg_main(rest)
+        if command == "noisify":
+            from .noisify_cli import NoisifyError, noisify_main
+
+            try:
+                return noisify_main(rest)
+            except NoisifyError as exc:
+                raise CommandError(str(exc)) from None
         if command in ("refine", "demo"):
             return _dispatch_refine(command, rest)
-        raise CommandError(f"unknown command {command!r} (choose from simulate, refine, demo)")
+        raise CommandError(f"unknown command {command!r} (choose from simulate, nonbragg, noisify, refine, demo)")
     except CommandError as exc:
         return _fail(str(exc))
 
@@ -147,10 +126,16 @@ def _dispatch_refine(command: str, argv: list) -> int:
 
 
 # --------------------------------------------------------------------- simulate
+def simulate_help() -> str:
+    from .nanobragg_flags import help_text
+
+    return SIMULATE_HELP_HEAD + help_text() + SIMULATE_HELP_TAIL
+
+
 def simulate_main(argv: list) -> int:
     """``braggsim simulate <nanoBragg flags>``; returns the exit status."""
     if any(a in ("-h", "--help", "-help") for a in argv):
-        print(SIMULATE_HELP, end="")
+        print(simulate_help(), end="")
         return 0
     from .nanobragg_flags import parse_flags
 
@@ -158,19 +143,31 @@ def simulate_main(argv: list) -> int:
         flags = parse_flags(argv)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    outputs = [p for p in (flags.floatfile, flags.intfile) if p is not None]
-    _check_outputs(outputs)
+    outputs = [flags.floatfile, flags.intfile, flags.noisefile, flags.pgmfile, flags.stolout, flags.dump_write]
+    inputs = _input_paths(argv, flags)
+    _check_outputs([p for p in outputs if p is not None], inputs)
+    _choose_precision(flags)
     dtype, device = _torch_dtype_device(flags.dtype, flags.device)
 
     from .simulate import auto_oversample, simulate
 
     crystal, detector, beam = flags.crystal, flags.detector, flags.beam
     oversample = auto_oversample(crystal, detector, beam)
+    for note in flags.notes:
+        print(note)
     _print_setup(flags, oversample)
     started = time.perf_counter()
     try:
-        image = simulate(crystal, detector, beam, dtype=dtype, device=device)
-    except ValueError as exc:
+        simulated = simulate(
+            crystal,
+            detector,
+            beam,
+            background=flags.background,
+            dtype=dtype,
+            device=device,
+            progress=_progress_meter() if flags.progress else None,
+        )
+    except ValueError as exc:  # bad input, or a request that cannot fit (with its estimate)
         raise CommandError(str(exc)) from None
     except (MemoryError, OverflowError, RuntimeError) as exc:
         # e.g. an enormous automatic oversample; report it, there is no output to clean up
@@ -179,38 +176,102 @@ def simulate_main(argv: list) -> int:
             f"braggsim: error: simulation failed ({oversample}x{oversample} oversample): {first_line}", file=sys.stderr
         )
         return 1
-    image = image.detach().cpu().numpy()
+    image = simulated.detach().cpu().numpy()
     elapsed = time.perf_counter() - started
-    max_i = _print_summary(image, detector, elapsed)
-    _write_outputs(flags, image, max_i)
+    stats = image_statistics(image)
+    if stats["non_finite"]:
+        raise CommandError(
+            f"the simulation gave {stats['non_finite']} non-finite pixels of {image.size} "
+            f"({flags.dtype} overflowed or underflowed: check the cell, -mat, -fluence and -N, "
+            f"or try -dtype float64); nothing was written"
+        )
+    max_i = _print_summary(stats, detector, elapsed)
+    if flags.printout:
+        from .outputs import printout_lines
+
+        for line in printout_lines(image, crystal, detector, beam, flags.printout_pixel, oversample):
+            print(line)
+    _write_outputs(flags, image, max_i, _noise_image(image, flags), inputs)
     return 0
 
 
-def _check_outputs(paths: list) -> None:
-    """Fail before simulating when an output cannot be written at all."""
-    if len({os.path.abspath(p) for p in paths}) < len(paths):
-        raise CommandError("-floatfile and -intfile name the same file")
-    for path in paths:
-        parent = Path(path).parent
-        if not parent.is_dir():
-            raise CommandError(f"cannot write {path!r}: directory {str(parent)!r} does not exist")
-        if Path(path).is_dir():
-            raise CommandError(f"cannot write {path!r}: it is a directory")
+def _noise_image(image, flags):
+    """nanoBragg's -noisefile counts for the float image, or None when not asked for."""
+    if flags.noisefile is None:
+        return None
+    from .noise import nanobragg_noise
+
+    result = nanobragg_noise(image, seed=flags.seed, adc_offset_adu=flags.adc_offset, roi=flags.detector.roi)
+    print(f"noise seed: {result.seed}{'' if flags.seed is not None else ' (from the time)'}")
+    print(f"{result.photons:.0f} photons on noise image ({result.overloads} overloads)")
+    return result.counts
+
+
+LARGE_CRYSTAL_CELLS = 20
+
+
+def _choose_precision(flags) -> None:
+    """float64 for crystals over 20 cells a side unless -dtype says otherwise.
+
+    float32 rounding of the fractional Miller index is magnified N times by sin(N pi h):
+    at 50 cells it already costs 1.5e-4 of the total (nanoBragg computes in double)."""
+    from ._validate import as_number
+
+    cells = max(as_number(n) for n in flags.crystal.N_cells)
+    if not flags.dtype_given and cells > LARGE_CRYSTAL_CELLS:
+        flags.dtype = "float64"
+        print(f"float64 arithmetic: the crystal is {cells:g} cells along an edge (give -dtype float32 to override)")
+
+
+def _progress_meter():
+    """A callback printing nanoBragg-style 'N% done' lines, at most one per 5 %."""
+    shown = [-1]
+
+    def report(fraction: float) -> None:
+        percent = int(fraction * 100)
+        if percent // 5 > shown[0] // 5 or percent == 100:
+            shown[0] = percent
+            print(f"{percent}% done", flush=True)
+
+    return report
+
+
+# flags whose value is a file the run reads: never an output
+INPUT_FLAGS = ("-hkl", "-mat", "-sourcefile", "-stol", "-4stol", "-Q", "-img", "-mask")
+
+
+def _input_paths(argv: list, flags=None) -> list:
+    """Every file named after an input flag (all occurrences, whichever one is used), and a
+    -dump that is read rather than written."""
+    inputs = [argv[i + 1] for i, flag in enumerate(argv[:-1]) if flag in INPUT_FLAGS]
+    if flags is not None and getattr(flags, "dump_write", None) is None:
+        inputs += [argv[i + 1] for i, flag in enumerate(argv[:-1]) if flag == "-dump"]
+    return inputs
+
+
+def _check_outputs(paths: list, inputs: list | tuple = ()) -> None:
+    """Fail before simulating when an output cannot or must not be written: a missing
+    directory, a directory, a read-only file, an input file, or two outputs the same."""
+    from .io._atomic import OutputPathError, check_output_path
+
+    try:
+        reals = [check_output_path(path, inputs=inputs) for path in paths]
+    except OutputPathError as exc:
+        raise CommandError(str(exc)) from None
+    if len(set(reals)) < len(reals):
+        raise CommandError("two outputs name the same file")
 
 
 def _torch_dtype_device(dtype_name: str, device_name: str):
     import torch
 
+    from ._validate import resolve_device
+
     dtype = {"float32": torch.float32, "float64": torch.float64}[dtype_name]
     try:
-        device = torch.device(device_name)
-    except (RuntimeError, ValueError):
-        raise CommandError(f"-device {device_name!r} is not a torch device") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CommandError(f"-device {device_name!r}: CUDA is not available here")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise CommandError(f"-device {device_name!r}: MPS is not available here")
-    return dtype, device
+        return dtype, resolve_device(device_name)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _print_setup(flags, oversample: int) -> None:
@@ -222,75 +283,177 @@ def _print_setup(flags, oversample: int) -> None:
     n_cells = "x".join(f"{as_number(n):g}" for n in crystal.N_cells)
     print(f"{crystal.shape} xtal: {n_cells} cells")
     print(f"wavelength={as_number(beam.wavelength_A):g} A  Kahn polarization factor: {as_number(beam.polarization):f}")
+    print(f"incident fluence: {as_number(beam.fluence):g} photons/m^2")
     print(
         f"distance={as_number(detector.distance_mm):g} mm  pixel={as_number(detector.pixel_size_mm):g} mm "
         f"({detector.fpixels}x{detector.spixels} pixels, {detector.convention} convention)"
     )
+    if detector.has_sensor:
+        print(
+            f"sensor {as_number(detector.sensor_thickness_um):g} um in {detector.n_layers} layers, attenuation length "
+            f"{as_number(detector.sensor_attenuation_um or detector.sensor_thickness_um):g} um"
+        )
+    print(f"{beam.n_sources} sources")
     print(f"{crystal.n_domains} mosaic domains over mosaic spread of {as_number(crystal.mosaic_spread_deg):g} degrees")
     phi0 = as_number(crystal.phi_start_deg)
     print(f"{crystal.n_phi} phi steps from {phi0:g} to {phi0 + as_number(crystal.osc_deg):g} degrees")
+    if flags.background is not None:
+        import torch
+
+        molecules = float(flags.background.molecules(torch.float64, "cpu"))
+        print(f"amorphous background: {molecules:g} molecules of {flags.background.table.source}")
     print(f"{oversample}x{oversample} pixel oversample steps  ({flags.dtype} on {flags.device})")
+    from ._resources import format_bytes, format_seconds, simulation_estimate
+
+    itemsize = 4 if flags.dtype == "float32" else 8
+    samples = beam.n_sources * detector.n_layers
+    estimate = simulation_estimate(crystal, detector, oversample, itemsize, crystal.shape == "square", samples)
+    print(
+        f"estimated: {estimate['evaluations']:.3g} pixel evaluations, at least "
+        f"{format_seconds(estimate['seconds'])} and about {format_bytes(estimate['memory_bytes'])}"
+    )
 
 
-def _print_summary(image, detector, elapsed_s: float) -> float:
+def image_statistics(image, block_pixels: int = 1 << 22) -> dict:
+    """max (and where), sum, mean, rms, rmsd and the count of non-finite pixels of a
+    (slow, fast) array, in float64, streaming through row blocks: a 16384^2 float32 image
+    needs no 2 GiB float64 copy (two passes, so rmsd is as exact as numpy's std)."""
     import numpy as np
 
+    rows = max(1, block_pixels // max(1, image.shape[1]))
+    blocks = [slice(start, start + rows) for start in range(0, image.shape[0], rows)]
+    total, squares, non_finite, max_i, where = 0.0, 0.0, 0, -np.inf, (0, 0)
+    for block in blocks:
+        values = np.asarray(image[block], dtype=np.float64)
+        non_finite += int(values.size - np.count_nonzero(np.isfinite(values)))
+        total += float(values.sum())
+        squares += float(np.square(values).sum())
+        index = int(np.argmax(values))
+        if values.flat[index] > max_i:
+            max_i = float(values.flat[index])
+            row, column = divmod(index, image.shape[1])
+            where = (block.start + row, column)
+    count = image.size
+    mean = total / count
+    deviations = sum(float(np.square(np.asarray(image[b], dtype=np.float64) - mean).sum()) for b in blocks)
+    return {
+        "max": max_i,
+        "max_slow_fast": where,
+        "sum": total,
+        "mean": mean,
+        "rms": float(np.sqrt(squares / count)),
+        "rmsd": float(np.sqrt(deviations / count)),
+        "non_finite": non_finite,
+    }
+
+
+def _print_summary(stats: dict, detector, elapsed_s: float) -> float:
     from ._validate import as_number
 
-    flat = image.astype(np.float64).ravel()
-    index = int(np.argmax(flat))
-    slow, fast = divmod(index, detector.fpixels)
-    max_i = float(flat[index])
+    slow, fast = stats["max_slow_fast"]
+    max_i = stats["max"]
     pixel_m = as_number(detector.pixel_size_mm) * 1e-3
-    mean = float(flat.mean())
-    rms = float(np.sqrt(np.mean(flat * flat)))
-    rmsd = float(flat.std())
     print(f"simulated in {elapsed_s:.3f} s")
     print(
         f"max_I = {max_i:g}  at {(fast + 0.5) * pixel_m:g} {(slow + 0.5) * pixel_m:g} (pixel slow={slow} fast={fast})"
     )
-    print(f"mean= {mean:g} rms= {rms:g} rmsd= {rmsd:g}")
-    print(f"sum= {float(flat.sum()):g}")
+    print(f"mean= {stats['mean']:g} rms= {stats['rms']:g} rmsd= {stats['rmsd']:g}")
+    print(f"sum= {stats['sum']:g}")
     return max_i
 
 
-def _write_outputs(flags, image, max_i: float) -> None:
-    """Write every output under a temporary name, then rename them all."""
-    if flags.floatfile is None and flags.intfile is None:
+def _write_outputs(flags, image, max_i: float, noisy=None, inputs: list | tuple = ()) -> None:
+    """Write every output completely under a temporary name, then rename them all
+    (:func:`braggsim.io._atomic.atomic_group`: modes kept, read-only files and inputs refused)."""
+    files = _output_files(flags, image, max_i, noisy)
+    if not files:
         return
-    write_float, write_smv = _writers()
-    pending = []  # (temporary, final)
+    from .io._atomic import atomic_group
+
     try:
-        if flags.floatfile is not None:
-            temporary = _temporary_name(flags.floatfile)
-            pending.append((temporary, flags.floatfile))
-            write_float(temporary, image)
-        if flags.intfile is not None:
-            scale = flags.intfile_scale
-            if scale is None:
-                scale = 55000.0 / max_i if max_i > 0 else 1.0
-            temporary = _temporary_name(flags.intfile)
-            pending.append((temporary, flags.intfile))
-            write_smv(
-                temporary,
-                image,
-                detector=flags.detector,
-                beam=flags.beam,
-                scale=scale,
-                header_extra=_rotation_header(flags.crystal),
-            )
-        for temporary, final in pending:
-            os.replace(temporary, final)
+        with atomic_group([path for path, _, _ in files], inputs=inputs) as temporary:
+            for path, write, _ in files:
+                write(temporary[path])
     except (OSError, ValueError) as exc:
         raise CommandError(f"writing output failed: {exc}") from None
-    finally:
-        for temporary, _ in pending:
-            if os.path.exists(temporary):
-                os.remove(temporary)
+    for final, _, what in files:
+        print(f"wrote {final} ({what})")
+
+
+def _output_files(flags, image, max_i: float, noisy=None) -> list:
+    """[(path, write(temporary_path), description)] of every output asked for."""
+    files = []
     if flags.floatfile is not None:
-        print(f"wrote {flags.floatfile} (float32, {image.shape[0]}x{image.shape[1]}, slow axis first)")
+        write_float, _ = _writers()
+        files.append(
+            (
+                flags.floatfile,
+                lambda path: write_float(path, image),
+                f"float32, {image.shape[0]}x{image.shape[1]}, slow axis first",
+            )
+        )
+    scale = flags.intfile_scale
+    if scale is None:
+        scale = 55000.0 / max_i if max_i > 0 else 1.0
     if flags.intfile is not None:
-        print(f"wrote {flags.intfile} (SMV, scale {scale:g})")
+        _, write_smv = _writers()
+        files.append(
+            (
+                flags.intfile,
+                lambda path: write_smv(
+                    path,
+                    image,
+                    detector=flags.detector,
+                    beam=flags.beam,
+                    scale=scale,
+                    adc_offset=flags.adc_offset,
+                    header_extra=_rotation_header(flags.crystal),
+                ),
+                f"SMV, scale {scale:g}, ADC offset {flags.adc_offset:g}",
+            )
+        )
+    if noisy is not None and flags.noisefile is not None:
+        _, write_smv = _writers()
+        # the counts already hold the ADC offset: scale 1 writes them unchanged
+        files.append(
+            (
+                flags.noisefile,
+                lambda path: write_smv(
+                    path,
+                    noisy.astype("float64"),
+                    detector=flags.detector,
+                    beam=flags.beam,
+                    scale=1.0,
+                    header_extra=_rotation_header(flags.crystal),
+                ),
+                "SMV noise image",
+            )
+        )
+    if flags.pgmfile is not None:
+        from .outputs import pgm_bytes, pgm_scale
+
+        pgm = flags.pgm_scale if flags.pgm_scale is not None else pgm_scale(image, flags.detector, scale)
+        files.append(
+            (
+                flags.pgmfile,
+                lambda path: Path(path).write_bytes(pgm_bytes(image, flags.detector, pgm)),
+                f"PGM, scale {pgm:g}",
+            )
+        )
+    if flags.stolout is not None:
+        from .outputs import stol_profile
+
+        text = stol_profile(image, flags.detector, flags.beam)
+        files.append(
+            (flags.stolout, lambda path: Path(path).write_text(text), "mean intensity against sin(theta)/lambda")
+        )
+    if flags.dump_write is not None:
+        from ._validate import as_number
+        from .structure_factors import dump_bytes
+
+        data = dump_bytes(flags.crystal.hkl, as_number(flags.crystal.default_F))
+        files.append((flags.dump_write, lambda path: Path(path).write_bytes(data), "nanoBragg F dump"))
+    return files
 
 
 def _rotation_header(crystal) -> dict:
@@ -308,11 +471,6 @@ def _writers():
     except ImportError as exc:
         raise CommandError(f"the image writers (braggsim.io) are not available: {exc}") from None
     return write_float, write_smv
-
-
-def _temporary_name(path: str) -> str:
-    final = Path(path)
-    return str(final.with_name(f".{final.name}.braggsim-{os.getpid()}.part"))
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ class Crystal:
     misset_deg: rotations about lab x, then y, then z, applied to the reciprocal axes.
     mosaic_spread_deg, mosaic_domains, mosaic_seed: nanoBragg's mosaic model.
     shape: lattice transform, one of "square", "round", "gauss", "tophat".
-    phi_start_deg, osc_deg, phi_steps: rotation about ``spindle_axis``.
+    phi_start_deg, osc_deg, phi_steps: rotation about ``spindle_axis``; phi_step_deg: the
+        spacing of the steps (None = osc_deg / phi_steps), as nanoBragg's -phistep.
     interpolate: tricubic interpolation of F; None = nanoBragg's rule (on if any N <= 2).
     """
 
@@ -64,6 +65,7 @@ class Crystal:
     matrix_wavelength_A: float | None = None
     interpolate: bool | None = None
     fudge: float = 1.0
+    phi_step_deg: Union[float, torch.Tensor, None] = None
 
     def __post_init__(self):
         self.validate()
@@ -92,8 +94,16 @@ class Crystal:
                     f"impossible cell angles alpha={angles[0]!r}, beta={angles[1]!r}, gamma={angles[2]!r}: "
                     "each must be smaller than the sum of the other two and their sum below 360 deg"
                 )
+            edges = [v.as_number(x) for x in cell[:3]]
+            volume = math.prod(edges) * math.sqrt(cell_volume_factor(al, be, ga))
+            if not (math.isfinite(volume) and volume > 0 and math.isfinite(1.0 / volume)):
+                raise ValueError(f"cell {tuple(edges)} A has volume {volume!r} A^3, which is not a usable number")
         elif self.matrix_wavelength_A is None:
             raise ValueError("mosflm_matrix needs matrix_wavelength_A (the A matrix includes the wavelength)")
+        else:
+            v.check_positive("matrix_wavelength_A", self.matrix_wavelength_A, unit="A")
+            if not isinstance(self.mosflm_matrix, (str, Path)):
+                v.check_matrix3("mosflm_matrix", self.mosflm_matrix)
         cells = tuple(self.N_cells) if not isinstance(self.N_cells, (int, float, torch.Tensor)) else (self.N_cells,) * 3
         if len(cells) != 3:
             raise ValueError(f"N_cells must have 3 entries (Na Nb Nc), got {len(cells)}")
@@ -113,6 +123,8 @@ class Crystal:
         v.check_non_negative("osc_deg", self.osc_deg)
         if self.phi_steps is not None:
             v.check_int("phi_steps", self.phi_steps, minimum=1)
+        if self.phi_step_deg is not None:
+            v.check_positive("phi_step_deg", self.phi_step_deg, unit="deg")
         if self.spindle_axis is not None:
             axis = v.check_triple("spindle_axis", self.spindle_axis)
             if all(v.as_number(x) == 0 for x in axis):
@@ -161,7 +173,10 @@ def read_mosflm_matrix(path) -> np.ndarray:
         matrix = np.array([float(x) for x in numbers]).reshape(3, 3)
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: cannot read a MOSFLM matrix (3 lines of 3 numbers): {exc}") from exc
-    return matrix
+    try:
+        return v.check_matrix3("MOSFLM matrix", matrix)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def reciprocal_axes_from_cell(cell: torch.Tensor) -> torch.Tensor:
@@ -242,7 +257,9 @@ def unrotated_real_axes(crystal: Crystal, dtype, device) -> torch.Tensor:
 def _build_unrotated_real_axes(crystal: Crystal, dtype, device) -> torch.Tensor:
     if crystal.mosflm_matrix is not None:
         matrix = torch.as_tensor(np.asarray(crystal.mosflm_matrix, dtype=float), dtype=dtype, device=device)
-        return real_from_reciprocal(matrix.T / float(crystal.matrix_wavelength_A))
+        wavelength_A = crystal.matrix_wavelength_A
+        assert wavelength_A is not None  # validate() demands it with a matrix
+        return real_from_reciprocal(matrix.T / float(wavelength_A))
     lengths = v.stack3(crystal.cell[:3], dtype, device)
     angles = v.stack3(crystal.cell[3:], dtype, device) * DEG
     a_star, b_star, c_star = reciprocal_axes_from_cell(torch.cat([lengths, angles])).unbind()
@@ -258,12 +275,15 @@ def oriented_reciprocal_axes(crystal: Crystal, dtype, device) -> torch.Tensor:
 
 
 def phi_angles_rad(crystal: Crystal, dtype, device) -> torch.Tensor:
-    """Spindle angles phi0 + k * osc/steps for k < steps, (n_phi,)."""
+    """Spindle angles phi0 + k * step for k < steps, step = phi_step_deg or osc/steps, (n_phi,)."""
     n_phi = crystal.n_phi
     start = v.to_tensor(crystal.phi_start_deg, dtype, device)
-    osc = v.to_tensor(crystal.osc_deg, dtype, device)
+    if crystal.phi_step_deg is not None:
+        step = v.to_tensor(crystal.phi_step_deg, dtype, device)
+    else:
+        step = v.to_tensor(crystal.osc_deg, dtype, device) / n_phi
     steps = torch.arange(n_phi, dtype=dtype, device=device)
-    return (start + osc / n_phi * steps) * DEG
+    return (start + step * steps) * DEG
 
 
 def lattice_axes(crystal: Crystal, spindle_axis: torch.Tensor, dtype, device) -> torch.Tensor:
@@ -286,7 +306,7 @@ _PHI = BoundedMemo(32)
 def _phi_rotations(crystal: Crystal, spindle_axis: torch.Tensor, dtype, device) -> torch.Tensor:
     """Spindle rotations of every phi step, (n_phi, 3, 3); memoised when all inputs are plain numbers."""
     given_axis = () if crystal.spindle_axis is None else tuple(crystal.spindle_axis)
-    fields = (crystal.phi_start_deg, crystal.osc_deg, *given_axis)
+    fields = (crystal.phi_start_deg, crystal.osc_deg, crystal.phi_step_deg or 0.0, *given_axis)
     key = None
     if not spindle_axis.requires_grad and not any(isinstance(x, torch.Tensor) for x in fields):
         key = (

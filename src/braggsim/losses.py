@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+__all__ = ["LOSSES", "mse", "pixel_weights", "poisson_nll"]
+
 LOSSES = ("mse", "poisson")
 
 

@@ -1,4 +1,4 @@
-"""A small L-BFGS whose iterations can be driven one at a time.
+"""Steppers whose iterations can be driven one at a time: a small L-BFGS, and Adam.
 
 torch.optim.LBFGS keeps the wrong gradient in its curvature history when called with
 ``max_iter=1`` repeatedly (it stores the gradient from before the line search), and
@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+
+__all__ = ["LBFGS", "AdamStepper", "Objective"]
 
 Objective = Callable[[torch.Tensor], tuple[float, torch.Tensor]]
 
@@ -97,4 +99,20 @@ class LBFGS:
             self.pairs.append((s, y, 1.0 / sy))
             self.pairs = self.pairs[-self.history :]
         self.x, self.loss, self.grad = x_new, loss_new, grad_new
+        return self.loss, self.grad
+
+
+class AdamStepper:
+    """torch.optim.Adam behind the same one-step interface as :class:`LBFGS`."""
+
+    def __init__(self, objective: Objective, x0: torch.Tensor, learning_rate: float):
+        self.objective = objective
+        self.x = x0.detach().clone().requires_grad_(True)
+        self.optimizer = torch.optim.Adam([self.x], lr=learning_rate)
+        self.loss, self.grad = objective(self.x)
+
+    def step(self):
+        self.x.grad = self.grad.clone()
+        self.optimizer.step()
+        self.loss, self.grad = self.objective(self.x)
         return self.loss, self.grad

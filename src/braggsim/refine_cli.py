@@ -1,36 +1,60 @@
-"""``braggsim refine`` and ``braggsim demo``: refinement from the command line."""
+"""``braggsim refine`` and ``braggsim demo``: refinement from the command line.
+
+Exit status: 0 when the refinement converged or used its iterations and passed the sanity
+gates; 1 when it failed; 2 for a usage error (one line ``braggsim: error: ...``); 3 when
+a sanity gate rejected the result (no-signal, diverged, out-of-range); 130 / 143 when
+SIGINT / SIGTERM stopped it, after the table and the JSON of the best parameters so far
+were written.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import math
-import os
+import signal
 import sys
-import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .beam import Beam
-from .crystal import Crystal
-from .detector import Detector
-from .refine import Refiner, RefineResult
-from .refine_params import PARAMETERS
+from .demo import DEMO_TRUTH, demo_model, demo_observed
+from .io import atomic_output, check_output_path, sidecar_path
+from .refine import PARAMETERS, PART_TYPES, Refiner, RefineResult, format_table, result_json, write_json
 from .simulate import simulate
 
-DATA_DIR = Path(__file__).with_name("data")
-DEMO_TRUTH = {"mosaic_spread_deg": 0.8, "misset_x_deg": 5.0, "misset_y_deg": 3.0, "misset_z_deg": -2.0}
-DEMO_START = {"mosaic_spread_deg": 0.2, "misset_x_deg": 0.0, "misset_y_deg": 0.0, "misset_z_deg": 0.0}
+__all__ = ["EXIT_FAILED", "EXIT_GATE", "EXIT_USAGE", "demo_main", "parameter_help", "refine_main", "run_refiner"]
 
-REFINE_HELP = """\
+EXIT_FAILED, EXIT_USAGE, EXIT_GATE = 1, 2, 3
+DEMO_TOLERANCE_DEG = {"mosaic_spread_deg": 0.1, "misset": 1.0}  # the demo's PASS criterion
+
+
+def parameter_help() -> str:
+    """One line per refinable parameter, generated from the registry: group, name, unit,
+    physical range, description."""
+    rows = [
+        (group, name, PARAMETERS[name].unit or "-", str(PARAMETERS[name].physical), PARAMETERS[name].description)
+        for part in PART_TYPES
+        for group, members in part.groups.items()
+        for name in members
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join(
+        "  " + "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)) + "  " + row[4]
+        for row in rows
+    )
+
+
+REFINE_HELP = f"""\
 usage: braggsim refine -data FRAME <nanoBragg flags for the starting model>
-                       -refine mosaic,misset[,cell,N,distance,beam_center,scale]
+                       -refine GROUP[,GROUP|PARAMETER...]
                        [-iterations N] [-json out.json] [-loss mse|poisson]
                        [-optimizer auto|lbfgs|adam] [-gain ADU/photon] [-readout_noise ADU]
                        [-mask FILE] [-beamstop auto|RADIUS_PX] [-search_deg DEG]
+                       [-space_group SYMBOL] [-device cpu|cuda|...] [-dtype float32|float64]
 
 Refine the named parameters of the starting model (given with nanoBragg's flags, as for
 'braggsim simulate') against FRAME, a nanoBragg float file (shape from its JSON sidecar or
@@ -39,11 +63,24 @@ beam centre (MOSFLM convention) and wavelength that no flag gives come from FRAM
 header; a flag always wins.  Pixels the reader masks (dead,
 saturated) and those zero in -mask are ignored.  Prints Initial | Refined | Std. err.
 for each parameter and the losses; -json writes the final values, standard errors and the
-per-iteration history.  Groups: mosaic, misset, cell, N, distance, beam_center, scale;
-single parameters: {params}.
-With -optimizer auto (the default), the refined misset axes are first searched on a grid
-of -DEG, 0, +DEG around the start (-search_deg, default 4; 0 turns the search off).
-""".format(params=", ".join(PARAMETERS))
+per-iteration history.  -space_group constrains the cell to its lattice (P43212: a = b,
+angles 90; refine 'cell' then moves a and c only).  With -optimizer auto (the default),
+the refined misset axes are first searched on a grid of -DEG, 0, +DEG around the start
+(-search_deg, default 4; 0 turns the search off).  -device runs it on a torch device
+(default cpu; a device this machine lacks is an error).
+
+Refinable parameters (group, name, unit, physical range, meaning):
+{parameter_help()}
+
+Sanity gates: a frame with no pixel above its noise is not refined (status no-signal);
+a result no better than a flat background (diverged) or with a value outside its
+physical range (out-of-range) is reported as such.  Outputs are checked before the work
+starts: -json must not be an input or a read-only file, and its directory must exist.
+
+Exit status: 0 converged or iteration limit, 1 failed, 2 usage error, 3 a sanity gate
+rejected the result, 130 / 143 stopped by SIGINT / SIGTERM (the current step finishes,
+then the table and -json are written with the best parameters so far).
+"""
 
 _EXTRA_FLAGS = {
     "-data": 1,
@@ -57,6 +94,7 @@ _EXTRA_FLAGS = {
     "-mask": 1,
     "-beamstop": 1,
     "-search_deg": 1,
+    "-space_group": 1,
 }
 
 
@@ -66,107 +104,56 @@ class UsageError(Exception):
 
 def _fail(message: str) -> int:
     print(f"braggsim: error: {message}", file=sys.stderr)
-    return 2
-
-
-# ------------------------------------------------------------------- tables
-def format_table(result: RefineResult, truth: dict[str, float] | None = None) -> str:
-    """Parameter | [True] | Initial | Refined | [Error] | Std. err., one row a parameter."""
-    header = (
-        ["Parameter"]
-        + (["True"] if truth else [])
-        + ["Initial", "Refined"]
-        + (["Error"] if truth else [])
-        + ["Std. err."]
-    )
-    rows = []
-    for name, refined in result.parameters.items():
-        row = [name]
-        if truth:
-            row.append(f"{truth[name]:.4f}")
-        row += [f"{result.initial_parameters[name]:.4f}", f"{refined:.4f}"]
-        if truth:
-            row.append(f"{refined - truth[name]:+.2e}")
-        row.append(f"{result.standard_errors.get(name, math.nan):.2e}")
-        rows.append(row)
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=False))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += [
-        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=False)))
-        for r in rows
-    ]
-    ratio = result.initial_loss / result.final_loss if result.final_loss > 0 else math.inf
-    lines.append("")
-    lines.append(f"initial loss {result.initial_loss:.6g}  final loss {result.final_loss:.6g}  ratio {ratio:.3g}x")
-    lines.append(f"status: {result.status} ({result.message})")
-    search_line = format_search(result.search)
-    if search_line:
-        lines.append(search_line)
-    return "\n".join(lines)
-
-
-def format_search(search: dict | None) -> str:
-    """One line on the orientation search, or "" when none ran."""
-    if not search:
-        return ""
-    chosen = ", ".join(f"{name[7]} {value:+.2f}" for name, value in search["chosen"].items())
-    return (
-        f"orientation search: {search['points_tried']} starts {search['step_deg']:g} deg apart; "
-        f"descent began at misset {chosen} deg (loss {search['chosen_loss']:.6g}, "
-        f"start {search['start_loss']:.6g})"
-    )
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return EXIT_USAGE
 
 
 def run_refiner(refiner: Refiner, iterations: int, *, progress: bool = True) -> RefineResult:
+    """Run ``refiner`` to its end, printing every 5th state; returns its result."""
     for state in refiner.run(iterations):
         if progress and state.stage != "done" and state.iteration % 5 == 0:
-            values = " ".join(f"{k}={v:.4f}" for k, v in state.parameters.items())
-            print(f"  iter {state.iteration:4d}  {state.stage:9s}  loss {state.loss:.6g}  {values}", flush=True)
+            _print_progress(state)
+    assert refiner.result is not None
     return refiner.result
 
 
+def _print_progress(state) -> None:
+    values = " ".join(f"{k}={v:.4f}" for k, v in state.parameters.items())
+    print(f"  iter {state.iteration:4d}  {state.stage:9s}  loss {state.loss:.6g}  {values}", flush=True)
+
+
+@contextlib.contextmanager
+def stop_on_signals(refiner: Refiner):
+    """While the block runs, SIGINT and SIGTERM ask ``refiner`` to stop after the current
+    step instead of killing the process; yields a dict whose "signal" entry is the
+    signal received (absent if none).  A second signal interrupts at once
+    (KeyboardInterrupt).  Outside the main thread nothing is installed."""
+    received: dict = {}
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum, frame):
+        if "signal" in received:
+            raise KeyboardInterrupt
+        received["signal"] = signum
+        refiner.stop()
+        print(
+            f"braggsim: {signal.Signals(signum).name} received; finishing the current step "
+            "(send it again to quit at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    wanted = [signal.SIGINT] + ([signal.SIGTERM] if hasattr(signal, "SIGTERM") else [])
+    previous = {signum: signal.signal(signum, handler) for signum in wanted}
+    try:
+        yield received
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
 # --------------------------------------------------------------------- demo
-def demo_model(misset_deg=(0.0, 0.0, 0.0), mosaic_spread_deg=0.2):
-    """The demo problem's crystal, detector and beam (64x64, 5 domains, seed 42, fluence 1e28)."""
-    crystal = Crystal(
-        cell=(100, 100, 100, 90, 90, 90),
-        N_cells=(5, 5, 5),
-        default_F=100,
-        misset_deg=tuple(misset_deg),
-        mosaic_spread_deg=mosaic_spread_deg,
-        mosaic_domains=5,
-        mosaic_seed=42,
-    )
-    detector = Detector(fpixels=64, spixels=64, pixel_size_mm=0.1, distance_mm=100)
-    beam = Beam(wavelength_A=1.0, fluence=1e28)
-    return crystal, detector, beam
-
-
-def demo_observed(source: str, dtype=torch.float64) -> np.ndarray:
-    """The demo's observed frame: simulated by braggsim, or nanoBragg's own (p02)."""
-    if source == "nanobragg":
-        return np.fromfile(DATA_DIR / "p02_seed_truth.bin", "<f4").reshape(64, 64).astype(np.float64)
-    crystal, detector, beam = demo_model(
-        (DEMO_TRUTH["misset_x_deg"], DEMO_TRUTH["misset_y_deg"], DEMO_TRUTH["misset_z_deg"]),
-        DEMO_TRUTH["mosaic_spread_deg"],
-    )
-    with torch.no_grad():
-        return simulate(crystal, detector, beam, dtype=dtype).numpy()
-
-
 def demo_main(argv) -> int:
     parser = argparse.ArgumentParser(
         prog="braggsim demo",
@@ -217,7 +204,8 @@ def demo_main(argv) -> int:
         optimizer=args.optimizer,
         search_deg=args.search_deg,
     )
-    initial_image = refiner.predict(refiner._internal.detach()).detach().numpy()
+    with torch.no_grad():
+        initial_image = refiner.predict(refiner.start).numpy()
     print(
         f"braggsim demo: observed frame from {args.observed}; refining mosaic and misset "
         f"for at most {args.iterations} iterations"
@@ -230,9 +218,9 @@ def demo_main(argv) -> int:
     print(f"iterations: {iterations}  wall time: {elapsed:.2f} s")
 
     json_path = args.output_dir / "refinement_demo.json"
-    _write_json(
+    write_json(
         json_path,
-        dict(result.to_dict(), truth=DEMO_TRUTH, observed=args.observed, iterations=iterations, wall_time_s=elapsed),
+        result_json(result, truth=DEMO_TRUTH, observed=args.observed, iterations=iterations, wall_time_s=elapsed),
     )
     print(f"wrote {json_path}")
     if not args.no_plot:
@@ -240,7 +228,10 @@ def demo_main(argv) -> int:
         final_image = simulate(result.crystal, result.detector, result.beam, dtype=torch.float64).numpy() * result.scale
         plot_demo(png_path, observed, initial_image, final_image, result, DEMO_TRUTH)
         print(f"wrote {png_path}")
-    ok = all(abs(result.parameters[k] - DEMO_TRUTH[k]) <= (0.1 if k.startswith("mosaic") else 1.0) for k in DEMO_TRUTH)
+    ok = all(
+        abs(result.parameters[k] - DEMO_TRUTH[k]) <= DEMO_TOLERANCE_DEG.get(k, DEMO_TOLERANCE_DEG["misset"])
+        for k in DEMO_TRUTH
+    )
     print("result: " + ("PASS (mosaic within 0.1 deg, misset within 1 deg)" if ok else "FAIL"))
     return 0 if ok else 1
 
@@ -279,10 +270,11 @@ def plot_demo(path: Path, observed, initial, refined, result: RefineResult, trut
     axes[1, 2].set_xlabel("iteration")
     axes[1, 2].legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_output(path) as handle:
+            fig.savefig(handle, format="png", dpi=80)
+    finally:
+        plt.close(fig)
 
 
 # ------------------------------------------------------------------- refine
@@ -290,10 +282,19 @@ def refine_main(argv) -> int:
     if any(a in ("-h", "--help", "-help") for a in argv):
         print(REFINE_HELP, end="")
         return 0
+    try:
+        return _refine(list(argv))
+    except KeyboardInterrupt:  # before the refinement began, or a second signal during it
+        print("braggsim: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+
+
+def _refine(argv: list) -> int:
+    from ._validate import resolve_device
     from .nanobragg_flags import parse_flags
 
     try:
-        flags = parse_flags(list(argv), extra_value_flags=_EXTRA_FLAGS)
+        flags = parse_flags(argv, extra_value_flags=_EXTRA_FLAGS)
         extra = flags.extra
         if "-data" not in extra:
             raise UsageError("give the observed frame with -data FRAME")
@@ -301,7 +302,14 @@ def refine_main(argv) -> int:
             raise UsageError("say what to refine with -refine, e.g. -refine mosaic,misset")
         iterations = _int_flag(extra, "-iterations", 100)
         frame_path = Path(extra["-data"][0])
-        observed, mask, detector, beam, from_header = _read_observed(frame_path, flags, list(argv), extra)
+        device = resolve_device(flags.device) if "-device" in argv else None
+        json_path = Path(extra["-json"][0]) if "-json" in extra else None
+        if json_path is not None:
+            check_output_path(json_path, inputs=_input_paths(argv, extra))
+            side = sidecar_path(str(frame_path))
+            if Path(side).resolve() == json_path.resolve():
+                raise UsageError(f"-json {json_path} would be read as the sidecar of {frame_path}; choose another name")
+        observed, mask, detector, beam, from_header = _read_observed(frame_path, flags, argv, extra)
         dtype = torch.float64 if flags.dtype == "float64" else torch.float32
         refiner = Refiner(
             flags.crystal,
@@ -316,6 +324,8 @@ def refine_main(argv) -> int:
             readout_noise=_float_flag(extra, "-readout_noise", 0.0),
             search_deg=_float_flag(extra, "-search_deg", 4.0),
             dtype=torch.float64 if "-dtype" not in argv else dtype,
+            space_group=extra["-space_group"][0] if "-space_group" in extra else None,
+            device=device,
         )
     except (ValueError, UsageError, OSError) as exc:
         return _fail(str(exc))
@@ -323,19 +333,41 @@ def refine_main(argv) -> int:
     print(
         f"braggsim refine: {frame_path} ({observed.shape[0]}x{observed.shape[1]}, "
         f"{int(mask.sum())} trusted pixels); refining {', '.join(refiner.names)}"
+        + (f" on {device}" if device is not None else "")
     )
     if from_header:
         print(f"  from the frame's header: {'; '.join(from_header)}")
-    result = run_refiner(refiner, iterations)
+    with stop_on_signals(refiner) as received:
+        result = run_refiner(refiner, iterations)
     elapsed = time.perf_counter() - t0
     print()
     print(format_table(result))
     print(f"iterations: {len(result.history)}  wall time: {elapsed:.2f} s")
-    if "-json" in extra:
-        json_path = Path(extra["-json"][0])
-        _write_json(json_path, dict(result.to_dict(), data=str(frame_path), wall_time_s=elapsed))
+    if json_path is not None:
+        try:
+            write_json(json_path, result_json(result, data=str(frame_path), wall_time_s=elapsed))
+        except (OSError, ValueError) as exc:  # a full disk; the target made read-only meanwhile
+            print(f"braggsim: error: writing {json_path} failed: {exc}", file=sys.stderr)
+            return EXIT_FAILED
         print(f"wrote {json_path}")
-    return 0 if result.status != "failed" else 1
+    if "signal" in received:
+        return 128 + int(received["signal"])
+    if result.status == "failed":
+        return EXIT_FAILED
+    return 0 if result.ok else EXIT_GATE
+
+
+def _input_paths(argv: list, extra: dict) -> list:
+    """Every file the command reads: the frame (and its sidecar), the mask, -hkl, -mat."""
+    inputs = [extra["-data"][0]]
+    if Path(sidecar_path(extra["-data"][0])).is_file():
+        inputs.append(sidecar_path(extra["-data"][0]))
+    if "-mask" in extra:
+        inputs.append(extra["-mask"][0])
+    for flag in ("-hkl", "-mat"):
+        if flag in argv and argv.index(flag) + 1 < len(argv):
+            inputs.append(argv[argv.index(flag) + 1])
+    return inputs
 
 
 def _int_flag(extra, flag, default):
@@ -387,7 +419,7 @@ def _read_observed(path: Path, flags, argv: list, extra):
     """
     from .io import read_frame
 
-    beamstop = False
+    beamstop: bool | str | float = False
     if "-beamstop" in extra:
         value = extra["-beamstop"][0]
         beamstop = "auto" if value == "auto" else _float_flag(extra, "-beamstop", 0.0)

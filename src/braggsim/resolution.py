@@ -19,47 +19,17 @@ import numpy as np
 
 from . import spots
 from .beam import Beam
-from .detector import Detector
+from .spots import as_beam, as_detector
 
-
-def as_detector(geometry) -> Detector:
-    if isinstance(geometry, Detector):
-        return geometry
-    if hasattr(geometry, "detector_kwargs"):
-        return Detector(**geometry.detector_kwargs())
-    if isinstance(geometry, dict):
-        if "braggsim_frame" in geometry:
-            from .io.frame import frame_from_metadata
-
-            return Detector(**frame_from_metadata(geometry)["detector"])
-        return Detector(**geometry)
-    raise ValueError(f"geometry must be a Detector, a Frame or Detector kwargs, got {type(geometry).__name__}")
-
-
-def as_beam(beam, geometry=None) -> Beam:
-    if isinstance(beam, Beam):
-        return beam
-    if isinstance(beam, (int, float)):
-        return Beam(wavelength_A=float(beam))
-    if isinstance(beam, dict):
-        return Beam(**beam)
-    if beam is None:
-        kwargs = None
-        if hasattr(geometry, "beam_kwargs"):
-            kwargs = geometry.beam_kwargs()
-        elif isinstance(geometry, dict) and "braggsim_frame" in geometry:
-            from .io.frame import frame_from_metadata
-
-            kwargs = frame_from_metadata(geometry)["beam"]
-        if kwargs:
-            return Beam(**kwargs)
-        raise ValueError("no wavelength: pass beam= (a Beam or wavelength_A) for geometry without one")
-    raise ValueError(f"beam must be a Beam, a wavelength in A or None, got {beam!r}")
-
-
-def beam_center_px(geometry) -> np.ndarray:
-    """(slow, fast) pixel coordinates of the direct beam on the detector plane, (2,)."""
-    return spots.beam_center_px(as_detector(geometry))
+__all__ = [
+    "as_beam",
+    "as_detector",
+    "d_spacing_A",
+    "mosflm_beam_center_mm",
+    "resolution_map",
+    "ring_points",
+    "ring_radius_px",
+]
 
 
 def mosflm_beam_center_mm(geometry) -> tuple:
@@ -68,7 +38,7 @@ def mosflm_beam_center_mm(geometry) -> tuple:
     detector = as_detector(geometry)
     if detector.convention == "mosflm":  # exact: no round trip through the geometry
         return tuple(float(x) for x in (detector.beam_center_or_default_mm()))
-    slow, fast = beam_center_px(detector)
+    slow, fast = spots.beam_center_px(detector)
     pixel = float(detector.pixel_size_mm)
     return (float(slow) * pixel, float(fast) * pixel)
 
@@ -78,7 +48,7 @@ def resolution_map(geometry, beam: Union[Beam, float, None] = None) -> np.ndarra
     the direct beam hits."""
     detector = as_detector(geometry)
     wavelength = float(as_beam(beam, geometry).wavelength_A)
-    frame = spots._frame_arrays(detector)
+    frame = spots.frame_arrays(detector)
     pixel = float(detector.pixel_size_mm)
     along_s = (np.arange(detector.spixels) + 0.5) * pixel  # (S,)
     along_f = (np.arange(detector.fpixels) + 0.5) * pixel  # (F,)
@@ -115,5 +85,5 @@ def ring_radius_px(d_A: float, geometry, beam: Union[Beam, float, None] = None) 
     points = ring_points(d_A, geometry, beam, n_points=360)[:-1]
     if len(points) == 0:
         return math.nan
-    center = beam_center_px(geometry)
+    center = spots.beam_center_px(geometry)
     return float(np.mean(np.hypot(points[:, 0] - center[0], points[:, 1] - center[1])))

@@ -20,6 +20,19 @@ from .crystal import Crystal, oriented_real_axes, phi_angles_rad, real_from_reci
 from .detector import Detector, detector_frame
 from .rotation import rotation_about_axis
 
+__all__ = [
+    "Spots",
+    "as_beam",
+    "as_detector",
+    "beam_center_px",
+    "corner_d_min_A",
+    "default_excitation_tolerance",
+    "frame_arrays",
+    "predict_spots",
+    "resolution_at_px",
+    "resolution_ring_px",
+]
+
 _DTYPE = torch.float64
 _DEVICE = "cpu"
 
@@ -39,7 +52,50 @@ class Spots(NamedTuple):
     excitation_error: np.ndarray
 
 
-def _frame_arrays(detector: Detector):
+def as_detector(geometry) -> Detector:
+    """A :class:`Detector` from a Detector, a dict of its keyword arguments, a frame's
+    layer metadata (``{"braggsim_frame": ...}``) or anything with ``detector_kwargs()``
+    (a :class:`braggsim.io.Frame`)."""
+    if isinstance(geometry, Detector):
+        return geometry
+    if hasattr(geometry, "detector_kwargs"):
+        return Detector(**geometry.detector_kwargs())
+    if isinstance(geometry, dict):
+        if "braggsim_frame" in geometry:
+            from .io.frame import frame_from_metadata
+
+            return Detector(**frame_from_metadata(geometry)["detector"])
+        return Detector(**geometry)
+    raise ValueError(f"geometry must be a Detector, a Frame or Detector kwargs, got {type(geometry).__name__}")
+
+
+def as_beam(beam, geometry=None) -> Beam:
+    """A :class:`Beam` from a Beam, a wavelength in Angstrom, a dict of Beam keyword
+    arguments, or None for the beam of ``geometry`` (a Frame or layer metadata)."""
+    if isinstance(beam, Beam):
+        return beam
+    if isinstance(beam, (int, float)):
+        return Beam(wavelength_A=float(beam))
+    if isinstance(beam, dict):
+        return Beam(**beam)
+    if beam is None:
+        kwargs = None
+        if hasattr(geometry, "beam_kwargs"):
+            kwargs = geometry.beam_kwargs()
+        elif isinstance(geometry, dict) and "braggsim_frame" in geometry:
+            from .io.frame import frame_from_metadata
+
+            kwargs = frame_from_metadata(geometry)["beam"]
+        if kwargs:
+            return Beam(**kwargs)
+        raise ValueError("no wavelength: pass beam= (a Beam or wavelength_A) for geometry without one")
+    raise ValueError(f"beam must be a Beam, a wavelength in A or None, got {beam!r}")
+
+
+def frame_arrays(detector: Detector) -> dict[str, np.ndarray]:
+    """The detector's lab-frame geometry (:class:`braggsim.detector.DetectorFrame`) as
+    float64 numpy arrays: fast, slow, normal, pix0_mm, beam, polar_axis, spindle_axis
+    ((3,) each) and close_distance_mm (0-d)."""
     with torch.no_grad():
         frame = detector_frame(detector, _DTYPE, _DEVICE)
     return {name: np.asarray(getattr(frame, name).detach().numpy(), dtype=float) for name in frame._fields}
@@ -111,7 +167,7 @@ def predict_spots(
     d_min_A = max(d_min_A, wavelength / 2)
     if excitation_tolerance is None:
         excitation_tolerance = default_excitation_tolerance(crystal, d_min_A)
-    frame = _frame_arrays(detector)
+    frame = frame_arrays(detector)
     with torch.no_grad():
         real = oriented_real_axes(crystal, _DTYPE, _DEVICE)
         spindle = torch.as_tensor(frame["spindle_axis"], dtype=_DTYPE)
@@ -140,10 +196,11 @@ def predict_spots(
     return Spots(px[on], hkl[on].astype(int), 1.0 / g_len[on], excitation[on])
 
 
-def beam_center_px(detector: Detector) -> np.ndarray:
+def beam_center_px(geometry) -> np.ndarray:
     """(slow, fast) pixel coordinates where the direct beam meets the detector plane, (2,);
-    NaN if the beam misses the plane."""
-    frame = _frame_arrays(detector)
+    NaN if the beam misses the plane.  ``geometry``: anything :func:`as_detector` takes."""
+    detector = as_detector(geometry)
+    frame = frame_arrays(detector)
     px, _ = _project(frame["beam"][None, :], detector, frame)
     return px[0]
 
@@ -153,7 +210,7 @@ def resolution_at_px(detector: Detector, beam: Beam, px: np.ndarray) -> np.ndarr
 
     d = lambda / (2 sin theta); inf at the direct beam."""
     px = np.asarray(px, dtype=float)
-    frame = _frame_arrays(detector)
+    frame = frame_arrays(detector)
     pixel = _pixel_mm(detector)
     position = (
         frame["pix0_mm"]
@@ -175,7 +232,7 @@ def resolution_ring_px(detector: Detector, beam: Beam, d_A: float, n_points: int
     if not d_A > wavelength / 2:
         raise ValueError(f"d_A must exceed lambda/2 = {wavelength / 2} A, got {d_A!r}")
     two_theta = 2.0 * math.asin(wavelength / (2.0 * d_A))
-    frame = _frame_arrays(detector)
+    frame = frame_arrays(detector)
     axis = frame["beam"]
     helper = np.array([0.0, 0.0, 1.0]) if abs(axis[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
     u = np.cross(axis, helper)

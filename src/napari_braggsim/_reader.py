@@ -54,7 +54,7 @@ def read_layers(path):
         and frame.beam_center_mm
         and frame.pixel_size_mm
     ):
-        from braggsim.resolution import beam_center_px
+        from braggsim.spots import beam_center_px
 
         frame.mask &= beamstop_mask(frame.data, beam_center_px(frame), trusted=frame.mask)
     name = os.path.basename(os.fspath(path))

@@ -6,23 +6,31 @@
 No napari or Qt here; fabio and h5py are imported when a file is read.
 """
 
+from ._atomic import OutputPathError, atomic_group, atomic_output, check_output_path
 from .errors import FrameReadError
 from .frame import Frame, frame_from_metadata
 from .masks import beamstop_mask, dead_pixel_mask, default_mask, disk_mask, saturation_mask, user_mask
-from .read import guess_format, read_frame
-from .write import write_float, write_smv
+from .read import guess_format, is_simulated, read_frame, sidecar_path
+from .write import intfile_scale, write_float, write_smv
 
 __all__ = [
     "Frame",
     "FrameReadError",
+    "OutputPathError",
+    "atomic_group",
+    "atomic_output",
     "beamstop_mask",
+    "check_output_path",
     "dead_pixel_mask",
     "default_mask",
     "disk_mask",
     "frame_from_metadata",
     "guess_format",
+    "intfile_scale",
+    "is_simulated",
     "read_frame",
     "saturation_mask",
+    "sidecar_path",
     "user_mask",
     "write_float",
     "write_smv",

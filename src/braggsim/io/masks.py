@@ -37,7 +37,7 @@ def dead_pixel_mask(data: np.ndarray, *, zeros_are_dead: bool = True) -> np.ndar
     return trusted
 
 
-def disk_mask(shape: tuple, center_px: tuple, radius_px: float) -> np.ndarray:
+def disk_mask(shape: tuple, center_px: tuple | np.ndarray, radius_px: float) -> np.ndarray:
     """False inside the disk of ``radius_px`` around (slow, fast) ``center_px``."""
     slow, fast = np.ogrid[: shape[0], : shape[1]]
     inside = (slow - center_px[0]) ** 2 + (fast - center_px[1]) ** 2 <= radius_px**2
@@ -46,7 +46,7 @@ def disk_mask(shape: tuple, center_px: tuple, radius_px: float) -> np.ndarray:
 
 def beamstop_mask(
     data: np.ndarray,
-    center_px: tuple,
+    center_px: tuple | np.ndarray,
     *,
     radius_px: float | None = None,
     trusted: np.ndarray | None = None,

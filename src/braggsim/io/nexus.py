@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 
 import numpy as np
 
+from ._bytes import check_frame_memory
 from .errors import FrameReadError
 from .pilatus import center_px_to_mosflm_mm
 
@@ -45,7 +47,7 @@ def read_nexus(path: str):
             detector = h5.get("entry/instrument/detector")
             beam = h5.get("entry/instrument/beam")
             header = {}
-            geometry = {
+            geometry: dict = {
                 "distance_mm": None,
                 "pixel_size_mm": None,
                 "wavelength_A": None,
@@ -69,7 +71,9 @@ def read_nexus(path: str):
                 geometry["pixel_size_mm"] = _length_mm(path, detector, "x_pixel_size")
                 if "beam_center_x" in header and "beam_center_y" in header and geometry["pixel_size_mm"]:
                     geometry["beam_center_mm"] = center_px_to_mosflm_mm(
-                        float(header["beam_center_x"]), float(header["beam_center_y"]), geometry["pixel_size_mm"]
+                        _finite(path, "beam_center_x", header["beam_center_x"]),
+                        _finite(path, "beam_center_y", header["beam_center_y"]),
+                        geometry["pixel_size_mm"],
                     )
                 specific = detector.get("detectorSpecific")
                 if isinstance(specific, h5py.Group):
@@ -94,6 +98,8 @@ def read_nexus(path: str):
         raise
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
         raise FrameReadError(path, f"cannot read it as HDF5/NeXus ({type(exc).__name__}: {exc})") from None
+    except MemoryError:
+        raise FrameReadError(path, "ran out of memory reading the image") from None
     return data, header, geometry, bad
 
 
@@ -108,10 +114,56 @@ def _first_image(path, h5) -> np.ndarray:
         except KeyError:  # a dangling external link: the data file is missing
             continue
         if item.ndim == 3 and item.shape[0] > 0:
+            _check_image_dataset(path, item, item.shape[1:])
             return np.asarray(item[0])
         if item.ndim == 2:
+            _check_image_dataset(path, item, item.shape)
             return np.asarray(item[()])
     raise FrameReadError(path, "entry/data holds no readable 2-D image (missing data files?)")
+
+
+def _check_image_dataset(path, item, image_shape) -> None:
+    """Before reading: pixel numbers, within the memory budget, and data actually written
+    (HDF5 hands back the fill value for storage that was never written, so a few-KB file
+    can declare a 40000 x 40000 image of zeros)."""
+    if item.dtype.kind not in "biuf":
+        raise FrameReadError(path, f"{item.name} holds values of type {item.dtype}, not pixel numbers")
+    pixels = math.prod(int(n) for n in image_shape)
+    itemsize = item.dtype.itemsize
+    shape = "x".join(str(int(n)) for n in image_shape)
+    check_frame_memory(path, f"a {shape} {item.dtype} image in {item.name}", pixels * (2 * itemsize + 5))
+    if item.is_virtual:
+        folder = os.path.dirname(os.path.abspath(item.file.filename))
+        for source in item.virtual_sources():
+            if source.file_name != "." and not os.path.exists(os.path.join(folder, source.file_name)):
+                raise FrameReadError(path, f"{item.name} maps data from {source.file_name!r}, which is missing")
+        return
+    stored = item.id.get_storage_size()
+    if stored == 0:
+        raise FrameReadError(path, f"{item.name} declares {shape} pixels but holds no data (nothing was written)")
+    if item.chunks is None:
+        if stored < item.size * itemsize:
+            raise FrameReadError(
+                path, f"truncated: {item.name} needs {item.size * itemsize} bytes, the file stores {stored}"
+            )
+        return
+    chunk_shape = item.chunks[-len(image_shape) :]
+    needed = math.prod(math.ceil(int(n) / int(c)) for n, c in zip(image_shape, chunk_shape, strict=True))
+    try:
+        written = item.id.get_num_chunks()
+    except (AttributeError, RuntimeError, OSError, ValueError):  # HDF5 older than 1.10.5 cannot count them
+        return
+    if written < needed:
+        raise FrameReadError(
+            path, f"truncated: the first image of {item.name} needs {needed} chunks, only {written} are written"
+        )
+
+
+def _finite(path, key, text) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise FrameReadError(path, f"{key}={text!r} must be a finite number")
+    return value
 
 
 def _scalar(path, item):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import zlib
 from typing import Union
 
 import numpy as np
 
-from . import masks, pilatus, smv
-from ._bytes import read_bytes, strip_compression
+from . import edf, masks, pilatus, smv, tiff
+from ._bytes import check_frame_memory, read_bytes, strip_compression
 from .errors import FrameReadError, check_readable_file
 from .frame import Frame
 
@@ -69,6 +70,8 @@ def read_frame(
     else:
         raw_data, header, geometry, kind = _read_with_fabio(path, kind)
         bad = None
+    if raw_data.dtype.kind not in "biuf":
+        raise FrameReadError(path, f"pixels of type {raw_data.dtype} are not numbers")
     data = np.ascontiguousarray(raw_data, dtype=np.float32)
     if data.ndim != 2 or data.size == 0:
         raise FrameReadError(path, f"expected a 2-D image, got shape {data.shape}")
@@ -98,7 +101,7 @@ def read_frame(
 
 
 def _apply_beamstop(frame: Frame, beamstop) -> None:
-    from ..resolution import beam_center_px
+    from ..spots import beam_center_px
 
     if frame.beam_center_mm is None or frame.pixel_size_mm is None:
         return
@@ -130,8 +133,14 @@ def _read_with_fabio(path: str, kind: str | None):
         layout = smv.check_layout(path, raw)
         data, header = smv.decode(path, raw, layout)
         return data, header, smv.geometry(path, header, data.shape), "smv"
+    if kind == "tiff" or (kind is None and tiff.looks_like_tiff(raw)):
+        data, header = tiff.read_tiff(path, raw)
+        return data, header, {}, "tiff"
     if kind == "cbf" or raw.startswith(b"###CBF"):
         _check_cbf_size(path, raw)
+    elif kind == "edf" or (kind is None and raw.lstrip()[:1] == b"{"):
+        edf.check_layout(path, raw)
+        kind = "edf"
     data, header = _fabio_decode(path)
     detected = kind or "tiff"
     if detected == "cbf":
@@ -174,6 +183,13 @@ def _check_cbf_size(path: str, raw: bytes) -> None:
         dims.append(int(match.group(1)))
     if dims[0] < 1 or dims[1] < 1 or dims[0] * dims[1] > 8 * len(raw):
         raise FrameReadError(path, f"CBF header claims {dims[0]}x{dims[1]} pixels, more than {len(raw)} bytes can hold")
+    check_frame_memory(path, f"a {dims[0]}x{dims[1]} CBF frame", dims[0] * dims[1] * 13)
+    declared = re.search(rb"X-Binary-Size:\s*(\d+)", raw[section : section + 4096])
+    present = len(raw) - (raw.find(_CBF_BINARY_STARTER, section) + len(_CBF_BINARY_STARTER))
+    if declared is not None and present < int(declared.group(1)):
+        raise FrameReadError(
+            path, f"truncated: CBF binary section declares {int(declared.group(1))} bytes, the file has {present}"
+        )
 
 
 def sidecar_path(path: str) -> str:
@@ -210,14 +226,27 @@ def _read_raw_float(path: str, shape):
         raise FrameReadError(
             path, f"{len(raw)} bytes do not make a {shape[0]}x{shape[1]} float32 image ({expected} bytes)"
         )
+    _check_sidecar_matches(path, side, sidecar, raw)
     data = np.frombuffer(raw, dtype="<f4").reshape(shape)
     header = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in sidecar.items()}
     return data, header, _sidecar_geometry(path, sidecar)
 
 
+def _check_sidecar_matches(path: str, side: str, sidecar: dict, raw: bytes) -> None:
+    """A sidecar that records its .bin's size and CRC-32 (write_float does) must match the
+    .bin: a pair caught between two renames, or mixed from two runs, is refused."""
+    crc = sidecar.get("data_crc32")
+    if crc is None:
+        return
+    if sidecar.get("data_bytes") not in (None, len(raw)) or crc != zlib.crc32(raw):
+        raise FrameReadError(
+            path, f"pixels do not match the sidecar {side} (CRC-32 differs: written by another run, or being rewritten)"
+        )
+
+
 def _sidecar_geometry(path: str, sidecar: dict) -> dict:
     """Geometry from a sidecar: braggsim's own keys, else nanoBragg flags under "args"."""
-    geometry = {}
+    geometry: dict = {}
     for key in ("distance_mm", "pixel_size_mm", "wavelength_A"):
         if sidecar.get(key) is not None:
             geometry[key] = _positive_number(path, key, sidecar[key])
@@ -228,6 +257,8 @@ def _sidecar_geometry(path: str, sidecar: dict) -> dict:
             raise FrameReadError(
                 path, f"sidecar beam_center_mm={sidecar['beam_center_mm']!r} is not (Xbeam, Ybeam)"
             ) from None
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise FrameReadError(path, f"sidecar beam_center_mm={sidecar['beam_center_mm']!r} is not finite")
         geometry["beam_center_mm"] = (x, y)
     if not geometry and isinstance(sidecar.get("args"), str):
         geometry = _geometry_from_flags(path, sidecar["args"])

@@ -22,6 +22,7 @@ import re
 
 import numpy as np
 
+from ._bytes import check_frame_memory
 from .errors import FrameReadError
 
 BYTES_PER_TYPE = {
@@ -77,6 +78,7 @@ def check_layout(path: str, raw: bytes) -> dict:
     if order not in BYTE_ORDERS:
         raise FrameReadError(path, f"BYTE_ORDER must be little_endian or big_endian, got {fields.get('BYTE_ORDER')!r}")
     size, code = BYTES_PER_TYPE[kind]
+    check_frame_memory(path, f"a {fast}x{slow} {kind} SMV frame", fast * slow * (2 * size + 5))
     expected = header_bytes + fast * slow * size
     if len(raw) < expected:
         raise FrameReadError(

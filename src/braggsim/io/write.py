@@ -1,21 +1,25 @@
 """Writers for nanoBragg's output files: ``-intfile`` (SMV) and ``-floatfile`` (raw float32).
 
 Both write to a temporary file in the target directory and rename it into place, so a
-crash never leaves a half-written frame behind.
+crash never leaves a half-written frame behind; they stream through the image in row
+blocks, so writing needs no whole-frame copy (see :mod:`braggsim.io._atomic` for the
+rules on modes, read-only targets and inputs).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zlib
 
 import numpy as np
 
-from ._atomic import atomic_output
+from ._atomic import atomic_group, atomic_output
 from .read import sidecar_path
 
 SMV_HEADER_BYTES = 512
 INT_FILE_TARGET_MAX = 55000.0  # nanoBragg scales -intfile so the brightest pixel reads 55000
+BLOCK_PIXELS = 1 << 22
 
 
 def _as_image(image) -> np.ndarray:
@@ -46,7 +50,7 @@ def smv_geometry(detector, beam) -> dict:
     pixel = float(detector.pixel_size_mm)
     slow_px, fast_px = spots.beam_center_px(detector)
     f_beam, s_beam = (fast_px + 0.5) * pixel, (slow_px + 0.5) * pixel
-    frame = spots._frame_arrays(detector)
+    frame = spots.frame_arrays(detector)
     close = float(frame["pix0_mm"] @ frame["normal"])
     foot = close * frame["normal"] - frame["pix0_mm"]
     f_close, s_close = float(foot @ frame["fast"]), float(foot @ frame["slow"])
@@ -89,39 +93,62 @@ def smv_header(fields: dict, header_bytes: int = SMV_HEADER_BYTES) -> bytes:
         size += SMV_HEADER_BYTES
 
 
+def _row_blocks(image: np.ndarray):
+    """Row slices of about BLOCK_PIXELS pixels: writers and statistics stream through a
+    frame instead of making whole-frame float64 copies (a 16384^2 frame is 1 GiB)."""
+    rows = max(1, BLOCK_PIXELS // max(1, image.shape[1]))
+    for start in range(0, image.shape[0], rows):
+        yield image[start : start + rows]
+
+
 def intfile_scale(image) -> float:
     """nanoBragg's -intfile scale: 55000 / the brightest finite pixel (1 for a dark image)."""
-    data = np.asarray(image, dtype=np.float64)
-    finite = data[np.isfinite(data)]
-    peak = float(finite.max()) if finite.size else 0.0
+    peak = 0.0
+    for block in _row_blocks(_as_image(image)):
+        data = np.asarray(block, dtype=np.float64)
+        finite = data[np.isfinite(data)]
+        if finite.size:
+            peak = max(peak, float(finite.max()))
     return INT_FILE_TARGET_MAX / peak if peak > 0 else 1.0
 
 
 def write_smv(
-    path, image, *, detector=None, beam=None, scale: float | None = None, header_extra: dict | None = None
+    path,
+    image,
+    *,
+    detector=None,
+    beam=None,
+    scale: float | None = None,
+    header_extra: dict | None = None,
+    adc_offset: float = 0.0,
 ) -> float:
     """Write ``image`` (slow, fast) as an unsigned-short SMV file, as nanoBragg's ``-intfile``.
 
-    Pixels are floor(image * scale + 0.5) clipped to 0..65535, scale = 55000 / max(image)
-    unless given.  The header carries the full geometry of ``detector`` (a
+    Pixels are floor(image * scale + adc_offset + 0.5) clipped to 0..65535 (non-finite
+    pixels as 0), scale = 55000 / max(image) unless given (nanoBragg's -intfile adds its
+    -adc offset, default 40).  The header carries the full geometry of ``detector`` (a
     braggsim.Detector; None = nanoBragg's defaults for the image's shape) and ``beam``
-    (None = 1 A), PHI/OSC_START/OSC_RANGE = 0 unless ``header_extra`` sets them.
-    Returns the scale used.
+    (None = 1 A), PHI/OSC_START/OSC_RANGE = 0 unless ``header_extra`` sets them.  Written
+    atomically (see :mod:`braggsim.io._atomic`); a read-only target is refused.  Returns
+    the scale used.
     """
+    from .._validate import revalidate
     from ..beam import Beam
     from ..detector import Detector
 
-    data = np.nan_to_num(_as_image(image).astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    data = _as_image(image)
     spixels, fpixels = data.shape
     detector = detector if detector is not None else Detector(fpixels=fpixels, spixels=spixels)
     beam = beam if beam is not None else Beam()
+    revalidate(detector, beam)
     if detector.shape != data.shape:
         raise ValueError(f"image shape {data.shape} does not match the detector's (spixels, fpixels) {detector.shape}")
     if scale is None:
         scale = intfile_scale(data)
     if not (np.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a positive number, got {scale!r}")
-    counts = np.clip(np.floor(data * scale + 0.5), 0, 65535).astype("<u2")
+    if not np.isfinite(adc_offset):
+        raise ValueError(f"adc_offset must be a finite number, got {adc_offset!r}")
     fields = {"DIM": "2", "BYTE_ORDER": "little_endian", "TYPE": "unsigned_short"}
     fields.update(smv_geometry(detector, beam))
     fields.update({"PHI": "0", "OSC_START": "0", "OSC_RANGE": "0", "DETECTOR_SN": "000", "BEAMLINE": "fake"})
@@ -133,19 +160,38 @@ def write_smv(
     header = smv_header(fields)
     with atomic_output(path) as handle:
         handle.write(header)
-        handle.write(counts.tobytes())
+        for block in _row_blocks(data):
+            values = np.nan_to_num(np.asarray(block, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+            handle.write(np.clip(np.floor(values * scale + adc_offset + 0.5), 0, 65535).astype("<u2").tobytes())
     return float(scale)
 
 
 def write_float(path, image, *, sidecar: bool = False, detector=None, beam=None) -> None:
     """Write ``image`` (slow, fast) as raw float32 little-endian, slow axis first (nanoBragg's
-    ``-floatfile``).  ``sidecar=True`` also writes NAME.json with "shape_slow_fast" and, when
-    given, the geometry, so :func:`read_frame` can read it back alone."""
-    data = np.ascontiguousarray(_as_image(image), dtype="<f4")
-    with atomic_output(path) as handle:
-        handle.write(data.tobytes())
-    if sidecar:
-        info = {"shape_slow_fast": list(data.shape), "dtype": "float32 little-endian, row = slow axis"}
+    ``-floatfile``).  ``sidecar=True`` also writes NAME.json with "shape_slow_fast", the
+    .bin's size and CRC-32 and, when given, the geometry, so :func:`read_frame` can read it
+    back alone.  The two files are written completely before either is renamed, and a
+    reader refuses a .bin whose CRC-32 differs from its sidecar's, so a pair caught
+    between the renames (or mixed from two runs) is never read as one frame."""
+    data = _as_image(image)
+    targets = [os.fspath(path)] + ([sidecar_path(os.fspath(path))] if sidecar else [])
+    with atomic_group(targets) as temporary:
+        crc = 0
+        with open(temporary[targets[0]], "wb") as handle:
+            for block in _row_blocks(data):
+                raw = np.ascontiguousarray(block, dtype="<f4")
+                crc = zlib.crc32(raw.data, crc)
+                handle.write(raw.data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if not sidecar:
+            return
+        info: dict = {
+            "shape_slow_fast": list(data.shape),
+            "dtype": "float32 little-endian, row = slow axis",
+            "data_bytes": int(data.size) * 4,
+            "data_crc32": crc,
+        }
         if detector is not None:
             from ..resolution import mosflm_beam_center_mm
 
@@ -156,5 +202,7 @@ def write_float(path, image, *, sidecar: bool = False, detector=None, beam=None)
             )
         if beam is not None:
             info["wavelength_A"] = float(beam.wavelength_A)
-        with atomic_output(sidecar_path(os.fspath(path))) as handle:
-            handle.write(json.dumps(info, indent=1).encode("utf-8"))
+        with open(temporary[targets[1]], "w", encoding="utf-8") as handle:
+            json.dump(info, handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())

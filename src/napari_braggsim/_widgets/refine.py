@@ -538,7 +538,7 @@ def _format_result(result) -> str:
         unit = UNITS.get(name, "")
         unit = "" if unit in ("×", "cells") else f" {unit}"
         lines.append(f"{name:<18} {value:10.5g} ± {error:.2g}{unit}")
-    from braggsim.refine_cli import format_search
+    from braggsim.refine import format_search
 
     search_line = format_search(getattr(result, "search", None))
     if search_line:
