@@ -342,3 +342,32 @@ def test_kernel_results_do_not_depend_on_the_thread_count(dtype, monkeypatch):
     assert float(results[0][2].abs().max()) > 0
     for one, two in zip(*results, strict=True):
         assert torch.equal(one, two)
+
+
+@needs_native
+def test_warm_up_compiles_what_the_plugin_uses():
+    """After warm_up, live simulation (float32 image) and a refinement step (float64
+    geometry, forward, backward, image) find their kernels compiled."""
+    thread = _fast.warm_up(background=True)
+    if thread is not None:
+        thread.join(timeout=300)
+    assert _fast.ready()
+    assert _fast.warm_up() is None  # nothing left to do
+    kernels = _fast._load()
+    compiled = {
+        (dtype, name): len(kernels[dtype][name].overloads)
+        for dtype, name in [
+            (torch.float32, "_image_range"),
+            (torch.float64, "_image_range"),
+            (torch.float64, "_geometry_range"),
+            (torch.float64, "_forward_range"),
+            (torch.float64, "_backward_range"),
+        ]
+    }
+    assert all(count >= 1 for count in compiled.values()), compiled
+    spread, misset = _demo_inputs(torch.float64)
+    torch.autograd.grad(_small_image(spread, misset).sum(), (spread, misset))  # a refinement step
+    with torch.no_grad():
+        simulate(Crystal(default_F=100), Detector(fpixels=8), dtype=torch.float32)  # live simulation
+    after = {key: len(kernels[key[0]][key[1]].overloads) for key in compiled}
+    assert after == compiled  # nothing new was compiled
