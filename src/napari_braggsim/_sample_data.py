@@ -8,6 +8,7 @@ misset), so the Refine widget can start at once and should find the truth.
 
 from __future__ import annotations
 
+from . import _common
 from ._model import DEFAULTS, build_model, frame_metadata, start_values
 
 LAYER_NAME = "observed (synthetic still)"
@@ -19,8 +20,13 @@ def synthetic_still() -> list:
 
     import braggsim
 
+    # napari opens samples on the GUI thread, where the fused kernel must not be compiled:
+    # until its warm-up (started here) is done, the torch path makes this small image, the
+    # same to float32 rounding
+    _common.start_kernel_warm_up()
+    kernel = "auto" if _common.kernel_ready() else "torch"
     with torch.no_grad():
-        image = braggsim.simulate(*build_model(DEFAULTS)).numpy().astype("float32")
+        image = braggsim.simulate(*build_model(DEFAULTS), kernel=kernel).numpy().astype("float32")
     metadata = {
         "braggsim_frame": frame_metadata(DEFAULTS),
         "braggsim_start": start_values(),
