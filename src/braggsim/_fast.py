@@ -1,8 +1,8 @@
 """A fused kernel for the hot loop: sum over orientations of F^2 * F_latt^2.
 
 The eager torch path materialises (subpixels, orientations, 3) intermediates and
-streams them through memory a few dozen times; this kernel keeps everything for one
-subpixel in registers.  It covers the common case (square lattice transform, integer
+streams them through memory a few dozen times; this kernel works through 256 subpixels
+at a time in L1 cache, in loops that LLVM vectorises.  It covers the common case (square lattice transform, integer
 N_cells, F from ``default_F`` or the nearest table entry) and is a
 ``torch.autograd.Function`` with a hand-written backward that recomputes what it needs
 instead of storing per-orientation intermediates.  Gradients reach the scattering
@@ -88,9 +88,10 @@ class DetectorGeometry(NamedTuple):
 # index arrays from 0 through views of one chunk, so that numba's negative-index
 # handling folds away.
 
-# sin(pi r), cos(pi r) for |r| <= 0.5 as Taylor polynomials in r^2 (they vectorise;
-# libm's do not): to r^13 / r^14 in float32 (error < 1e-9, far under float32 resolution)
-# and to r^21 / r^22 in float64 (error ~ 3e-16).  Highest power first.
+# sin(pi r) = r P(r^2) and cos(pi r) = Q(r^2) for |r| <= 0.5 as Taylor polynomials (they
+# vectorise; libm's calls do not): to r^13 / r^14 in float32 (error < 1e-9, far under
+# float32 resolution) and to r^21 / r^22 in float64 (error ~ 3e-16).  Highest power
+# first; the loops over these constant tuples unroll at compile time.
 _SIN_TAIL = (
     0.00046630280576761234,
     -0.007370430945714348,
@@ -139,68 +140,6 @@ _PRECISION_NAMES = ("REAL", "ZERO", "ONE", "HALF", "TWO", "PI", "THRESH", "SIN_P
 REAL, ZERO, ONE, HALF, TWO, PI, THRESH, SIN_POLY, COS_POLY = (
     _precision_globals(np.float64)[name] for name in _PRECISION_NAMES
 )
-
-
-def _sinpi_f32(r):
-    t = r * r
-    p = SIN_POLY[0]
-    p = p * t + SIN_POLY[1]
-    p = p * t + SIN_POLY[2]
-    p = p * t + SIN_POLY[3]
-    p = p * t + SIN_POLY[4]
-    p = p * t + SIN_POLY[5]
-    p = p * t + SIN_POLY[6]
-    return r * p
-
-
-def _cospi_f32(r):
-    t = r * r
-    p = COS_POLY[0]
-    p = p * t + COS_POLY[1]
-    p = p * t + COS_POLY[2]
-    p = p * t + COS_POLY[3]
-    p = p * t + COS_POLY[4]
-    p = p * t + COS_POLY[5]
-    p = p * t + COS_POLY[6]
-    p = p * t + COS_POLY[7]
-    return p
-
-
-def _sinpi_f64(r):
-    t = r * r
-    p = SIN_POLY[0]
-    p = p * t + SIN_POLY[1]
-    p = p * t + SIN_POLY[2]
-    p = p * t + SIN_POLY[3]
-    p = p * t + SIN_POLY[4]
-    p = p * t + SIN_POLY[5]
-    p = p * t + SIN_POLY[6]
-    p = p * t + SIN_POLY[7]
-    p = p * t + SIN_POLY[8]
-    p = p * t + SIN_POLY[9]
-    p = p * t + SIN_POLY[10]
-    return r * p
-
-
-def _cospi_f64(r):
-    t = r * r
-    p = COS_POLY[0]
-    p = p * t + COS_POLY[1]
-    p = p * t + COS_POLY[2]
-    p = p * t + COS_POLY[3]
-    p = p * t + COS_POLY[4]
-    p = p * t + COS_POLY[5]
-    p = p * t + COS_POLY[6]
-    p = p * t + COS_POLY[7]
-    p = p * t + COS_POLY[8]
-    p = p * t + COS_POLY[9]
-    p = p * t + COS_POLY[10]
-    p = p * t + COS_POLY[11]
-    return p
-
-
-_sinpi = _sinpi_f64  # the compiled copies get their precision's polynomial
-_cospi = _cospi_f64
 
 
 def _sincg(d, count, n, f):
@@ -565,7 +504,7 @@ def _compile_kernels(cache: bool = True) -> dict:
             namespace = dict(globals())
             namespace.update(_precision_globals(real))
             for name, options in _KERNELS.items():
-                source = globals().get(f"{name}_{suffix}") or globals()[name]
+                source = globals()[name]
                 function = _pytypes.FunctionType(source.__code__, namespace, name, source.__defaults__)
                 function.__qualname__ = f"{name}_{suffix}"  # one cache entry per precision
                 function.__doc__ = source.__doc__
