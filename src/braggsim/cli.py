@@ -1,11 +1,12 @@
-"""The ``braggsim`` command: ``simulate`` | ``nonbragg`` | ``noisify`` | ``refine`` | ``demo``.
+"""The ``braggsim`` command: ``simulate`` | ``nonbragg`` | ``noisify`` | ``refine`` | ``process`` | ``demo``.
 
 ``braggsim simulate`` is a drop-in for nanoBragg: it takes nanoBragg's flags (see
 ``braggsim simulate --help``), prints a short nanoBragg-like summary and writes
 ``-floatfile`` (raw float32), ``-intfile`` and ``-noisefile`` (SMV) and nanoBragg's other
 outputs.  ``nonbragg`` and ``noisify`` are nanoBragg's companion programs
 (:mod:`braggsim.nonbragg_cli`, :mod:`braggsim.noisify_cli`).  ``refine`` and ``demo``
-live in :mod:`braggsim.refine_cli` and are imported only when asked for.
+live in :mod:`braggsim.refine_cli`, ``process`` in :mod:`braggsim.process_cli`; each is
+imported only when asked for.
 
 Errors are one line on stderr, ``braggsim: error: ...``, with exit status 2.  Output
 files are written to temporary names and renamed only once every file is complete, so a
@@ -30,6 +31,7 @@ commands:
   nonbragg   render amorphous scattering (water, air, ice) from nonBragg's flags
   noisify    add detector noise to a photons/pixel image, as nanoBragg's noisify
   refine     refine a model against a measured frame
+  process    real stills: find spots, index with a known cell, refine; .expt + summary.csv
   demo       simulate a known crystal, then refine a perturbed model back to it
 
 Run 'braggsim <command> --help' for the options of a command.
@@ -97,7 +99,13 @@ def main(argv=None) -> int:
                 raise CommandError(str(exc)) from None
         if command in ("refine", "demo"):
             return _dispatch_refine(command, rest)
-        raise CommandError(f"unknown command {command!r} (choose from simulate, nonbragg, noisify, refine, demo)")
+        if command == "process":
+            from .process_cli import process_main
+
+            return int(process_main(rest) or 0)
+        raise CommandError(
+            f"unknown command {command!r} (choose from simulate, nonbragg, noisify, refine, process, demo)"
+        )
     except CommandError as exc:
         return _fail(str(exc))
 

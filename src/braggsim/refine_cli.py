@@ -50,6 +50,7 @@ def parameter_help() -> str:
 
 REFINE_HELP = f"""\
 usage: braggsim refine -data FRAME <nanoBragg flags for the starting model>
+       braggsim refine -data FRAME -expt MODEL.expt [flags]
                        -refine GROUP[,GROUP|PARAMETER...]
                        [-iterations N] [-json out.json] [-loss mse|poisson]
                        [-optimizer auto|lbfgs|adam] [-gain ADU/photon] [-readout_noise ADU]
@@ -68,6 +69,9 @@ angles 90; refine 'cell' then moves a and c only).  With -optimizer auto (the de
 the refined misset axes are first searched on a grid of -DEG, 0, +DEG around the start
 (-search_deg, default 4; 0 turns the search off).  -device runs it on a torch device
 (default cpu; a device this machine lacks is an error).
+-expt MODEL.expt starts from a DIALS ExperimentList (one still: beam, single-panel detector,
+crystal) instead of -cell/-misset and the header's geometry; -N, -default_F/-hkl, -mosaic,
+-mosaic_dom, -mosaic_seed, -oversample and -fluence still apply (default_F 1 when not given).
 
 Refinable parameters (group, name, unit, physical range, meaning):
 {parameter_help()}
@@ -95,6 +99,7 @@ _EXTRA_FLAGS = {
     "-beamstop": 1,
     "-search_deg": 1,
     "-space_group": 1,
+    "-expt": 1,
 }
 
 
@@ -294,8 +299,11 @@ def _refine(argv: list) -> int:
     from .nanobragg_flags import parse_flags
 
     try:
+        argv = _with_expt_placeholders(list(argv))
         flags = parse_flags(argv, extra_value_flags=_EXTRA_FLAGS)
         extra = flags.extra
+        if "-expt" in extra:
+            flags.crystal, flags.detector, flags.beam = _model_from_expt(extra["-expt"][0], flags, argv)
         if "-data" not in extra:
             raise UsageError("give the observed frame with -data FRAME")
         if "-refine" not in extra:
@@ -309,7 +317,9 @@ def _refine(argv: list) -> int:
             side = sidecar_path(str(frame_path))
             if Path(side).resolve() == json_path.resolve():
                 raise UsageError(f"-json {json_path} would be read as the sidecar of {frame_path}; choose another name")
-        observed, mask, detector, beam, from_header = _read_observed(frame_path, flags, argv, extra)
+        observed, mask, detector, beam, from_header = _read_observed(
+            frame_path, flags, argv, extra, geometry_given="-expt" in extra
+        )
         dtype = torch.float64 if flags.dtype == "float64" else torch.float32
         refiner = Refiner(
             flags.crystal,
@@ -410,12 +420,50 @@ _HEADER_FIELDS = {
 }
 
 
-def _read_observed(path: Path, flags, argv: list, extra):
+def _with_expt_placeholders(argv: list) -> list:
+    """With -expt, the cell and F need no flags: add placeholders the .expt model replaces."""
+    if "-expt" not in argv:
+        return argv
+    if "-cell" not in argv and "-mat" not in argv:
+        argv += ["-cell", "1", "1", "1", "90", "90", "90"]
+    if "-default_F" not in argv and "-hkl" not in argv:
+        argv += ["-default_F", "1"]
+    return argv
+
+
+def _model_from_expt(path: str, flags, argv: list):
+    """(crystal, detector, beam) from a one-still .expt, with the crystal flags given on top."""
+    from .io.expt import read_expt, to_braggsim
+
+    experiments = read_expt(path)
+    if len(experiments) != 1 or experiments[0].real_space is None:
+        raise UsageError(f"-expt {path}: need exactly one experiment with a crystal, found {len(experiments)}")
+    crystal, detector, beam = to_braggsim(experiments[0])
+    given = set(argv)
+    changes = {"default_F": flags.crystal.default_F, "hkl": flags.crystal.hkl, "shape": flags.crystal.shape}
+    if given & {"-N", "-Na", "-Nb", "-Nc"}:
+        changes["N_cells"] = flags.crystal.N_cells
+    if "-mosaic" in given:
+        changes["mosaic_spread_deg"] = flags.crystal.mosaic_spread_deg
+    if given & {"-mosaic_dom", "-mosaic_domains"}:
+        changes["mosaic_domains"] = flags.crystal.mosaic_domains
+    if "-mosaic_seed" in given:
+        changes["mosaic_seed"] = flags.crystal.mosaic_seed
+    crystal = crystal.replace(**changes)
+    if "-oversample" in given:
+        detector = detector.replace(oversample=flags.detector.oversample)
+    if "-fluence" in given:
+        beam = beam.replace(fluence=flags.beam.fluence)
+    return crystal, detector, beam
+
+
+def _read_observed(path: Path, flags, argv: list, extra, geometry_given: bool = False):
     """(observed (slow, fast) float64, mask, detector, beam, [what came from the header]).
 
     Geometry that no flag gives is taken from the frame's header: detector size, pixel
     size, distance, beam centre (MOSFLM convention only: the header's centre is in it)
-    and wavelength.  A flag always wins over the header.
+    and wavelength.  A flag always wins over the header; with ``geometry_given`` (a .expt
+    model) nothing comes from the header.
     """
     from .io import read_frame
 
@@ -425,7 +473,7 @@ def _read_observed(path: Path, flags, argv: list, extra):
         beamstop = "auto" if value == "auto" else _float_flag(extra, "-beamstop", 0.0)
     detector, beam = flags.detector, flags.beam
     frame = read_frame(path, shape=detector.shape, beamstop=beamstop)
-    given = {key for key, names in _HEADER_FIELDS.items() if any(name in argv for name in names)}
+    given = {key for key, names in _HEADER_FIELDS.items() if geometry_given or any(name in argv for name in names)}
     changes, taken = {}, []
     if "size" not in given and frame.shape != detector.shape:
         changes["spixels"], changes["fpixels"] = frame.shape

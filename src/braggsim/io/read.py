@@ -138,10 +138,13 @@ def _read_with_fabio(path: str, kind: str | None):
         return data, header, {}, "tiff"
     if kind == "cbf" or raw.startswith(b"###CBF"):
         _check_cbf_size(path, raw)
-    elif kind == "edf" or (kind is None and raw.lstrip()[:1] == b"{"):
-        edf.check_layout(path, raw)
-        kind = "edf"
-    data, header = _fabio_decode(path)
+        # decode the bytes already in hand: fabio would decompress a .bz2 frame a second time
+        data, header = _fabio_decode(path, raw=raw)
+    else:
+        if kind == "edf" or (kind is None and raw.lstrip()[:1] == b"{"):
+            edf.check_layout(path, raw)
+            kind = "edf"
+        data, header = _fabio_decode(path)
     detected = kind or "tiff"
     if detected == "cbf":
         geometry = pilatus.cbf_geometry(path, header)
@@ -152,11 +155,19 @@ def _read_with_fabio(path: str, kind: str | None):
     return data, header, geometry, detected
 
 
-def _fabio_decode(path: str):
+def _fabio_decode(path: str, raw: bytes | None = None):
     import fabio
 
     try:
-        image = fabio.open(path)
+        if raw is not None:
+            import io
+
+            from fabio.cbfimage import CbfImage
+
+            image = CbfImage()
+            image.read(io.BytesIO(raw))
+        else:
+            image = fabio.open(path)
         data = np.asarray(image.data)
         header = {str(k): str(v) for k, v in image.header.items()}
     except Exception as exc:  # fabio raises many kinds; all mean "this file is bad"  # noqa: BLE001  any failure becomes a message, never a traceback
