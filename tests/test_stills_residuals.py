@@ -9,7 +9,7 @@ import pytest
 
 from braggsim.anisotropic_spread import fit_anisotropic_spread, predict_still_px_anisotropic, turn_onto_sphere
 from braggsim.dials_geometry import predict_still_px, reciprocal_matrix, still_geometry_from_header
-from braggsim.index import index_still
+from braggsim.index import IndexingOptions, _clearly_good, index_still
 from braggsim.spot_refine import real_space_from, rotation_matrix
 from braggsim.stills_mosaicity import envelope_rad, ml_mosaicity, prediction_band_rad
 from braggsim.unit_cell import orthogonalization, space_group
@@ -41,6 +41,18 @@ def test_spot_fit_rmsd_on_a_real_still_does_not_regress(thau_0013):
     assert fit.rmsd_px < 1.35
     assert fit.rmsd_indexed_px < 1.6
     assert fit.n_indexed / len(px) > 0.88
+
+
+def test_a_cell_far_from_the_given_one_is_not_clearly_good(thau_0013):
+    """A solution that pulls the cell 1.5 % off its restraint is a compromise between
+    lattices: the search goes on (the leftover spots are indexed on their own)."""
+    import dataclasses
+
+    px, fit = thau_0013
+    options = IndexingOptions()
+    assert _clearly_good(fit, len(px), CELL, options)
+    stray = dataclasses.replace(fit, cell=(fit.cell[0], fit.cell[1], 150.0 * 0.985, 90.0, 90.0, 90.0))
+    assert not _clearly_good(stray, len(px), CELL, options)
 
 
 def test_the_scatter_is_an_anisotropic_orientation_spread(thau_0013):
