@@ -1,25 +1,67 @@
-"""Screenshots for docs/user-guide.md, one per dock widget, taken headless.
+"""Screenshots for docs/user-guide.md, one per dock widget, on a thaumatin still, taken headless.
 
-    xvfb-run -a .venv/bin/python docs/make_screenshots.py
+    xvfb-run -a .venv/bin/python docs/make_screenshots.py [--frame PATH]
 
-Writes docs/images/{simulate,load_frame,refine}.png.  Every image is made by the plugin
-itself through napari's own screenshot call, so the guide shows what a user sees.
+Writes docs/images/{load_frame,simulate,refine}.png.  The frame is thau_3_2_0003 of the
+thaumatin grid scan in the shared data (a Pilatus3 6M still, 2463 x 2527 pixels):
+
+* load_frame: the frame through the Load frame widget (percentile contrast, the excluded
+  pixels tinted), the Simulate widget filled with its geometry, zoomed on the beam;
+* simulate: a thaumatin crystal (P4(1)2(1)2, a = b = 57.8 A, c = 150 A, an arbitrary
+  orientation) simulated at that detector's geometry, with its spots, rings and beam
+  centre, zoomed in far enough for the hkl labels;
+* refine: a refinement at that geometry (the 640 x 640 pixels around the beam) against
+  a simulated thaumatin still of known orientation, started 0.15-0.25 deg off on each
+  misset axis and with half its mosaic spread.  The real frames carry no orientation
+  (indexing is still to come), so there is nothing true to refine them towards.
+
+Everything goes through the widgets as a user drives them (fields, buttons), and every
+image is napari's own screenshot of the window.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-import napari
-from qtpy.QtWidgets import QApplication
+os.environ.setdefault("QT_API", "pyqt6")
+
+import napari  # noqa: E402
+from qtpy.QtWidgets import QApplication  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "docs" / "images"
-FRAME = ROOT / "tests" / "data" / "adsc_q4_2002.img.bz2"
+FRAME_NAME = Path("data") / "thaumatin_grid" / "thau_3_2_0003.cbf.bz2"
 PLUGIN = "napari-braggsim"
-WINDOW = (1280, 820)
+WINDOW = (1400, 860)
+THAUMATIN = {
+    "cell_a_A": 57.8,
+    "cell_b_A": 57.8,
+    "cell_c_A": 150.0,
+    "cell_alpha_deg": 90.0,
+    "cell_beta_deg": 90.0,
+    "cell_gamma_deg": 90.0,
+    "N_a": 15.0,
+    "N_b": 15.0,
+    "N_c": 6.0,
+    "default_F": 100.0,
+    "mosaic_spread_deg": 0.1,
+    "mosaic_domains": 5,
+    "misset_x_deg": 17.0,
+    "misset_y_deg": -31.0,
+    "misset_z_deg": 8.0,
+    "fluence": 1e31,
+}
+
+
+def default_frame() -> Path:
+    for shared in (ROOT.parent / "shared", ROOT.parents[1] / "shared"):
+        if (shared / FRAME_NAME).is_file():
+            return shared / FRAME_NAME
+    return ROOT.parent / "shared" / FRAME_NAME
 
 
 def _settle(seconds: float = 0.5) -> None:
@@ -27,6 +69,14 @@ def _settle(seconds: float = 0.5) -> None:
     while time.time() < end:
         QApplication.processEvents()
         time.sleep(0.02)
+
+
+def _wait(widget, timeout_s: float = 900) -> None:
+    end = time.time() + timeout_s
+    while widget.busy and time.time() < end:
+        _settle(0.1)
+    if widget.busy:
+        raise RuntimeError(f"{type(widget).__name__} still busy after {timeout_s} s")
 
 
 def _viewer():
@@ -40,65 +90,145 @@ def _viewer():
     return viewer
 
 
+def _dock(viewer, name):
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    return widget
+
+
+def _point_at(viewer, position) -> None:
+    """As if the cursor rested at ``position`` (data coordinates): the status bar's d-spacing."""
+    from types import SimpleNamespace
+
+    viewer.cursor.position = tuple(position)
+    for callback in viewer.mouse_move_callbacks:
+        callback(viewer, SimpleNamespace(position=tuple(position)))
+
+
 def _save(viewer, name: str) -> Path:
-    _settle()
+    _settle(1.0)
     path = IMAGES / f"{name}.png"
     image = viewer.screenshot(canvas_only=False, flash=False)
     from PIL import Image
 
     # an adaptive 256-colour palette keeps each PNG well under 300 KB
     Image.fromarray(image[..., :3]).quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
-    print(f"{path.relative_to(ROOT)}: {path.stat().st_size // 1024} KB")
+    print(f"{path.relative_to(ROOT)}: {path.stat().st_size // 1024} KB", flush=True)
     return path
 
 
-def simulate_shot():
-    viewer = _viewer()
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Simulate")
-    widget.run()
-    viewer.reset_view()
-    _save(viewer, "simulate")
-    viewer.close()
+def _load(viewer, frame: Path):
+    loader = _dock(viewer, "Load frame")
+    loader.file.value = frame
+    loader.load_button.clicked()
+    _wait(loader)
+    return loader, viewer.layers[frame.name[: -len(".bz2")]]
 
 
-def load_shot():
+def _beam_px(viewer):
+    return viewer.layers["beam centre"].data[0] if "beam centre" in viewer.layers else None
+
+
+def load_shot(frame: Path):
     viewer = _viewer()
-    _, simulate = viewer.window.add_plugin_dock_widget(PLUGIN, "Simulate")
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Load frame")
-    widget.file.value = FRAME
-    layer = widget.load()
-    layer.contrast_limits = (0, 400)
-    viewer.reset_view()
-    viewer.camera.zoom *= 2.5  # the spots around the beam stop
+    _dock(viewer, "Simulate")
+    _, image = _load(viewer, frame)
+    viewer.layers[image.name + " mask"].visible = True  # module gaps and bad pixels, tinted
+    center = image.metadata["braggsim_frame"]["beam_center_mm"]
+    pixel = image.metadata["braggsim_frame"]["pixel_size_mm"]
+    beam = (center[0] / pixel, center[1] / pixel)
+    viewer.camera.center = beam
+    viewer.camera.zoom = 1.6
+    _point_at(viewer, (beam[0] - 120, beam[1] + 160))
     _save(viewer, "load_frame")
     viewer.close()
 
 
-def refine_shot():
+def simulate_shot(frame: Path):
     viewer = _viewer()
-    viewer.open_sample(PLUGIN, "synthetic_still")
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Refine")
-    widget.iterations.value = 60
-    worker = widget.run()
-    done = []
-    worker.finished.connect(lambda: done.append(True))
-    start = time.time()
-    while not done and time.time() - start < 300:
-        _settle(0.1)
-    from napari_braggsim._layers import show_overlays
-
-    result = widget.result
-    show_overlays(viewer, result.crystal, result.detector, result.beam)
-    viewer.layers["residual"].visible = False
-    viewer.reset_view()
-    _save(viewer, "refine")
+    simulate = _dock(viewer, "Simulate")
+    _, image = _load(viewer, frame)
+    image.visible = False
+    viewer.layers[image.name + " mask"].visible = False
+    simulate.set_values(THAUMATIN)
+    simulate.run_button.clicked()
+    _wait(simulate)
+    layer = viewer.layers["simulated"]
+    low, high = layer.contrast_limits
+    layer.contrast_limits = (low, low + (high - low) * 0.5)
+    beam = _beam_px(viewer)
+    viewer.camera.center = (beam[0] - 260, beam[1] + 200)
+    viewer.camera.zoom = 4.0  # close enough for the hkl labels
+    _settle(0.5)
+    _point_at(viewer, (beam[0] - 250, beam[1] + 210))
+    _save(viewer, "simulate")
     viewer.close()
 
 
-def main() -> int:
+def refine_shot(frame: Path):
+    """A simulated thaumatin still at the frame's geometry (the 640 x 640 pixels around the
+    beam), refined from a start a fraction of a degree off."""
+    import numpy as np
+    import torch
+
+    import braggsim
+    from braggsim.io import read_frame
+    from napari_braggsim._frames import layer_data
+    from napari_braggsim._model import DEFAULTS, build_model, frame_metadata
+
+    header = read_frame(frame)
+    size = 640
+    pixel = header.pixel_size_mm
+    x_beam, y_beam = header.beam_center_mm
+    # keep the beam where it is relative to the pixels cut around it
+    slow0, fast0 = int(round(x_beam / pixel)) - size // 2, int(round(y_beam / pixel)) - size // 2
+    truth = {
+        **DEFAULTS,
+        **THAUMATIN,
+        "fpixels": size,
+        "spixels": size,
+        "pixel_size_mm": pixel,
+        "distance_mm": header.distance_mm,
+        "wavelength_A": header.wavelength_A,
+        "beam_x_mm": x_beam - slow0 * pixel,
+        "beam_y_mm": y_beam - fast0 * pixel,
+    }
+    with torch.no_grad():
+        observed = braggsim.simulate(*build_model(truth)).numpy().astype("float32")
+    start = {**truth, "misset_x_deg": 17.25, "misset_y_deg": -31.2, "misset_z_deg": 8.15, "mosaic_spread_deg": 0.05}
+    metadata = {"braggsim_frame": frame_metadata(truth), "braggsim_start": start, "braggsim_truth": truth}
+
+    viewer = _viewer()
+    for data, kwargs, kind in layer_data(
+        "thaumatin still (simulated)", observed, np.ones(observed.shape, bool), metadata
+    ):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    widget = _dock(viewer, "Refine")
+    widget.iterations.value = 40
+    widget.search_deg.value = 0.0  # the start is within the descent's reach
+    widget.run_button.clicked()
+    _wait(widget, timeout_s=1800)
+    viewer.layers["residual"].visible = False
+    beam = _beam_px(viewer)
+    viewer.camera.center = (beam[0] - 70, beam[1] + 70)
+    viewer.camera.zoom = 5.0  # close enough for the hkl labels
+    _settle(0.5)
+    _point_at(viewer, (beam[0] - 60, beam[1] + 80))
+    _save(viewer, "refine")
+    print(widget.errors.value, flush=True)
+    viewer.close()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--frame", type=Path, default=default_frame(), help="the thaumatin still (a CBF)")
+    parser.add_argument("--only", choices=["load_frame", "simulate", "refine"], action="append")
+    args = parser.parse_args(argv)
+    if not args.frame.is_file():
+        parser.error(f"no frame at {args.frame}; pass --frame PATH")
     IMAGES.mkdir(parents=True, exist_ok=True)
-    for shot in (simulate_shot, load_shot, refine_shot):
-        shot()
+    shots = {"load_frame": load_shot, "simulate": simulate_shot, "refine": refine_shot}
+    for name in args.only or list(shots):
+        shots[name](args.frame)
     return 0
 
 

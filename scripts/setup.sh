@@ -3,7 +3,8 @@
 # existing one: the system libraries headless Qt/OpenGL need (and gcc, which builds the
 # fast simulation kernel at first use), a virtual environment in
 # .venv, torch 2.13.0 (the CPU wheel, installed first so pip never pulls a CUDA build),
-# then the project with its test extras.  Safe to run again.
+# then the project with its test extras (napari with PyQt6, the Qt binding napari keeps
+# supporting; the libxcb-cursor0 above is what Qt 6 needs under Xvfb).  Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,37 +1,11 @@
-"""Small shared pieces of the widgets: a per-viewer widget registry and error reporting."""
+"""Small shared pieces of the plugin: the viewer behind napari's proxy and error reporting."""
 
 from __future__ import annotations
-
-import weakref
-
-_WIDGETS: weakref.WeakSet = weakref.WeakSet()
-
-
-def register(widget) -> None:
-    """Remember a dock widget so its siblings on the same viewer can find it."""
-    _WIDGETS.add(widget)
 
 
 def unwrap(viewer):
     """The real viewer behind napari's PublicOnlyProxy (plugins receive the proxy)."""
     return getattr(viewer, "__wrapped__", viewer)
-
-
-def siblings(viewer, kind=None) -> list:
-    """Live braggsim widgets docked on ``viewer`` (optionally of class ``kind``)."""
-    found = []
-    target = unwrap(viewer)
-    for widget in list(_WIDGETS):
-        if unwrap(getattr(widget, "viewer", None)) is not target:
-            continue
-        if kind is not None and not isinstance(widget, kind):
-            continue
-        try:
-            widget.objectName()  # raises once Qt has deleted the C++ side
-        except RuntimeError:
-            continue
-        found.append(widget)
-    return found
 
 
 def notify_error(message: str) -> None:
@@ -41,18 +15,14 @@ def notify_error(message: str) -> None:
     show_error(message)
 
 
+def notify_warning(message: str) -> None:
+    """Show ``message`` as a napari warning notification."""
+    from napari.utils.notifications import show_warning
+
+    show_warning(message)
+
+
 def describe(exc: BaseException) -> str:
     """One readable line for an exception."""
     text = str(exc).strip() or exc.__class__.__name__
     return text if isinstance(exc, ValueError) else f"{exc.__class__.__name__}: {text}"
-
-
-def number_box(key: str, label: str, low, high, step, decimals, value):
-    """A magicgui spin box: an integer SpinBox when ``decimals`` is None, else a FloatSpinBox."""
-    from magicgui.widgets import FloatSpinBox, SpinBox
-
-    if decimals is None:
-        return SpinBox(name=key, label=label, min=int(low), max=int(high), step=int(step), value=int(value))
-    widget = FloatSpinBox(name=key, label=label, min=low, max=high, step=step, value=float(value))
-    widget.native.setDecimals(decimals)
-    return widget

@@ -14,9 +14,13 @@ torch is imported only when objects are built.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
-# the refinement demo's ground truth (nanoBragg golden case p02_seed_truth)
+# the refinement demo's ground truth (nanoBragg golden case p02_seed_truth).  The same
+# values as braggsim.demo.DEMO_VALUES / DEMO_START (a test keeps them equal): an intended
+# copy, because importing braggsim imports torch (3 s), which a widget must not do on the
+# GUI thread when it docks.
 DEFAULTS: dict = {
     "cell_a_A": 100.0,
     "cell_b_A": 100.0,
@@ -90,19 +94,67 @@ def build_model(values: Mapping):
 
 
 def default_beam_center_mm(fpixels: int, spixels: int, pixel_size_mm: float) -> tuple:
-    """nanoBragg's MOSFLM default (Xbeam, Ybeam), mm (mirrors braggsim.Detector's rule)."""
-    return ((spixels * pixel_size_mm + pixel_size_mm) / 2, (fpixels * pixel_size_mm + pixel_size_mm) / 2)
+    """nanoBragg's MOSFLM default (Xbeam, Ybeam), mm, as ``braggsim.Detector`` sets it."""
+    from braggsim import Detector
+
+    detector = Detector(fpixels=int(fpixels), spixels=int(spixels), pixel_size_mm=float(pixel_size_mm))
+    return tuple(float(x) for x in detector.default_beam_center_mm())
 
 
 def frame_metadata(values: Mapping) -> dict:
-    """The ``braggsim_frame`` geometry entry for a value dict."""
+    """The ``braggsim_frame`` geometry entry for a value dict (as ``Frame.metadata`` has it)."""
     v = complete(values)
     return {
+        "shape": [v["spixels"], v["fpixels"]],
         "distance_mm": float(v["distance_mm"]),
         "pixel_size_mm": float(v["pixel_size_mm"]),
         "wavelength_A": float(v["wavelength_A"]),
         "beam_center_mm": [float(v["beam_x_mm"]), float(v["beam_y_mm"])],
+        "beam_center_convention": "mosflm",
     }
+
+
+def follow_detector_centre(old: Mapping, new: Mapping) -> dict:
+    """``new`` with the beam centre moved to the new detector's default when it sat at the
+    old detector's default and the detector size or pixel changed (a user who resizes the
+    detector expects the beam to stay in the middle); otherwise ``new`` unchanged."""
+    out = dict(new)
+    keys = ("fpixels", "spixels", "pixel_size_mm")
+    if all(float(old[k]) == float(new[k]) for k in keys):
+        return out
+    if "beam_x_mm" in new and (new["beam_x_mm"], new["beam_y_mm"]) != (old["beam_x_mm"], old["beam_y_mm"]):
+        return out  # the centre itself was changed too
+    before = default_beam_center_mm(old["fpixels"], old["spixels"], old["pixel_size_mm"])
+    if math.isclose(float(old["beam_x_mm"]), before[0], abs_tol=1e-9) and math.isclose(
+        float(old["beam_y_mm"]), before[1], abs_tol=1e-9
+    ):
+        out["beam_x_mm"], out["beam_y_mm"] = default_beam_center_mm(
+            new["fpixels"], new["spixels"], new["pixel_size_mm"]
+        )
+    return out
+
+
+def clipped_to_fields(values: Mapping) -> tuple:
+    """(values inside every field's range, ["what was changed and why", ...]); misset
+    angles wrap into [-180, 180) (the same orientation), others are clipped."""
+    from ._fields import format_value, model_fields
+
+    fields = model_fields()
+    out = dict(values)
+    notes = []
+    for key, value in values.items():
+        field = fields.get(key)
+        if field is None or value is None:
+            continue
+        inside = field.clip(float(value))
+        if inside != float(value):
+            how = "wrapped to" if field.unit == "deg" and field.low <= -180 else "clipped to"
+            notes.append(
+                f"{field.label} {format_value(key, float(value))} is outside "
+                f"{field.low:g}..{field.high:g} {field.unit}: {how} {format_value(key, inside)}"
+            )
+            out[key] = inside
+    return out, notes
 
 
 def geometry_from_metadata(metadata: Mapping | None, shape=None) -> dict:

@@ -1,4 +1,5 @@
-"""napari reader: detector frames -> an image layer (geometry in metadata) + a mask labels layer.
+"""napari reader: detector frames -> a mask labels layer + an image layer (geometry in metadata),
+the same two layers as the Load frame widget makes (``_frames``).
 
 braggsim is imported inside the functions so napari starts fast.
 """
@@ -22,7 +23,7 @@ def get_reader(path):
         path = os.fspath(path)
         if not os.path.isfile(path) or os.path.getsize(path) == 0:
             return None
-        from braggsim.io.read import guess_format, sidecar_path
+        from braggsim.io import guess_format, sidecar_path
 
         kind = guess_format(path)
         if kind is None:
@@ -39,34 +40,12 @@ def get_reader(path):
 
 
 def read_layers(path):
-    """[(image, image kwargs, "image"), (mask labels, labels kwargs, "labels")]."""
-    import numpy as np
+    """[(mask labels, kwargs, "labels"), (image, kwargs, "image")]: the same layers as the
+    Load frame widget and the sample make (see ``_frames``)."""
+    from braggsim.io import read_frame
 
-    from braggsim.io import beamstop_mask, read_frame
-    from braggsim.io.read import is_simulated
+    from ._frames import frame_layer_data
 
     if isinstance(path, (list, tuple)):
         path = path[0]
-    frame = read_frame(path)
-    if (
-        frame.format != "nanobragg_float"
-        and not is_simulated(frame.header)
-        and frame.beam_center_mm
-        and frame.pixel_size_mm
-    ):
-        from braggsim.spots import beam_center_px
-
-        frame.mask &= beamstop_mask(frame.data, beam_center_px(frame), trusted=frame.mask)
-    name = os.path.basename(os.fspath(path))
-    trusted = frame.data[frame.mask]
-    if trusted.size:
-        low, high = (float(x) for x in np.percentile(trusted, [1.0, 99.5]))
-    else:
-        low, high = float(frame.data.min()), float(frame.data.max())
-    if not high > low:
-        high = low + 1.0
-    metadata = frame.metadata()
-    image = (frame.data, {"name": name, "metadata": metadata, "contrast_limits": [low, high]}, "image")
-    untrusted = (~frame.mask).astype(np.uint8)  # label 1 = masked pixel
-    labels = (untrusted, {"name": f"{name} mask", "metadata": metadata, "visible": False, "opacity": 0.5}, "labels")
-    return [image, labels]
+    return frame_layer_data(read_frame(path))

@@ -3,7 +3,8 @@
 The frame is simulated by braggsim with the demo's ground truth (nanoBragg golden case
 p02_seed_truth: mosaic 0.8 deg, misset 5 3 -2 deg); the layer's metadata carries the
 header-like geometry and the deliberately wrong starting model (mosaic 0.2 deg, no
-misset), so the Refine widget can start at once and should find the truth.
+misset), so the Refine widget can start at once and should find the truth.  It comes as
+the same two layers a frame file gives (``_frames``): an empty mask and the image.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ LAYER_NAME = "observed (synthetic still)"
 
 
 def synthetic_still() -> list:
-    """[(image (64, 64) float32, layer kwargs, "image")]."""
+    """[(mask (64, 64) uint8, kwargs, "labels"), (image (64, 64) float32, kwargs, "image")]."""
+    import numpy as np
     import torch
 
     import braggsim
+
+    from ._frames import layer_data
 
     with torch.no_grad():
         image = braggsim.simulate(*build_model(DEFAULTS)).numpy().astype("float32")
@@ -26,4 +30,4 @@ def synthetic_still() -> list:
         "braggsim_start": start_values(),
         "braggsim_truth": dict(DEFAULTS),
     }
-    return [(image, {"name": LAYER_NAME, "metadata": metadata, "colormap": "gray"}, "image")]
+    return layer_data(LAYER_NAME, image, np.ones(image.shape, dtype=bool), metadata)

@@ -37,7 +37,7 @@ def write_smv_frame(path: str, data, meta: dict) -> list:
     scales them, brightest pixel 55000, and the header records ``BRAGGSIM_SCALE``.
     ValueError when the layer is not 2-D or carries no matching braggsim geometry.
     """
-    from braggsim.io.write import intfile_scale, write_smv
+    from braggsim.io import intfile_scale, write_smv
 
     image = np.asarray(data)
     name = meta.get("name", "layer")
@@ -58,8 +58,7 @@ def write_smv_frame(path: str, data, meta: dict) -> list:
 
 def _geometry(name: str, metadata: dict, shape: tuple):
     """(Detector, Beam) from a layer's metadata; ValueError if there is none or it does not fit."""
-    from braggsim.beam import Beam
-    from braggsim.detector import Detector
+    from braggsim import Beam, Detector
     from braggsim.io import frame_from_metadata
 
     if isinstance(metadata.get("braggsim_model"), dict):

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import wait_idle
 
 from braggsim.io import read_frame
 from napari_braggsim._writer import write_smv_frame
@@ -28,11 +29,12 @@ def test_loaded_frame_saves_losslessly_through_napari(make_napari_viewer, tmp_pa
     assert "BRAGGSIM_SCALE" not in copy.header
 
 
-def test_simulated_layer_is_scaled_like_nanobragg_intfile(make_napari_viewer, tmp_path):
+def test_simulated_layer_is_scaled_like_nanobragg_intfile(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer()
     _, simulate = viewer.window.add_plugin_dock_widget(PLUGIN, "Simulate")
     simulate.overlays.value = False
     simulate.run_button.clicked()
+    wait_idle(qtbot, simulate)
     layer = viewer.layers["simulated"]
     out = tmp_path / "simulated.img"
     layer.save(str(out), plugin=PLUGIN)
@@ -49,9 +51,8 @@ def test_predicted_layer_saves_with_the_refined_model(make_napari_viewer, qtbot,
     viewer.open_sample(PLUGIN, "synthetic_still")
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Refine")
     widget.iterations.value = 3
-    worker = widget.run()
-    with qtbot.waitSignal(worker.finished, timeout=60000):
-        pass
+    assert widget.run() is not None
+    wait_idle(qtbot, widget)
     layer = viewer.layers["predicted"]
     model = layer.metadata["braggsim_model"]
     assert model["misset_x_deg"] == pytest.approx(layer.metadata["braggsim_parameters"]["misset_x_deg"])

@@ -1,528 +1,661 @@
-"""Refine dock widget: run braggsim's Refiner in a napari thread_worker and follow it live.
+"""Refine dock widget: run braggsim's Refiner in the background and follow it live.
 
-Each yielded RefineState is handled on the GUI thread: the ``predicted`` layer is updated
-in place, the parameter readout and the loss-vs-iteration plot are redrawn, and the
-progress bar advances.  Stop asks the refiner to end between iterations (so the result
-and its standard errors still arrive); closing the dock or the viewer also quits the
-worker and waits briefly for its thread.
+The run belongs to a :class:`~napari_braggsim._jobs.RefineController` (no Qt): the
+refiner is built and run in its thread, which keeps only the newest state (and the loss
+of every iteration).  A timer looks at it once per frame interval and redraws once: the
+``predicted`` and ``residual`` layers, the readout, the progress bar and the loss plot
+(a QPainter line, no matplotlib redraw).  However fast the refiner goes, the
+GUI never queues more than one redraw, so Stop acts within one iteration.
+
+The observed layer and the mask are layer pickers (napari fills them from the layer list);
+the detector size and geometry are taken from the observed layer's metadata at Run, so a
+frame opened any way can be refined.  Mask convention (``_frames``): label 1 = excluded.
+Starting values are the viewer's shared model; Apply writes the refined values back into
+it (clipped to the fields' ranges, with a warning saying what was changed).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
-import threading
+import time
 
+import napari.layers
 import numpy as np
-from qtpy.QtCore import QEvent, QObject, QTimer
-from qtpy.QtWidgets import QLabel, QProgressBar, QScrollArea, QVBoxLayout, QWidget
+from magicgui.widgets import CheckBox, ComboBox, Container, Label, ProgressBar, PushButton, create_widget
+from qtpy.QtCore import QTimer
 
-from .. import _common
-from .._model import DEFAULTS, apply_refined, build_model, start_values, values_from_layer
+from .. import _common, _warmup
+from .._fields import (
+    DEFAULT_GROUPS,
+    REFINE_OPTIONS,
+    REFINER_STARTS,
+    format_value,
+    make_field,
+    read_field,
+    registry,
+    spec,
+    write_field,
+)
+from .._fields import groups as parameter_groups
+from .._frames import mask_layer_for
+from .._jobs import Job, RefineController, RefineProgress
+from .._layers import PREDICTED, RESIDUAL, show_residual, upsert_image
+from .._model import apply_refined, clipped_to_fields, complete, geometry_from_metadata
+from .._state import BraggsimState, state_for
+from . import _qt
+from ._plot import LossPlot
 
-PREDICTED = "predicted"
-NO_MASK = "(none)"
-STOP_GRACE_MS = 10000  # after Stop, quit the worker if the refiner has not ended by then
-
-# group -> [(parameter, label with unit, min, max, step, decimals)]
-GROUPS = {
-    "mosaic": [("mosaic_spread_deg", "mosaic spread (deg)", 0.0, 90.0, 0.05, 4)],
-    "misset": [
-        ("misset_x_deg", "misset x (deg)", -360.0, 360.0, 0.5, 4),
-        ("misset_y_deg", "misset y (deg)", -360.0, 360.0, 0.5, 4),
-        ("misset_z_deg", "misset z (deg)", -360.0, 360.0, 0.5, 4),
-    ],
-    "cell": [
-        ("cell_a_A", "a (Å)", 1.0, 10000.0, 0.5, 3),
-        ("cell_b_A", "b (Å)", 1.0, 10000.0, 0.5, 3),
-        ("cell_c_A", "c (Å)", 1.0, 10000.0, 0.5, 3),
-        ("cell_alpha_deg", "α (deg)", 1.0, 179.0, 0.5, 3),
-        ("cell_beta_deg", "β (deg)", 1.0, 179.0, 0.5, 3),
-        ("cell_gamma_deg", "γ (deg)", 1.0, 179.0, 0.5, 3),
-    ],
-    "N": [
-        ("N_a", "N_a (cells)", 1.0, 1000.0, 1.0, 3),
-        ("N_b", "N_b (cells)", 1.0, 1000.0, 1.0, 3),
-        ("N_c", "N_c (cells)", 1.0, 1000.0, 1.0, 3),
-    ],
-    "distance": [("distance_mm", "distance (mm)", 0.1, 10000.0, 1.0, 4)],
-    "beam_center": [
-        ("beam_x_mm", "beam Xbeam (mm)", -1000.0, 1000.0, 0.05, 4),
-        ("beam_y_mm", "beam Ybeam (mm)", -1000.0, 1000.0, 0.05, 4),
-    ],
-    "scale": [("scale", "scale (×)", 1e-6, 1e6, 0.1, 5)],
+PREVIEW_DEBOUNCE_MS = 300
+LAYER_INTERVAL_S = 0.2  # a canvas repaint is the GUI's costliest step; at most 5 a second
+LOSSES = {"mse": "mean squared difference", "poisson": "Poisson negative log-likelihood (counts)"}
+OPTIMIZERS = {
+    "auto": "staged L-BFGS after a coarse misset search (the default strategy)",
+    "adam": "Adam, all parameters at once",
+    "lbfgs": "L-BFGS, all parameters at once",
 }
-DEFAULT_GROUPS = ("mosaic", "misset")
-UNITS = {name: label[label.find("(") + 1 : -1] for rows in GROUPS.values() for name, label, *_ in rows}
 
 
-class _Run:
-    """One refinement run, shared with module-level cleanup (which must not touch Qt
-    objects that may already be deleted)."""
-
-    def __init__(self, refiner, max_iter: int):
-        self.refiner = refiner
-        self.max_iter = max_iter
-        self.worker = None
-        self.done = threading.Event()  # set when the worker's generator has exited
-
-    def states(self):
-        try:
-            yield from self.refiner.run(max_iter=self.max_iter)
-            return self.refiner.result
-        finally:
-            self.done.set()
-
-
-def abort_run(run: _Run | None, wait_s: float = 3.0) -> bool:
-    """Ask the refiner to stop and wait up to ``wait_s`` for the worker's generator to
-    end; only if it does not, quit the worker (which abandons the generator).  True if
-    the generator ended (or never started).
-
-    The worker keeps pulling states until the refiner returns: quitting it first would
-    leave the generator suspended inside ``Refiner.run``."""
-    if run is None:
-        return True
-    run.refiner.stop()
-    if run.worker is None or run.done.wait(wait_s):
-        return True
-    with contextlib.suppress(RuntimeError):  # the worker's QObject is already gone
-        run.worker.quit()
-    return False
-
-
-def _abort_all(runs: list, *_):
-    for run in list(runs):
-        abort_run(run)
-
-
-class _CloseWatcher(QObject):
-    """Stops the run when the viewer's main window closes."""
-
-    def __init__(self, runs: list, parent=None):
-        super().__init__(parent)
-        self._runs = runs
-
-    def eventFilter(self, obj, event):
-        if event.type() == QEvent.Close:
-            _abort_all(self._runs)
-        return False
-
-
-class RefineWidget(QWidget):
-    def __init__(self, napari_viewer=None, parent=None):
-        super().__init__(parent)
-        from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton, SpinBox
-
+class RefineWidget(Container):
+    def __init__(self, napari_viewer=None):
+        super().__init__(labels=True)
         self.viewer = napari_viewer
-        self._runs: list = []  # plain list shared with the cleanup callbacks
-        self.run_state: _Run | None = None
+        self.state: BraggsimState = state_for(napari_viewer) if napari_viewer is not None else BraggsimState()
+        self.controller = RefineController()
         self.result = None
-        self.history: list = []  # (iteration, loss)
-        self._base_values = dict(DEFAULTS)
+        self.history: list = []  # (iteration, loss) of the current run, as far as shown
+        self._run_values: dict | None = None  # the fixed model of the current / last run
+        self._layers_shown_at = -math.inf
+        self._showing = False
+        _warmup.start()
 
-        self.observed = ComboBox(name="observed", label="observed layer", choices=self._image_layer_names)
-        self.mask = ComboBox(name="mask", label="mask layer (1 = use)", choices=self._mask_layer_names)
-        self.observed.changed.connect(self._on_observed_changed)
-
-        self.checks: dict = {}
-        self.starts: dict = {}
-        start = start_values()
-        groups = []
-        for group, rows in GROUPS.items():
-            check = CheckBox(
-                name=f"refine_{group}", text=f"refine {group.replace('_', ' ')}", value=group in DEFAULT_GROUPS
-            )
-            self.checks[group] = check
-            members = [check]
-            for key, label, low, high, step, decimals in rows:
-                spin = _common.number_box(key, f"start {label}", low, high, step, decimals, start.get(key, 1.0))
-                self.starts[key] = spin
-                members.append(spin)
-            groups.append(Container(name=group, widgets=members))
-
-        self.loss = ComboBox(name="loss", label="loss", choices=["mse", "poisson"], value="mse")
-        self.optimizer = ComboBox(name="optimizer", label="optimizer", choices=["auto", "adam", "lbfgs"], value="auto")
-        self.iterations = SpinBox(name="iterations", label="iterations (max)", min=1, max=100000, value=60)
-        # the refiner's orientation search (auto optimizer only): a misset grid of -s, 0, +s
-        self.search_deg = _common.number_box("search_deg", "misset search step (deg, 0 = off)", 0.0, 30.0, 0.5, 2, 4.0)
-        self.run_button = PushButton(name="run", text="Run")
-        self.stop_button = PushButton(name="stop", text="Stop", enabled=False)
-        self.apply_button = PushButton(name="apply", text="Apply refined values to Simulate", enabled=False)
-        self.resolution = Label(name="resolution", value="")
-        buttons = Container(widgets=[self.run_button, self.stop_button], layout="horizontal", labels=False)
-        # run controls and live feedback first, so the plot stays in view; parameters below
-        self.container = Container(
-            widgets=[self.observed, self.mask, self.loss, self.optimizer, self.search_deg, self.iterations, buttons]
+        self.observed = create_widget(
+            annotation=napari.layers.Image,
+            name="observed",
+            label="observed layer",
+            options={"tooltip": "The frame to refine against; its metadata gives the detector geometry."},
         )
-        heading = Label(value="<b>Parameters</b> (tick to refine; starting values)")
-        self.parameters = Container(name="parameters", widgets=[heading, *groups])
+        self.mask = create_widget(
+            annotation=napari.layers.Labels,
+            name="mask",
+            label="mask layer",
+            options={
+                "nullable": True,
+                "tooltip": "Labels layer of excluded pixels (label 1 = excluded, 0 = used); "
+                "a frame's own '<name> mask' is picked with it.",
+            },
+        )
+        self.run_button = PushButton(
+            name="run_button", text="Run", tooltip="Start refining in the background.", enabled=False
+        )
+        self.stop_button = PushButton(
+            name="stop_button",
+            text="Stop",
+            enabled=False,
+            tooltip="End the run after the current iteration, keeping the best parameters.",
+        )
+        self.progress = ProgressBar(name="progress", label="progress", min=0, max=60, value=0)
+        self.progress.native.setFormat("iteration %v / %m")
+        buttons = Container(widgets=[self.run_button, self.stop_button], layout="horizontal", labels=False)
+        self.extend([self.observed, self.mask, buttons, self.progress])
 
-        self.progress = QProgressBar()
-        self.progress.setFormat("iteration %v / %m")
-        self.progress.setValue(0)
-        self.readout = QLabel("")
-        self.readout.setWordWrap(True)
-        self.readout.setStyleSheet("font-family: monospace;")
-        self.errors = QLabel("")
-        self.errors.setWordWrap(True)
-        self.errors.setStyleSheet("font-family: monospace;")
-        self.figure, self.axes, self.canvas = _make_plot()
+        self.loss = ComboBox(
+            name="loss",
+            label="loss",
+            choices=list(LOSSES),
+            value="mse",
+            tooltip="\n".join(f"{k}: {v}" for k, v in LOSSES.items()) + "\nbraggsim refine --loss",
+        )
+        self.optimizer = ComboBox(
+            name="optimizer",
+            label="optimizer",
+            choices=list(OPTIMIZERS),
+            value="auto",
+            tooltip="\n".join(f"{k}: {v}" for k, v in OPTIMIZERS.items()) + "\nbraggsim refine --optimizer",
+        )
+        self.search_deg = make_field(REFINE_OPTIONS["search_deg"], 4.0)
+        self.iterations = make_field(REFINE_OPTIONS["iterations"], 60)
+        self.readout = Label(name="readout", value="")
+        self.errors = Label(name="result", value="")
+        for label in (self.readout, self.errors):
+            label.native.setWordWrap(True)
+            label.native.setStyleSheet("font-family: monospace;")
+        self.apply_button = PushButton(
+            name="apply_button",
+            text="Apply refined values to Simulate",
+            enabled=False,
+            tooltip="Make the refined values the model (the Simulate fields and the next run's start); "
+            "values outside a field's range are clipped, misset angles wrapped.",
+        )
+        self.resolution = Label(name="resolution", value="", tooltip="d-spacing under the cursor")
 
-        inner = QWidget()
-        inner_layout = QVBoxLayout(inner)
-        inner_layout.addWidget(self.container.native)
-        inner_layout.addWidget(self.progress)
-        inner_layout.addWidget(self.canvas)
-        inner_layout.addWidget(self.readout)
-        inner_layout.addWidget(self.errors)
-        inner_layout.addWidget(self.apply_button.native)
-        inner_layout.addWidget(self.resolution.native)
-        inner_layout.addWidget(self.parameters.native)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(inner)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(scroll)
+        self.checks: dict = {}  # group -> tick box, made once braggsim is loaded (_build_parameters)
+        self.starts: dict = {}  # parameter -> starting-value field
+        self._specs: dict = {}
+        self._loading = Label(value="<b>Parameters</b>: loading braggsim (torch)...")
+        self.plot = LossPlot()
+        options = Container(name="options", widgets=[self.loss, self.optimizer, self.search_deg, self.iterations])
+        self.body = Container(name="body", labels=False, widgets=[options, self.readout])
+        self.body.native.layout().addWidget(self.plot)
+        self.body.extend([self.errors, self.apply_button, self.resolution, self._loading])
+        _qt.add_scrolling(self, self.body)
+        _qt.fit_width(self)
 
+        self._poller = _qt.Poller(self._poll)
+        self._run_active = False  # from Run until its result is shown
+        self._closed = False
+        self._preview_job = None
+        self._preview_timer = QTimer()
+        self._preview_timer.setSingleShot(True)
+        self._preview_timer.setInterval(PREVIEW_DEBOUNCE_MS)
+        self._preview_timer.timeout.connect(self.preview)
         self.run_button.changed.connect(lambda *_: self.run())
         self.stop_button.changed.connect(lambda *_: self.stop())
         self.apply_button.changed.connect(lambda *_: self.apply_to_simulate())
-
-        # cleanup that survives the C++ widget: module-level callables over a plain list
-        self.destroyed.connect(functools.partial(_abort_all, self._runs))
-        self._close_watcher = None
+        self.observed.changed.connect(self._on_observed_changed)
+        self.state.events.values.connect(self._show_values)
+        self.state.events.observed.connect(self._show_observed)
+        self.state.events.resolution.connect(self._show_resolution)
+        self.state.events.values.connect(self._schedule_preview)
+        self.state.events.observed.connect(self._schedule_preview)
+        _qt.stop_when_closed(self, self._on_closed)
         if self.viewer is not None:
-            window = getattr(getattr(_common.unwrap(self.viewer), "window", None), "_qt_window", None)
-            if window is not None:
-                self._close_watcher = _CloseWatcher(self._runs, self)
-                window.installEventFilter(self._close_watcher)
-            layers = self.viewer.layers.events
-            for event in (layers.inserted, layers.removed, layers.reordered):
-                event.connect(self._refresh_choices)
-            from .._layers import install_resolution_readout
+            from .. import _viewer_hooks
 
-            install_resolution_readout(self.viewer)
-        _common.register(self)
-        self._refresh_choices()
+            _viewer_hooks.install(self.viewer)
+        _qt.when_core_ready(self._build_parameters)
+
+    @property
+    def ready(self) -> bool:
+        """True once the parameter fields are made (braggsim loaded in the background)."""
+        return bool(self.checks)
+
+    def _build_parameters(self) -> None:
+        """A tick box per refinement group and a starting-value field per parameter, from
+        the registry (``braggsim.refine.PARAMETER_GROUPS`` / ``PARAMETERS``)."""
+        self._specs = registry()
+        containers = []
+        for group, names in parameter_groups().items():
+            check = CheckBox(
+                name=f"refine_{group}",
+                text=f"refine {group.replace('_', ' ')}",
+                value=group in DEFAULT_GROUPS,
+                tooltip=f"Refine {', '.join(self._specs[name].label for name in names)}; "
+                "the fields below are the starting values.",
+            )
+            self.checks[group] = check
+            members = [check]
+            for name in names:
+                field = make_field(self._specs[name], self._start_of(name))
+                if name in self.state.values:
+                    field.changed.connect(self._on_start_changed)
+                self.starts[name] = field
+                members.append(field)
+            containers.append(Container(name=group, widgets=members))
+        heading = Label(value="<b>Parameters</b> (tick to refine; starting values)")
+        self.body.remove(self._loading)
+        self.body.extend([heading, *containers])
+        self.run_button.enabled = not self._run_active
+        self._schedule_preview()
+
+    def _start_of(self, name: str) -> float:
+        """A parameter's start: the model's value, or the refiner's neutral value for the
+        parameters the model does not hold (scale 1, background 0)."""
+        return float(self.state.values.get(name, REFINER_STARTS.get(name, 0.0)))
 
     # ------------------------------------------------------------------ layers
-    def _layers_of(self, *kinds) -> list:
-        if self.viewer is None:
-            return []
-        return [layer for layer in self.viewer.layers if layer.__class__.__name__ in kinds]
-
-    def _image_layer_names(self, *_) -> list:
-        skip = {PREDICTED, "residual"}
-        return [layer.name for layer in self._layers_of("Image") if layer.name not in skip and layer.data.ndim == 2]
-
-    def _mask_layer_names(self, *_) -> list:
-        return [NO_MASK] + [layer.name for layer in self._layers_of("Labels", "Image") if layer.data.ndim == 2]
-
-    def _refresh_choices(self, *_):
+    def reset_choices(self, *_):
+        """napari calls this when layers come and go (and magicgui when the widget docks);
+        the pickers are refilled and the observed layer agrees with the state after it."""
         try:
-            self.observed.reset_choices()
-            self.mask.reset_choices()
-        except RuntimeError:  # widget already deleted while the viewer tears down
+            super().reset_choices()
+            self.body.reset_choices()
+        except RuntimeError:  # the Qt side is gone (viewer closing)
+            return
+        wanted = self.state.observed
+        try:
+            if wanted is not None and wanted in self.observed.choices:
+                if self.observed.value is not wanted:
+                    self._show_observed(wanted)
+            elif self.observed.value is not wanted:
+                self.state.observe(self.observed.value)  # the state's layer is gone, or there was none
+        except RuntimeError:  # the Qt side is gone (viewer closing)
             pass
+        if self.state.observed is not None and PREDICTED not in self._viewer_layer_names():
+            self._schedule_preview(at_once=True)
 
-    def _layer(self, name):
-        if self.viewer is None or name is None:
+    def _viewer_layer_names(self) -> list:
+        return [] if self.viewer is None else [layer.name for layer in self.viewer.layers]
+
+    # --------------------------------------------------------- the preview
+    def _schedule_preview(self, *_, at_once: bool = False) -> None:
+        if self._run_active or self.viewer is None or self._closed:
+            return
+        with contextlib.suppress(RuntimeError):
+            self._preview_timer.start(0 if at_once else PREVIEW_DEBOUNCE_MS)
+
+    def preview(self):
+        """Simulate the starting model in the background and show it in ``predicted`` (and
+        ``residual``) before any run, so a run only updates layers that exist.  Returns the
+        Job, or None when there is nothing to show."""
+        if self._run_active or self.viewer is None:
             return None
-        for layer in self.viewer.layers:
-            if layer.name == name:
-                return layer
-        return None
+        try:
+            plan = self.prepare(need_groups=False)
+        except (ValueError, RuntimeError):  # Run says why; a preview stays quiet (or the dock is gone)
+            return None
+        self._preview_job = Job(lambda job: _preview(plan), name="braggsim refine preview").start()
+        self._poller.start()
+        return self._preview_job
 
-    def _on_observed_changed(self, name):
-        layer = self._layer(name)
-        if layer is not None:
-            self.set_start_from_layer(layer)
-            mask_name = layer.name + " mask"
-            if mask_name in self.mask.choices:
-                self.mask.value = mask_name
+    def _show_preview(self, outcome) -> None:
+        predicted, limits, residual, bound, values, overlays = outcome
+        viewer = self.viewer
 
-    def set_start_from_layer(self, layer) -> None:
-        """Starting values and fixed model from the layer's metadata (frame geometry,
-        braggsim_start / braggsim_model), over the Simulate widget's values if docked."""
-        base = dict(DEFAULTS)
-        from .simulate import SimulateWidget
+        def show_predicted():
+            layer = upsert_image(
+                viewer, PREDICTED, predicted, contrast_limits=limits, colormap="magenta", blending="additive"
+            )
+            layer.metadata["braggsim_model"] = values  # the start: it saves as SMV with its geometry
+            layer.metadata.pop("braggsim_parameters", None)
 
-        for sim in _common.siblings(self.viewer, SimulateWidget):
-            with contextlib.suppress(ValueError):
-                base = sim.values()
-        self._base_values = values_from_layer(layer.metadata, layer.data.shape, base)
-        self.set_start_values(self._base_values)
+        self._poller.defer(show_predicted)
+        if residual is not None:
+            self._poller.defer(lambda: show_residual(viewer, residual, bound))
+        if overlays is not None and self.state.overlays:
+            from .._layers import overlay_steps
 
-    def set_geometry_from_layer(self, layer) -> None:
-        self.set_start_from_layer(layer)
+            for step in overlay_steps(viewer, overlays):
+                self._poller.defer(step)
+
+    def _on_observed_changed(self, layer) -> None:
+        if self._showing:
+            return
+        self.state.observe(layer)
+
+    def _show_observed(self, layer) -> None:
+        """The state's observed layer -> the picker, and its mask -> the mask picker."""
+        try:
+            self._showing = True
+            if layer is not None:
+                self.observed.reset_choices()
+                if layer in self.observed.choices:
+                    self.observed.value = layer
+            self.mask.reset_choices()
+            self.mask.value = mask_layer_for(self.viewer, layer)
+        except RuntimeError:  # the Qt side is gone
+            pass
+        finally:
+            self._showing = False
+
+    def _on_start_changed(self, *_):
+        if self._showing:
+            return
+        changes = {
+            name: read_field(self._specs[name], field)
+            for name, field in self.starts.items()
+            if name in self.state.values
+        }
+        self.state.update_values(changes)
+
+    def _show_values(self, values: dict) -> None:
+        self._showing = True
+        try:
+            for name, field in self.starts.items():
+                if name in values:
+                    write_field(self._specs[name], field, values[name])
+        except RuntimeError:
+            pass
+        finally:
+            self._showing = False
+
+    def _show_resolution(self, text: str) -> None:
+        with contextlib.suppress(RuntimeError):
+            self.resolution.value = text
 
     def set_start_values(self, values) -> None:
-        for key, value in values.items():
-            if key in self.starts and value is not None:
-                self.starts[key].value = float(value)
-
-    def show_resolution(self, text: str) -> None:
-        self.resolution.value = text
+        """Starting values into the fields and the model (``scale`` and the other
+        parameters the model does not hold only into their fields)."""
+        for name, value in values.items():
+            if name not in self.state.values and name in self.starts and value is not None:
+                write_field(self._specs[name], self.starts[name], value)
+        self.state.update_values({k: v for k, v in values.items() if k in self.state.values and v is not None})
 
     # -------------------------------------------------------------- the run
     @property
     def running(self) -> bool:
-        return self.run_state is not None
+        """True from Run until the run's result is shown."""
+        return self._run_active
+
+    @property
+    def busy(self) -> bool:
+        """True while a run or a preview is going or its layers wait to be shown."""
+        waiting = self._preview_timer.isActive()
+        return self._run_active or self._preview_job is not None or waiting or self._poller.active
+
+    def _group_names(self, group: str) -> list:
+        return [name for name in self.starts if name in parameter_groups().get(group, [])]
 
     def selected_groups(self) -> list:
         return [group for group, check in self.checks.items() if check.value]
 
-    def _model_values(self) -> dict:
-        values = dict(self._base_values)
-        for key, spin in self.starts.items():
-            if key != "scale":
-                values[key] = float(spin.value)
-        return values
-
-    def build_refiner(self):
-        """Refiner for the current choices; ValueError with a readable message on bad input."""
-        layer = self._layer(self.observed.value)
+    def prepare(self, need_groups: bool = True) -> dict:
+        """Everything a run needs, checked on the GUI thread with numpy only: the observed
+        image, the trusted-pixel mask, the groups and the model values (with the
+        geometry and detector size of the observed layer).  ValueError on bad input."""
+        layer = self.observed.value
         if layer is None:
             raise ValueError("choose an observed image layer")
-        observed = np.asarray(layer.data, dtype=np.float64)
+        observed = np.asarray(layer.data)
         if observed.ndim != 2:
             raise ValueError(f"observed layer {layer.name!r} must be a 2-D image, got shape {observed.shape}")
-        if not np.isfinite(observed).all():
-            raise ValueError(f"observed layer {layer.name!r} contains NaN or infinite pixels; mask them instead")
-        mask = None
-        mask_layer = self._layer(self.mask.value) if self.mask.value != NO_MASK else None
+        trusted = None
+        mask_layer = self.mask.value
         if mask_layer is not None:
-            mask = np.asarray(mask_layer.data) > 0
-            if mask.shape != observed.shape:
-                raise ValueError(f"mask layer shape {mask.shape} differs from the observed image {observed.shape}")
-        groups = self.selected_groups()
-        if not groups:
-            raise ValueError("tick at least one parameter group to refine")
-        values = self._model_values()
-        model_shape = (int(values["spixels"]), int(values["fpixels"]))
-        if model_shape != observed.shape:
+            excluded = np.asarray(mask_layer.data)
+            if excluded.shape != observed.shape:
+                raise ValueError(
+                    f"mask layer {mask_layer.name!r} is {excluded.shape[0]}x{excluded.shape[1]} but the observed "
+                    f"layer {layer.name!r} is {observed.shape[0]}x{observed.shape[1]}"
+                )
+            trusted = excluded == 0
+        used = observed if trusted is None else observed[trusted]
+        if not np.isfinite(used).all():
             raise ValueError(
-                f"shape mismatch: the model detector is {model_shape[0]}x{model_shape[1]} pixels but the observed "
-                f"layer {layer.name!r} is {observed.shape[0]}x{observed.shape[1]}"
+                f"observed layer {layer.name!r} has NaN or infinite pixels that the mask does not exclude; "
+                "label them 1 in the mask layer"
             )
-        crystal, detector, beam = build_model(values)
-        initial = {"scale": float(self.starts["scale"].value)} if "scale" in groups else None
-        from braggsim.refine import Refiner
-
-        refiner = Refiner(
-            crystal,
-            detector,
-            beam,
-            observed,
-            mask,
-            refine=tuple(groups),
-            loss=self.loss.value,
-            optimizer=self.optimizer.value,
-            initial=initial,
-            search_deg=float(self.search_deg.value),
-        )
-        return refiner, observed, (crystal, detector, beam)
+        groups = self.selected_groups()
+        if not groups and need_groups:
+            raise ValueError("tick at least one parameter group to refine")
+        values = complete({**self.state.values, **geometry_from_metadata(layer.metadata, observed.shape)})
+        return {
+            "layer": layer,
+            "observed": observed,
+            "trusted": trusted,
+            "groups": groups,
+            "values": values,
+            "initial": {  # the refined parameters the model does not hold (scale, background)
+                name: float(read_field(self._specs[name], self.starts[name]))
+                for group in groups
+                for name in self._group_names(group)
+                if name not in values
+            },
+            "loss": self.loss.value,
+            "optimizer": self.optimizer.value,
+            "search_deg": float(self.search_deg.value),
+            "max_iter": int(self.iterations.value),
+            "overlays": bool(self.state.overlays),
+        }
 
     def run(self):
-        """Start a run in a thread_worker; returns the worker, or None after notifying."""
+        """Start a run in the background; returns the controller's Job, or None after a
+        notification."""
         if self.running:
             return None
         try:
-            refiner, observed, model = self.build_refiner()
-        except Exception as exc:  # noqa: BLE001  any failure becomes a message, never a traceback
+            plan = self.prepare()
+        except ValueError as exc:
             _common.notify_error(f"Refine: {_common.describe(exc)}")
             return None
-        from napari.qt.threading import create_worker
+        from .._layers import hide_overlays
 
-        run = _Run(refiner, int(self.iterations.value))
-        run.observed = observed
-        run.model = model
-        run.values = self._model_values()  # the fixed model the refined values apply to
-        # errored given through _connect, so the worker does not also re-raise the
-        # exception into the Qt event loop (a console traceback)
-        worker = create_worker(run.states, _start_thread=False, _connect={"errored": self._on_error})
-        run.worker = worker
-        self.run_state = run
-        self._runs.append(run)
+        self._run_active = True
+        self._preview_timer.stop()
+        self._preview_job = None  # a preview still on its way is dropped
+        hide_overlays(self.viewer)  # the last run's spots would show the old solution
+        self._run_values = plan["values"]
         self.result = None
         self.history = []
-        self.errors.setText("")
-        self.readout.setText(_starting_text(refiner))
-        self.progress.setRange(0, run.max_iter)
-        self.progress.setFormat("iteration %v / %m")
-        self.progress.setValue(0)
-        self._redraw_plot()
+        self.errors.value = ""
+        self.readout.value = _starting_text(plan)
+        self.progress.max = plan["max_iter"]
+        self.progress.value = 0
+        self.progress.native.setFormat("iteration %v / %m")
+        self._draw_plot()
         self.run_button.enabled = False
         self.stop_button.enabled = True
         self.apply_button.enabled = False
-        worker.yielded.connect(self._on_state)
-        worker.returned.connect(self._on_result)
-        worker.finished.connect(functools.partial(self._on_finished, run))
-        worker.start()
-        return worker
+        job = self.controller.start(
+            lambda: _make_refiner(plan),
+            plan["max_iter"],
+            observed=plan["observed"],
+            after=_overlays_after if plan["overlays"] else None,
+        )
+        self._poller.start()
+        return job
 
     def stop(self):
-        """End the run between iterations; quit the worker if it does not end soon."""
-        run = self.run_state
-        if run is None:
+        """End the run after the current iteration (its result still arrives)."""
+        if not self.running:
             return
-        run.refiner.stop()
+        self.controller.stop()
         self.stop_button.enabled = False
-        self.readout.setText(self.readout.text() + "\nstopping...")
-        QTimer.singleShot(STOP_GRACE_MS, functools.partial(_quit_if_running, run))
+        self.readout.value = self.readout.value + "\nstopping..."
 
     def wait(self, timeout_s: float = 5.0) -> bool:
-        """Block (processing no events) until the current run's thread is done."""
-        run = self.run_state
-        return True if run is None else run.done.wait(timeout_s)
+        """Block (processing no events) until the run's thread has ended."""
+        return True if self.controller.job is None else self.controller.job.wait(timeout_s)
 
-    # ------------------------------------------------------ GUI-thread slots
-    def _on_state(self, state):
-        try:
-            run = self.run_state
-            if run is None:
-                return
-            self.history.append((state.iteration, float(state.loss)))
-            self.progress.setValue(min(state.iteration + 1, run.max_iter))
-            self.readout.setText(_format_state(state))
-            self._redraw_plot()
-            if state.predicted is not None and self.viewer is not None:
-                from .._layers import show_residual, upsert_image
+    def _on_closed(self) -> None:
+        """The dock or the viewer closed: stop the run (touches no Qt object of the widget)."""
+        self.controller.stop()
+        self._poller.stop()
+        self._closed = True
+        with contextlib.suppress(RuntimeError):
+            self._preview_timer.stop()
+        for signal, slot in (
+            (self.state.events.values, self._show_values),
+            (self.state.events.observed, self._show_observed),
+            (self.state.events.resolution, self._show_resolution),
+            (self.state.events.values, self._schedule_preview),
+            (self.state.events.observed, self._schedule_preview),
+        ):
+            with contextlib.suppress(ValueError, RuntimeError):
+                signal.disconnect(slot)
 
-                predicted = np.asarray(state.predicted, dtype=np.float32)
-                layer = upsert_image(self.viewer, PREDICTED, predicted, colormap="magenta", blending="additive")
-                layer.metadata["braggsim_parameters"] = dict(state.parameters)
-                # the full model of this image: it saves as SMV with its geometry
-                layer.metadata["braggsim_model"] = apply_refined(run.values, state.parameters)
-                show_residual(self.viewer, run.observed, predicted, visible=_residual_visible(self.viewer))
-        except RuntimeError:  # Qt side deleted while the queued signal was in flight
-            pass
+    # ------------------------------------------------------ the timer's look
+    def _poll(self) -> bool:
+        """The newest state since the last look: the cheap readouts now, each layer on
+        a later tick of its own.  False once nothing is left to look at."""
+        if self._preview_job is not None:
+            taken = self._preview_job.take()
+            if taken is not None and taken.done:
+                self._preview_job = None
+                if taken.error is None and not self._run_active:
+                    self._show_preview(taken.result)
+        if self._run_active:
+            taken = self.controller.take()
+            if taken is not None:
+                if taken.latest is not None:
+                    self._show_progress(taken.latest)
+                if taken.done:
+                    self._run_active = False
+                    self._finish(taken)
+        return self._run_active or self._preview_job is not None
 
-    def _on_result(self, result):
+    def _show_progress(self, progress: RefineProgress) -> None:
+        state = progress.state
+        self.progress.value = min(state.iteration + 1, self.progress.max)
+        self.readout.value = _format_state(state)
+        history = self.controller.history()
+        if len(history) != len(self.history):
+            self.history = history
+            self._draw_plot()
+        viewer = self.viewer
+        if state.predicted is None or viewer is None:
+            return
+        now = time.perf_counter()
+        if state.stage != "done" and now - self._layers_shown_at < LAYER_INTERVAL_S:
+            return  # the readout and the plot follow every look; the layers a few times a second
+        self._layers_shown_at = now
+        predicted = state.predicted
+        model = apply_refined(self._run_values, state.parameters)
+        parameters = dict(state.parameters)
+
+        final = state.stage == "done"
+
+        def show_predicted():
+            low, high = float(np.min(predicted)), float(np.max(predicted))
+            layer = upsert_image(
+                viewer,
+                PREDICTED,
+                predicted,
+                contrast_limits=(low, high),
+                follow_contrast=final,
+                colormap="magenta",
+                blending="additive",
+            )
+            layer.metadata["braggsim_parameters"] = parameters
+            layer.metadata["braggsim_model"] = model  # the full model of this image: it saves as SMV
+
+        self._poller.defer(show_predicted)
+        if progress.residual is None:
+            return
+        residual, bound = progress.residual, progress.residual_bound
+        shown = RESIDUAL in viewer.layers and viewer.layers[RESIDUAL].visible
+        if final or shown:  # a hidden residual waits for the last state
+            self._poller.defer(lambda: show_residual(viewer, residual, bound, follow_contrast=final))
+
+    def _finish(self, taken) -> None:
+        self.history = self.controller.history()
+        self._draw_plot()
+        self.run_button.enabled = True
+        self.stop_button.enabled = False
+        if taken.error is not None:
+            self.readout.value = f"failed: {_common.describe(taken.error)}"
+            _common.notify_error(f"Refine: {_common.describe(taken.error)}")
+            return
+        result, overlays = taken.result
         self.result = result
         if result is None:
+            self.readout.value = self.readout.value.replace("stopping...", "stopped before the first iteration")
             return
-        try:
-            self.errors.setText(_format_result(result))
-            # the bar says how the run ended; a converged run fills it
-            self.progress.setFormat(f"{result.status} after {len(result.history)} iterations")
-            if result.status == "converged":
-                self.progress.setValue(self.progress.maximum())
-            self.apply_button.enabled = bool(result.parameters)
-            if result.status == "failed":
-                _common.notify_error(f"Refine: {result.message or 'the refinement failed'}")
-            self._update_spots(result)
-        except RuntimeError:
-            pass
+        self.state.result = result
+        self.errors.value = _format_result(result)
+        self.progress.native.setFormat(f"{result.status} after {len(result.history)} iterations")
+        if result.status == "converged":
+            self.progress.value = self.progress.max
+        self.apply_button.enabled = bool(result.parameters)
+        if result.status == "failed":
+            _common.notify_error(f"Refine: {result.message or 'the refinement failed'}")
+        if overlays is not None and self.viewer is not None and self.state.overlays:
+            from .._layers import overlay_steps
 
-    def _update_spots(self, result):
-        if self.viewer is None or getattr(result, "crystal", None) is None:
-            return
-        from .._layers import show_overlays
+            data, error = overlays
+            if error is not None:
+                _common.notify_error(f"Overlays: {_common.describe(error)}")
+            elif data is not None:
+                for step in overlay_steps(self.viewer, data):
+                    self._poller.defer(step)
 
-        try:
-            show_overlays(self.viewer, result.crystal, result.detector, result.beam)
-        except Exception as exc:  # noqa: BLE001  any failure becomes a message, never a traceback
-            _common.notify_error(f"Overlays: {_common.describe(exc)}")
-
-    def _on_error(self, exc):
-        _common.notify_error(f"Refine: {_common.describe(exc)}")
-
-    def _on_finished(self, run, *_):
-        if run in self._runs:
-            self._runs.remove(run)
-        if self.run_state is run:
-            self.run_state = None
-        try:
-            if self.result is None:
-                self.result = getattr(run.refiner, "result", None)
-                if self.result is not None:
-                    self._on_result(self.result)
-            self.run_button.enabled = True
-            self.stop_button.enabled = False
-        except RuntimeError:
-            pass
-
-    def _redraw_plot(self):
-        self.axes.clear()
-        self.axes.set_xlabel("iteration")
-        self.axes.set_ylabel("loss")
+    def _draw_plot(self, force: bool = False) -> None:
+        """The loss plot's line (a cheap repaint; see ``_plot``)."""
         if self.history:
-            its, losses = zip(*self.history, strict=False)
-            losses = np.asarray(losses, dtype=float)
-            self.axes.plot(its, losses, "o-", color="tab:blue", markersize=3)
-            if np.all(losses > 0) and losses.max() / max(losses.min(), 1e-300) > 100:
-                self.axes.set_yscale("log")
-        self.figure.tight_layout()
-        self.canvas.draw_idle()
+            its, losses = zip(*self.history, strict=True)
+        else:
+            its, losses = (), ()
+        self.plot.set_points(its, losses)
 
-    def apply_to_simulate(self) -> int:
-        """Refined values -> every docked Simulate widget; returns how many were set."""
-        if self.result is None:
-            return 0
-        from .simulate import SimulateWidget
-
-        count = 0
-        for sim in _common.siblings(self.viewer, SimulateWidget):
-            sim.set_values(apply_refined(self._model_values_at_run(), self.result.parameters))
-            count += 1
-        if count == 0:
-            _common.notify_error("Refine: no Simulate widget is open; open Plugins > napari-braggsim > Simulate")
-        return count
-
-    def _model_values_at_run(self) -> dict:
-        return self._model_values()
+    # --------------------------------------------------------------- apply
+    def apply_to_simulate(self) -> dict:
+        """Refined values -> the shared model (the Simulate fields show it); returns the
+        values applied.  Values outside a field's range are clipped (misset angles wrap)
+        and a warning says which."""
+        if self.result is None or not self.result.parameters:
+            return {}
+        refined = apply_refined(self._run_values or self.state.values, self.result.parameters)
+        values, notes = clipped_to_fields(refined)
+        self.state.update_values(values)
+        if notes:
+            _common.notify_warning("Apply: " + "; ".join(notes))
+        return values
 
 
-def _quit_if_running(run: _Run):
-    if not run.done.is_set() and run.worker is not None:
-        with contextlib.suppress(RuntimeError):
-            run.worker.quit()
+def _preview(plan: dict):
+    """(predicted float32, contrast limits, residual or None, its bound, model values,
+    OverlayData or None) of the starting model; runs in a worker thread."""
+    import torch
+
+    import braggsim
+
+    from .._model import build_model
+
+    with torch.no_grad():
+        predicted = braggsim.simulate(*build_model(plan["values"])).numpy().astype(np.float32, copy=False)
+    predicted = predicted * np.float32(plan["initial"].get("scale", 1.0))
+    predicted = predicted + np.float32(plan["initial"].get("background", 0.0))
+    limits = (float(predicted.min()), float(predicted.max()))
+    residual, bound = None, 1.0
+    if predicted.shape == plan["observed"].shape:
+        residual = np.asarray(plan["observed"], dtype=np.float32) - predicted
+        finite = np.abs(residual[np.isfinite(residual)])
+        bound = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    overlays = None
+    if plan["overlays"]:
+        from .._layers import overlay_data
+
+        try:
+            overlays = overlay_data(*build_model(plan["values"]), with_layers=True)
+        except Exception:  # noqa: BLE001  a preview without overlays is still a preview
+            overlays = None
+    return predicted, limits, residual, bound, dict(plan["values"]), overlays
 
 
-def _residual_visible(viewer) -> bool:
-    for layer in viewer.layers:
-        if layer.name == "residual":
-            return bool(layer.visible)
-    return False
+def _make_refiner(plan: dict):
+    """The Refiner for a prepared plan; runs in the controller's thread."""
+    from braggsim.refine import Refiner
+
+    from .._model import build_model
+
+    crystal, detector, beam = build_model(plan["values"])
+    return Refiner(
+        crystal,
+        detector,
+        beam,
+        plan["observed"],
+        plan["trusted"],
+        refine=tuple(plan["groups"]),
+        loss=plan["loss"],
+        optimizer=plan["optimizer"],
+        initial=plan["initial"] or None,
+        search_deg=plan["search_deg"],
+    )
 
 
-def _make_plot():
-    from matplotlib.backends.backend_qt5agg import FigureCanvasQTAgg
-    from matplotlib.figure import Figure
+def _overlays_after(result):
+    """(OverlayData or None, error or None) for the refined model; in the controller's thread."""
+    if getattr(result, "crystal", None) is None:
+        return None, None
+    from .._layers import overlay_data
 
-    figure = Figure(figsize=(3.2, 2.2), dpi=80)
-    axes = figure.add_subplot(111)
-    axes.set_xlabel("iteration")
-    axes.set_ylabel("loss")
-    canvas = FigureCanvasQTAgg(figure)
-    canvas.setMinimumHeight(170)
-    return figure, axes, canvas
-
-
-def _format_value(name: str, value: float) -> str:
-    unit = UNITS.get(name, "")
-    unit = "" if unit in ("×", "cells") else f" {unit}"
-    return f"{name:<18} {value:12.5g}{unit}"
+    try:
+        return overlay_data(result.crystal, result.detector, result.beam, with_layers=True), None
+    except Exception as exc:  # noqa: BLE001  the result stands; the overlays' failure is a message
+        return None, exc
 
 
-def _starting_text(refiner) -> str:
+def _starting_text(plan: dict) -> str:
     """What the run does before its first state arrives (the search yields none)."""
-    axes = sum(name.startswith("misset_") for name in refiner.names)
-    if refiner.search_deg > 0 and axes:
+    axes = sum(name.startswith("misset_") for group in plan["groups"] for name in parameter_groups()[group])
+    if plan["optimizer"] == "auto" and plan["search_deg"] > 0 and axes:
         return (
-            f"starting: trying {3**axes} misset starts {refiner.search_deg:g} deg apart "
+            f"starting: trying {3**axes} misset starts {plan['search_deg']:g} deg apart "
             f"({3**axes - 1} simulations), then refining..."
         )
     return "starting..."
 
 
+def _label(name: str) -> str:
+    try:
+        return spec(name).label
+    except KeyError:
+        return name
+
+
 def _format_state(state) -> str:
-    lines = [f"iteration {state.iteration}  stage {state.stage}", f"{'loss':<18} {state.loss:12.5g}"]
-    lines += [_format_value(name, value) for name, value in state.parameters.items()]
+    lines = [f"iteration {state.iteration}, stage {state.stage}", f"{'loss':<14}{state.loss:>13.5g}"]
+    lines += [f"{_label(name):<14}{format_value(name, value):>13}" for name, value in state.parameters.items()]
     if state.message:
         lines.append(state.message)
     return "\n".join(lines)
@@ -535,9 +668,7 @@ def _format_result(result) -> str:
     lines.append("refined value ± standard error")
     for name, value in result.parameters.items():
         error = result.standard_errors.get(name, math.nan)
-        unit = UNITS.get(name, "")
-        unit = "" if unit in ("×", "cells") else f" {unit}"
-        lines.append(f"{name:<18} {value:10.5g} ± {error:.2g}{unit}")
+        lines.append(f"{_label(name):<14}{format_value(name, value):>13} ± {error:.2g}")
     from braggsim.refine import format_search
 
     search_line = format_search(getattr(result, "search", None))

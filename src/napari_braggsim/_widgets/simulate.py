@@ -1,225 +1,287 @@
 """Simulate dock widget: crystal, detector and beam fields -> a ``simulated`` image layer.
 
-Run simulates once; "live" re-simulates after each change, debounced, and in a napari
-``thread_worker`` when the image is large, so the GUI never waits on torch.  Only the
-newest request's image reaches the layer.
+The fields show the viewer's shared model (``_state``): editing one updates the model,
+and a change of the model (a loaded frame's geometry, applied refined values) shows in
+the fields.  Run simulates in a background thread, together with the contrast limits and
+the overlays (spots, rings, beam centre), so the GUI thread only moves finished arrays
+into layers.  "live" re-simulates after each change, debounced; only the newest
+request's image reaches the layer.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 
+import numpy as np
+from magicgui.widgets import CheckBox, Container, Label, PushButton
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
-from .. import _common
-from .._model import DEFAULTS, INT_KEYS, frame_metadata, geometry_from_metadata
+from .. import _common, _warmup
+from .._fields import SECTIONS, make_field, model_fields, read_field, write_field
+from .._jobs import Job
+from .._model import frame_metadata, geometry_from_metadata
+from .._state import BraggsimState, state_for
+from . import _qt
 
 LAYER_NAME = "simulated"
 LIVE_DEBOUNCE_MS = 150
-THREAD_ABOVE_PIXELS = 256 * 256
-
-# (key, label with unit, min, max, step, decimals); decimals None = integer field
-_FIELDS = {
-    "Crystal": [
-        ("cell_a_A", "a (Å)", 1.0, 10000.0, 1.0, 3),
-        ("cell_b_A", "b (Å)", 1.0, 10000.0, 1.0, 3),
-        ("cell_c_A", "c (Å)", 1.0, 10000.0, 1.0, 3),
-        ("cell_alpha_deg", "α (deg)", 1.0, 179.0, 1.0, 3),
-        ("cell_beta_deg", "β (deg)", 1.0, 179.0, 1.0, 3),
-        ("cell_gamma_deg", "γ (deg)", 1.0, 179.0, 1.0, 3),
-        ("N_a", "N_a (cells)", 1.0, 1000.0, 1.0, 2),
-        ("N_b", "N_b (cells)", 1.0, 1000.0, 1.0, 2),
-        ("N_c", "N_c (cells)", 1.0, 1000.0, 1.0, 2),
-        ("default_F", "default F (e)", 0.0, 1e6, 10.0, 2),
-        ("misset_x_deg", "misset x (deg)", -360.0, 360.0, 0.5, 3),
-        ("misset_y_deg", "misset y (deg)", -360.0, 360.0, 0.5, 3),
-        ("misset_z_deg", "misset z (deg)", -360.0, 360.0, 0.5, 3),
-        ("mosaic_spread_deg", "mosaic spread (deg)", 0.0, 90.0, 0.05, 3),
-        ("mosaic_domains", "mosaic domains", 1, 10000, 1, None),
-        ("mosaic_seed", "mosaic seed", -(2**31), 2**31 - 1, 1, None),
-    ],
-    "Detector": [
-        ("fpixels", "fast pixels", 1, 8192, 1, None),
-        ("spixels", "slow pixels", 1, 8192, 1, None),
-        ("pixel_size_mm", "pixel size (mm)", 0.001, 10.0, 0.01, 4),
-        ("distance_mm", "distance (mm)", 0.1, 10000.0, 1.0, 3),
-        ("beam_x_mm", "beam centre Xbeam (mm)", -1000.0, 1000.0, 0.05, 4),
-        ("beam_y_mm", "beam centre Ybeam (mm)", -1000.0, 1000.0, 0.05, 4),
-    ],
-    "Beam": [
-        ("wavelength_A", "wavelength (Å)", 0.01, 100.0, 0.01, 4),
-    ],
-}
 
 
-class SimulateWidget(QWidget):
+class SimulateWidget(Container):
     """Dock widget; ``values()`` / ``set_values()`` speak the flat names of ``_model``."""
 
-    def __init__(self, napari_viewer=None, parent=None):
-        super().__init__(parent)
-        from magicgui.widgets import CheckBox, Container, Label, LineEdit, PushButton
-
+    def __init__(self, napari_viewer=None):
+        super().__init__(labels=False)
         self.viewer = napari_viewer
-        self._fields: dict = {}
+        self.state: BraggsimState = state_for(napari_viewer) if napari_viewer is not None else BraggsimState()
+        self._showing = False  # True while the fields are being set from the state
         self._request = 0  # id of the newest simulation request
         self._applied = 0  # id of the request whose image is in the layer
-        self._workers: set = set()
+        self._jobs: dict = {}  # request id -> Job
+        _warmup.start()
 
-        sections = []
-        for title, rows in _FIELDS.items():
-            section = Container(name=title.lower(), label=title, widgets=[])
-            section.append(Label(value=f"<b>{title}</b>"))
-            for key, label, low, high, step, decimals in rows:
-                widget = _common.number_box(key, label, low, high, step, decimals, DEFAULTS[key])
-                self._fields[key] = widget
-                section.append(widget)
-            sections.append(section)
-        self._fluence = LineEdit(name="fluence", label="fluence (photons/m²)", value=f"{DEFAULTS['fluence']:g}")
-        self._fields["fluence"] = self._fluence
-        sections[-1].append(self._fluence)
+        self.fields: dict = {}  # name -> field, made once braggsim is loaded (see _build_fields)
+        self._specs: dict = {}
+        self._loading = Label(value="loading braggsim (torch)...")
+        self.body = Container(name="fields", labels=False, widgets=[self._loading])
 
-        self.live = CheckBox(name="live", text="live (re-simulate on change)", value=False)
-        self.overlays = CheckBox(name="overlays", text="spots, rings, beam centre", value=True)
-        self.run_button = PushButton(name="run", text="Run")
+        self.run_button = PushButton(
+            name="run_button", text="Run", tooltip="Simulate the model below once.", enabled=False
+        )
+        self.live = CheckBox(
+            name="live", text="live", value=False, tooltip="Re-simulate after every change (debounced)."
+        )
+        self.overlays = CheckBox(
+            name="overlays",
+            text="spots, rings, beam centre",
+            value=self.state.overlays,
+            tooltip="Draw the predicted spots (hkl when zoomed in), resolution rings and the beam centre; "
+            "untick to remove them.",
+        )
         self.status = Label(name="status", value="")
-        self.resolution = Label(name="resolution", value="")
-        controls = Container(widgets=[self.live, self.overlays, self.run_button, self.status, self.resolution])
-        self.container = Container(widgets=[*sections, controls])
+        self.status.native.setWordWrap(True)
+        self.resolution = Label(name="resolution", value="", tooltip="d-spacing under the cursor")
+        buttons = Container(widgets=[self.run_button, self.live], layout="horizontal", labels=False)
+        self.extend([buttons, self.overlays, self.status, self.resolution])
+        _qt.add_scrolling(self, self.body)
+        _qt.fit_width(self)
 
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(self.container.native)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(scroll)
+        self._debounce = QTimer()
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(LIVE_DEBOUNCE_MS)
+        self._debounce.timeout.connect(self.run)
+        self._poller = _qt.Poller(self._poll)
 
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(LIVE_DEBOUNCE_MS)
-        self._timer.timeout.connect(self.run)
-        for widget in self._fields.values():
-            widget.changed.connect(self._on_value_changed)
-        self.live.changed.connect(lambda on: on and self._timer.start())
         self.run_button.changed.connect(lambda *_: self.run())
-
-        _common.register(self)
+        self.live.changed.connect(lambda on: on and self._debounce.start())
+        self.overlays.changed.connect(self._on_overlays_toggled)
+        self.state.events.values.connect(self._show_values)
+        self.state.events.overlays.connect(self._show_overlays_flag)
+        self.state.events.resolution.connect(self._show_resolution)
+        _qt.stop_when_closed(self, self._disconnect)
         if self.viewer is not None:
-            from .._layers import install_resolution_readout
+            from .. import _viewer_hooks
 
-            install_resolution_readout(self.viewer)
+            _viewer_hooks.install(self.viewer)
+        _qt.when_core_ready(self._build_fields)
+
+    @property
+    def ready(self) -> bool:
+        """True once the fields are made (braggsim loaded in the background)."""
+        return bool(self.fields)
+
+    def _build_fields(self) -> None:
+        """One field per model value, from the registry's specs (``_fields``), in sections."""
+        self._specs = model_fields()
+        sections = []
+        for title, names in SECTIONS.items():
+            section = Container(name=title.lower(), widgets=[Label(value=f"<b>{title}</b>")])
+            for name in names:
+                field = make_field(self._specs[name], self.state.values[name])
+                field.changed.connect(self._on_field_changed)
+                self.fields[name] = field
+                section.append(field)
+            sections.append(section)
+        self.body.remove(self._loading)
+        self.body.extend(sections)
+        self.run_button.enabled = True
 
     # ------------------------------------------------------------------ values
     def values(self) -> dict:
-        """Current field values (flat names, physical units); ValueError on bad fluence."""
-        out = {}
-        for key, widget in self._fields.items():
-            if key == "fluence":
-                try:
-                    out[key] = float(widget.value)
-                except ValueError:
-                    raise ValueError(f"fluence must be a number in photons/m^2, got {widget.value!r}") from None
-            else:
-                out[key] = int(widget.value) if key in INT_KEYS else float(widget.value)
-        return out
+        """The model as the fields show it (flat names, physical units); ValueError
+        naming a field whose text is not a number."""
+        if not self.fields:
+            return dict(self.state.values)
+        return {name: read_field(self._specs[name], widget) for name, widget in self.fields.items()}
 
     def set_values(self, values: Mapping) -> None:
-        """Set any known fields (e.g. refined parameters); unknown keys are ignored.
-        In live mode the changes trigger one debounced re-simulation."""
-        for key, value in values.items():
-            widget = self._fields.get(key)
-            if widget is None or value is None:
-                continue
-            if key == "fluence":
-                widget.value = f"{float(value):g}"
-            elif key in INT_KEYS:
-                widget.value = int(round(float(value)))
-            else:
-                widget.value = float(value)
+        """Put known values into the shared model (and so into the fields)."""
+        known = {k: v for k, v in values.items() if k in self.state.values and v is not None}
+        self.state.update_values(known)
 
     def set_geometry_from_metadata(self, metadata: Mapping | None, shape=None) -> None:
-        """Fill detector and beam fields from a layer's ``braggsim_frame`` metadata."""
         self.set_values(geometry_from_metadata(metadata, shape))
 
-    def set_geometry_from_layer(self, layer) -> None:
-        self.set_geometry_from_metadata(layer.metadata, layer.data.shape)
-
-    def show_resolution(self, text: str) -> None:
-        self.resolution.value = text
-
-    # -------------------------------------------------------------- simulation
-    def _on_value_changed(self, *_):
-        if self.live.value:
-            self._timer.start()  # restarts: only the last change in a burst simulates
-
-    def run(self):
-        """Simulate the current values; returns the worker when threaded, else None."""
+    def _on_field_changed(self, *_):
+        if self._showing:
+            return
         try:
             values = self.values()
-            from .._model import build_model
+        except ValueError as exc:
+            self.status.value = str(exc)
+            return
+        self.state.update_values(values)
+        if self.live.value:
+            self._debounce.start()  # restarts: only the last change in a burst simulates
 
-            model = build_model(values)
-        except Exception as exc:  # noqa: BLE001  any failure becomes a message, never a traceback
+    def _show_values(self, values: dict) -> None:
+        self._showing = True
+        try:
+            for name, widget in self.fields.items():
+                if name in values:
+                    write_field(self._specs[name], widget, values[name])
+        except RuntimeError:  # the Qt side is gone (viewer closing)
+            return
+        finally:
+            self._showing = False
+        if self.live.value:
+            self._debounce.start()
+
+    def _show_resolution(self, text: str) -> None:
+        with contextlib.suppress(RuntimeError):
+            self.resolution.value = text
+
+    def _show_overlays_flag(self, on: bool) -> None:
+        with contextlib.suppress(RuntimeError):
+            self.overlays.value = on
+
+    def _on_overlays_toggled(self, on: bool) -> None:
+        self.state.overlays = bool(on)
+        if not on and self.viewer is not None:
+            from .._layers import remove_overlays
+
+            remove_overlays(self.viewer)
+
+    def _disconnect(self) -> None:
+        for signal, slot in (
+            (self.state.events.values, self._show_values),
+            (self.state.events.overlays, self._show_overlays_flag),
+            (self.state.events.resolution, self._show_resolution),
+        ):
+            with contextlib.suppress(ValueError, RuntimeError):
+                signal.disconnect(slot)
+        self._poller.stop()
+        with contextlib.suppress(RuntimeError):
+            self._debounce.stop()
+
+    # -------------------------------------------------------------- simulation
+    def run(self):
+        """Simulate the current values in a background thread; returns the Job, or
+        None after a notification."""
+        try:
+            values = self.values()
+        except ValueError as exc:
             _common.notify_error(f"Simulate: {_common.describe(exc)}")
             return None
         self._request += 1
         request = self._request
-        pixels = values["fpixels"] * values["spixels"]
-        if pixels <= THREAD_ABOVE_PIXELS:
-            try:
-                image = _simulate(model)
-            except Exception as exc:  # noqa: BLE001  any failure becomes a message, never a traceback
-                _common.notify_error(f"Simulate: {_common.describe(exc)}")
-                return None
-            self._apply(request, values, model, image)
-            return None
-        from napari.qt.threading import create_worker
-
-        # errored given through _connect, so the worker does not also re-raise the
-        # exception into the Qt event loop (a console traceback)
-        worker = create_worker(
-            _simulate,
-            model,
-            _start_thread=False,
-            _connect={"errored": lambda exc: _common.notify_error(f"Simulate: {_common.describe(exc)}")},
-        )
-        self._workers.add(worker)
-        worker.returned.connect(lambda image: self._apply(request, values, model, image))
-        worker.finished.connect(lambda: self._workers.discard(worker))
+        want_overlays = bool(self.state.overlays)
+        job = Job(lambda job: _simulate(values, want_overlays), name="braggsim simulate")
+        self._jobs[request] = (job, values)
         self.status.value = f"simulating {values['spixels']}x{values['fpixels']}..."
-        worker.start()
-        return worker
+        job.start()
+        self._poller.start()
+        return job
 
-    def _apply(self, request: int, values: dict, model, image) -> None:
-        if request != self._request or self.viewer is None:
-            return  # a newer request is on its way; drop this stale image
-        from .._layers import show_overlays, upsert_image
+    @property
+    def busy(self) -> bool:
+        """True while a simulation runs or waits to be shown."""
+        return bool(self._jobs) or self._poller.active
 
+    def _poll(self) -> bool:
+        """The timer's look at the running simulations; True while any is left."""
+        for request, (job, values) in list(self._jobs.items()):
+            taken = job.take()
+            if taken is None or not taken.done:
+                continue
+            del self._jobs[request]
+            if taken.error is not None:
+                if request == self._request:
+                    self.status.value = "failed"
+                _common.notify_error(f"Simulate: {_common.describe(taken.error)}")
+            elif request == self._request:  # an older request's image is dropped
+                self._apply(request, values, taken.result)
+        return bool(self._jobs)
+
+    def _apply(self, request: int, values: dict, outcome) -> None:
+        """Defer the layer work: the image, then each overlay layer, one per tick."""
+        if self.viewer is None:
+            return
+        from .._layers import overlay_steps, remove_overlays, upsert_image
+
+        image, limits, overlays, overlay_error = outcome
         metadata = {"braggsim_model": dict(values), "braggsim_frame": frame_metadata(values)}
-        upsert_image(self.viewer, LAYER_NAME, image, metadata=metadata)
-        if self.overlays.value:
-            try:
-                show_overlays(self.viewer, *model)
-            except Exception as exc:  # noqa: BLE001  any failure becomes a message, never a traceback
-                _common.notify_error(f"Overlays: {_common.describe(exc)}")
-        self._applied = request
-        self.status.value = f"simulated {image.shape[0]}x{image.shape[1]}, max {float(image.max()):.3g} photons"
+        viewer = self.viewer
+        self._poller.defer(lambda: upsert_image(viewer, LAYER_NAME, image, contrast_limits=limits, metadata=metadata))
+        if not self.state.overlays:
+            self._poller.defer(lambda: remove_overlays(viewer))
+        elif overlays is not None:
+            for step in overlay_steps(viewer, overlays):
+                self._poller.defer(step)
+        if overlay_error is not None:
+            _common.notify_error(f"Overlays: {_common.describe(overlay_error)}")
+        text = f"simulated {image.shape[0]}x{image.shape[1]}, max {float(image.max()):.3g} photons"
+        if overlays is not None:
+            drawn, predicted = len(overlays.spots_px), overlays.predicted
+            text += f"; {predicted} spots" + (f" ({drawn} nearest the beam drawn)" if drawn < predicted else "")
+
+        def done():
+            self._applied = request
+            self.status.value = text
+
+        self._poller.defer(done)
 
     @property
     def layer(self):
-        if self.viewer is None:
+        if self.viewer is None or LAYER_NAME not in self.viewer.layers:
             return None
-        for layer in self.viewer.layers:
-            if layer.name == LAYER_NAME:
-                return layer
-        return None
+        return self.viewer.layers[LAYER_NAME]
 
 
-def _simulate(model):
-    """(Crystal, Detector, Beam) -> float32 numpy image (slow, fast)."""
+def display_limits(image: np.ndarray) -> list:
+    """Contrast limits for a simulated image: its minimum to its 99.9th percentile (the
+    maximum when fewer than 0.1 % of the pixels are lit)."""
+    finite = image[np.isfinite(image)]
+    if not finite.size:
+        return [0.0, 1.0]
+    sample = finite[:: finite.size // 2_000_000 + 1]
+    low = float(finite.min())
+    high = float(np.percentile(sample, 99.9))
+    if not high > low:
+        high = float(finite.max())
+    return [low, high if high > low else low + 1.0]
+
+
+def _simulate(values: dict, overlays: bool):
+    """(image (slow, fast) float32, contrast limits, OverlayData or None, overlay error or
+    None); runs in a worker thread."""
     import torch
 
     import braggsim
 
+    from .._model import build_model
+
+    model = build_model(values)
     with torch.no_grad():
-        return braggsim.simulate(*model).numpy().astype("float32", copy=False)
+        image = braggsim.simulate(*model).numpy().astype("float32", copy=False)
+    limits = display_limits(image)
+    data, error = None, None
+    if overlays:
+        from .._layers import overlay_data
+
+        try:
+            data = overlay_data(*model, with_layers=True)
+        except Exception as exc:  # noqa: BLE001  the image is still shown; the overlays' failure is a message
+            error = exc
+    return image, limits, data, error

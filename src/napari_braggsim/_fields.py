@@ -1,0 +1,304 @@
+"""Field specs: every number a widget shows, with its unit, range, step, decimals, meaning
+and the nanoBragg flag it maps to; and the one helper that turns a spec into a magicgui
+field (Simulate and Refine share it, so a step or a number of decimals cannot drift).
+
+The refinable parameters' specs are generated from the core's registry,
+``braggsim.refine.PARAMETERS`` (label, unit, GUI range, step, decimals, description), and
+the Refine widget's groups from ``braggsim.refine.PARAMETER_GROUPS``: a parameter added
+there appears in the widgets.  Only the model values nothing refines (detector size,
+pixel size, mosaic domains and seed, default F, fluence) and the run options are declared
+here.
+
+``braggsim.refine`` imports torch (about 3 s).  The widgets therefore build their number
+fields once the background warm-up has loaded it (``_warmup.core_ready()``); nothing here
+imports it at module import.  No Qt here: magicgui is imported when a field is made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import re
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldSpec:
+    """One number in the model.
+
+    name: the flat model name (``_model`` and the refinement engine speak it).
+    label: short text shown beside the field; unit: shown in brackets ("" for none).
+    low, high: the field's range; step: one arrow click; decimals: None = integer field,
+    -1 = free text in scientific notation (quantities like 1e28 that no spin box holds).
+    meaning: one sentence for the tooltip; flag: the nanoBragg flag ("" if none).
+    """
+
+    name: str
+    label: str
+    unit: str
+    low: float
+    high: float
+    step: float
+    decimals: int | None
+    meaning: str
+    flag: str = ""
+
+    @property
+    def text(self) -> str:
+        return f"{self.label} ({self.unit})" if self.unit else self.label
+
+    @property
+    def tooltip(self) -> str:
+        lines = [self.meaning]
+        if self.unit:
+            lines.append(f"Unit: {self.unit}.")
+        if self.decimals == -1:
+            lines.append(f"Range {self.low:g} to {self.high:g}.")
+        else:
+            lines.append(f"Range {self.low:g} to {self.high:g}, step {self.step:g}.")
+        lines.append(f"nanoBragg flag: {self.flag}" if self.flag else "No nanoBragg flag (braggsim only).")
+        return "\n".join(lines)
+
+    def clip(self, value: float) -> float:
+        """``value`` inside [low, high]; an angle outside a +-180 deg (or wider) range
+        wraps into [-180, 180) instead (a misset angle is periodic)."""
+        value = float(value)
+        if self.low <= value <= self.high:
+            return value
+        if self.unit == "deg" and self.low <= -180 and self.high >= 180 and math.isfinite(value):
+            return (value + 180.0) % 360.0 - 180.0
+        return min(max(value, self.low), self.high)
+
+
+def _specs(*specs: FieldSpec) -> dict:
+    return {spec.name: spec for spec in specs}
+
+
+# the model values nothing refines (the registry has no entry for them)
+PLUGIN_FIELDS = _specs(
+    FieldSpec(
+        "default_F",
+        "default F",
+        "e",
+        0.0,
+        1e6,
+        10.0,
+        2,
+        "Structure-factor amplitude given to every reflection (no HKL file).",
+        "-default_F",
+    ),
+    FieldSpec(
+        "mosaic_domains",
+        "mosaic domains",
+        "",
+        1,
+        10000,
+        1,
+        None,
+        "How many mosaic domains are summed (more: smoother arcs, slower).",
+        "-mosaic_dom",
+    ),
+    FieldSpec(
+        "mosaic_seed",
+        "mosaic seed",
+        "",
+        -(2**31),
+        2**31 - 1,
+        1,
+        None,
+        "Seed of the random domain orientations (the same seed gives the same image).",
+        "-mosaic_seed",
+    ),
+    FieldSpec("fpixels", "fast pixels", "px", 1, 8192, 1, None, "Detector width along the fast axis.", "-detpixels_f"),
+    FieldSpec("spixels", "slow pixels", "px", 1, 8192, 1, None, "Detector height along the slow axis.", "-detpixels_s"),
+    FieldSpec("pixel_size_mm", "pixel size", "mm", 0.001, 10.0, 0.001, 4, "Edge of one square pixel.", "-pixel"),
+    FieldSpec(
+        "fluence",
+        "fluence",
+        "photons/m²",
+        0.0,
+        1e40,
+        0.0,
+        -1,
+        "Photons per square metre on the crystal; the image scales with it.",
+        "-fluence",
+    ),
+)
+# the Simulate widget's sections, in order (registry names and plugin names mixed)
+SECTIONS = {
+    "Crystal": [
+        "cell_a_A",
+        "cell_b_A",
+        "cell_c_A",
+        "cell_alpha_deg",
+        "cell_beta_deg",
+        "cell_gamma_deg",
+        "N_a",
+        "N_b",
+        "N_c",
+        "default_F",
+        "misset_x_deg",
+        "misset_y_deg",
+        "misset_z_deg",
+        "mosaic_spread_deg",
+        "mosaic_domains",
+        "mosaic_seed",
+    ],
+    "Detector": ["fpixels", "spixels", "pixel_size_mm", "distance_mm", "beam_x_mm", "beam_y_mm"],
+    "Beam": ["wavelength_A", "fluence"],
+}
+DEFAULT_GROUPS = ("mosaic", "misset")
+# the starting value of a refined parameter the model's values do not hold
+REFINER_STARTS = {"scale": 1.0, "background": 0.0}
+REFINE_OPTIONS = _specs(
+    FieldSpec(
+        "search_deg",
+        "misset search step",
+        "deg",
+        0.0,
+        30.0,
+        0.5,
+        2,
+        "Before refining (auto optimizer), try the start misset shifted by -step, 0, +step on each refined "
+        "axis and descend from the best; 0 turns the search off.",
+        "braggsim refine --search-deg",
+    ),
+    FieldSpec(
+        "iterations",
+        "iterations (max)",
+        "",
+        1,
+        100000,
+        1,
+        None,
+        "Most optimizer iterations the run may take.",
+        "braggsim refine --iterations",
+    ),
+)
+_FLAG = re.compile(r"nanoBragg (-\w+)")
+
+
+def from_parameter(parameter) -> FieldSpec:
+    """A ``braggsim.refine.Parameter`` as a field spec (its description names the flag)."""
+    flag = _FLAG.search(parameter.description)
+    meaning = parameter.description[:1].upper() + parameter.description[1:]
+    low, high = parameter.gui_range
+    return FieldSpec(
+        parameter.name,
+        parameter.label,
+        parameter.unit,
+        float(low),
+        float(high),
+        float(parameter.gui_step),
+        int(parameter.decimals),
+        meaning.rstrip(".") + ".",
+        flag.group(1) if flag else "",
+    )
+
+
+@functools.cache
+def registry() -> dict:
+    """{name: FieldSpec} of every refinable parameter, from ``braggsim.refine.PARAMETERS``.
+    Imports torch: call it once ``_warmup.core_ready()``, never on a cold GUI thread."""
+    from braggsim.refine import PARAMETERS
+
+    return {name: from_parameter(parameter) for name, parameter in PARAMETERS.items()}
+
+
+@functools.cache
+def groups() -> dict:
+    """{group: [parameter names]}, the Refine widget's tick boxes (``PARAMETER_GROUPS``)."""
+    from braggsim.refine import PARAMETER_GROUPS
+
+    return {group: list(names) for group, names in PARAMETER_GROUPS.items()}
+
+
+def model_fields() -> dict:
+    """{name: FieldSpec} of every model value, in the Simulate widget's order."""
+    known = {**registry(), **PLUGIN_FIELDS}
+    return {name: known[name] for names in SECTIONS.values() for name in names}
+
+
+def spec(name: str) -> FieldSpec:
+    """The spec of any model, refinement or option name; KeyError for an unknown one."""
+    for table in (PLUGIN_FIELDS, REFINE_OPTIONS):
+        if name in table:
+            return table[name]
+    return registry()[name]
+
+
+def unit(name: str) -> str:
+    try:
+        return spec(name).unit
+    except KeyError:
+        return ""
+
+
+def format_value(name: str, value: float) -> str:
+    """A readout number with the field's decimals and unit: ``12.300 Å``."""
+    try:
+        field = spec(name)
+    except KeyError:
+        return f"{value:.6g}"
+    if not math.isfinite(value):
+        text = f"{value}"
+    elif field.decimals is None:
+        text = f"{int(round(value))}"
+    elif field.decimals == -1 or abs(value) >= 1e6 or (value != 0 and abs(value) < 10**-field.decimals):
+        text = f"{value:.4g}"
+    else:
+        text = f"{value:.{field.decimals}f}"
+    return f"{text} {field.unit}" if field.unit and field.unit not in ("×", "cells") else text
+
+
+def make_field(field: FieldSpec, value, label: str | None = None):
+    """A magicgui field for ``field`` holding ``value``, with its tooltip: a SpinBox for an
+    integer, a FloatSpinBox with the spec's decimals, or a LineEdit for -1 decimals."""
+    from magicgui.widgets import FloatSpinBox, LineEdit, SpinBox
+
+    text = label if label is not None else field.text
+    if field.decimals is None:
+        widget = SpinBox(
+            name=field.name,
+            label=text,
+            min=int(field.low),
+            max=int(field.high),
+            step=int(field.step),
+            value=int(round(float(value))),
+            tooltip=field.tooltip,
+        )
+    elif field.decimals == -1:
+        widget = LineEdit(name=field.name, label=text, value=f"{float(value):g}", tooltip=field.tooltip)
+    else:
+        widget = FloatSpinBox(
+            name=field.name, label=text, min=field.low, max=field.high, step=field.step, tooltip=field.tooltip
+        )
+        widget.native.setDecimals(field.decimals)  # before the value, so it is not rounded to 2 places
+        widget.value = float(value)
+    widget.native.setMinimumWidth(90)  # room for the widest value with its decimals
+    return widget
+
+
+def read_field(field: FieldSpec, widget) -> float | int:
+    """The number a field holds; ValueError naming the field for unreadable free text."""
+    if field.decimals is None:
+        return int(widget.value)
+    if field.decimals == -1:
+        try:
+            number = float(str(widget.value).strip())
+        except ValueError:
+            raise ValueError(f"{field.label} must be a number in {field.unit}, got {widget.value!r}") from None
+        if not (math.isfinite(number) and field.low <= number <= field.high):
+            raise ValueError(f"{field.label} must be between {field.low:g} and {field.high:g}, got {widget.value!r}")
+        return number
+    return float(widget.value)
+
+
+def write_field(field: FieldSpec, widget, value) -> None:
+    """Show ``value`` in ``widget`` (clipped to the field's range)."""
+    if field.decimals is None:
+        widget.value = int(round(field.clip(value)))
+    elif field.decimals == -1:
+        widget.value = f"{float(value):g}"
+    else:
+        widget.value = field.clip(value)
