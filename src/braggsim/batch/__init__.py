@@ -16,12 +16,17 @@ __all__ = [
     "BatchError",
     "BatchProgress",
     "FrameRef",
+    "PredictedSpots",
     "ProgressPrinter",
     "expand_frames",
+    "frame_predictions",
     "frame_stack",
     "iter_batch",
     "natural_key",
+    "predicted_spots",
+    "read_summary",
     "run_batch",
+    "typed_row",
 ]
 
 _LAZY = {
@@ -31,6 +36,11 @@ _LAZY = {
     "run_batch": "runner",
     "ProgressPrinter": "progress",
     "frame_stack": "stack",
+    "PredictedSpots": "results",
+    "frame_predictions": "results",
+    "predicted_spots": "results",
+    "read_summary": "results",
+    "typed_row": "results",
 }
 
 
