@@ -479,6 +479,7 @@ def test_importing_braggsim_and_the_batch_core_imports_no_dask_and_no_gui():
         "import sys\n"
         "import braggsim, braggsim.cli, braggsim.process_cli, braggsim.batch, braggsim.batch.runner\n"
         "import braggsim.batch.task, braggsim.batch.store, braggsim.batch.progress, braggsim.batch.stack\n"
+        "import braggsim.batch.results\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed', 'napari', 'qtpy', 'PyQt5'))\n"
         "assert not bad, bad\n"
         "print('CLEAN')\n"
@@ -486,3 +487,49 @@ def test_importing_braggsim_and_the_batch_core_imports_no_dask_and_no_gui():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "CLEAN"
+
+
+# ------------------------------------------------------------------ reading results back
+def test_read_summary_gives_numbers_and_predictions_come_from_the_expt(tmp_path, frames):
+    from scipy.spatial import cKDTree
+
+    from braggsim.batch import frame_predictions, predicted_spots, read_summary, typed_row
+    from braggsim.io.expt import read_expt
+    from braggsim.spotfind import find_spots
+
+    out = tmp_path / "out"
+    assert read_summary(out) == []
+    crops = [frames / "f_1.cbf.bz2", frames / "f_3.cbf.bz2"]  # a lattice and the blank crop
+    final = run_batch(crops, options(), out, scheduler="none")
+    assert final.counts == {"indexed": 1, "no-lattice": 1}
+    rows = read_summary(out)
+    assert [r["status"] for r in rows] == ["indexed", "no-lattice"]
+    first, blank = rows
+    assert first["n_spots"] == 65 and isinstance(first["n_spots"], int)
+    assert 0.2 < first["rmsd_px"] < 1.0 and abs(first["a"] - 57.8) < 0.3 and first["mosaic_deg"] > 0
+    assert blank["rmsd_px"] is None and blank["a"] is None and blank["n_indexed"] == 0
+    assert typed_row({"frame": "x", "rmsd_px": "nan", "n_spots": "7"}) == {"frame": "x", "rmsd_px": None, "n_spots": 7}
+
+    spots = frame_predictions(out, "f_1")
+    assert frame_predictions(out, "f_3") is None  # no .expt: not indexed
+    experiment = read_expt(out / "f_1.expt")[0]
+    assert np.all((spots.px > -0.5) & (spots.px < 511.5))
+    # inside the band DIALS' stills predictor uses for the .expt's ML fields, which the
+    # pipeline set so that this fraction of the indexed spots has a prediction
+    mosaicity = json.loads((out / "f_1.json").read_text())["details"]["stills_mosaicity"]
+    frame = read_frame(crops[0], zeros_are_dead=False)
+    strong = find_spots(frame.data, frame.mask, options().spotfinder).px
+    near = cKDTree(spots.px).query(strong)[0] < 3.0
+    assert abs(near.mean() - mosaicity["fraction_predicted"]) < 0.05, (near.mean(), mosaicity)
+    assert np.all(
+        np.abs(spots.delta_psi_deg)
+        <= experiment.half_mosaicity_deg / 2 + np.degrees(spots.d_A / experiment.domain_size_A) + 1e-9
+    )
+    wider = predicted_spots(experiment, band_deg=1.0)
+    assert len(wider) > len(spots) and np.all(np.abs(wider.delta_psi_deg) <= 1.0)
+    assert (cKDTree(wider.px).query(strong)[0] < 3.0).mean() > 0.95  # every spot the model explains
+    with pytest.raises(ValueError, match="d_min_A"):
+        predicted_spots(experiment, d_min_A=0.0)
+    experiment.real_space = None
+    with pytest.raises(ValueError, match="no crystal"):
+        predicted_spots(experiment)
