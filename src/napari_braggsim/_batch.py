@@ -87,6 +87,8 @@ def open_stack(spec) -> Stack:
     if not spec.strip():
         raise ValueError("choose a folder or a multi-image file to open")
     refs = expand_frames([spec])
+    import braggsim.process  # noqa: F401  here, not on the GUI thread at Process all (1.5 s)
+
     first = read_frame(refs[0].path, refs[0].index)
     data = frame_stack(refs, shape=first.data.shape)
     name = layer_name(spec.rstrip(os.sep)) or "frames"
@@ -246,6 +248,10 @@ class BatchController:
 
         def work(job: Job):
             last = None
+            if not force:  # the frames done before: the table lists them too
+                existing = done_rows(stack, out_dir) if os.path.isdir(out_dir) else {}
+                with self._lock:
+                    self._finished.extend(Finished(index, row) for index, row in sorted(existing.items()))
             batch = iter_batch(
                 refs,
                 options,

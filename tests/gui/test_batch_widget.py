@@ -167,6 +167,12 @@ def test_process_all_fills_the_table_sorts_and_a_row_shows_its_frame(
     widget.table.selectRow(widget.row_of(2))
     wait_idle(qtbot, widget)
     assert viewer.dims.current_step[0] == 2 and "grid predicted" not in viewer.layers
+    # the slider moved by hand selects that frame's row and draws its predictions
+    viewer.dims.set_current_step(0, 0)
+    wait_idle(qtbot, widget)
+    assert widget.table.selectionModel().selectedRows()[0].row() == widget.row_of(0)
+    points = np.asarray(viewer.layers["grid predicted"].data)
+    assert np.all(points[:, 0] == 0) and len(points) == len(frame_predictions(out, "f_1"))
 
     # a rerun finds every frame done and shows them again
     widget.process_all()
@@ -219,3 +225,22 @@ def test_bad_input_becomes_a_notification(make_napari_viewer, qtbot, crops, tmp_
     widget.cell.value, widget.space_group.value = CELL, "P 9"
     assert widget.process_all() is None and "P 9" in errors[-1]
     assert widget.table.rowCount() == 0 and not (crops.parent / "grid_braggsim" / "summary.csv").exists()
+
+
+def test_process_all_on_a_local_cluster(make_napari_viewer, qtbot, crops, errors):
+    """The default scheduler: a LocalCluster (one worker process here), started and closed
+    by the batch thread; the same statuses as in-process."""
+    viewer = make_napari_viewer()
+    widget = opened(viewer, qtbot, crops)
+    widget.cell.value, widget.space_group.value = CELL, SPACE_GROUP
+    assert widget.scheduler.value == "local"
+    widget.workers.value = 1
+    with StallMeter() as meter:
+        widget.process_all()
+        qtbot.waitUntil(lambda: "LocalCluster" in widget.status.value or not widget.busy, timeout=180000)
+        wait_idle(qtbot, widget, timeout=300000)
+    assert errors == []
+    assert widget.progress_state.state == "finished" and widget.progress_state.workers == 1
+    statuses = dict(zip(column(widget, "frame"), column(widget, "status"), strict=True))
+    assert statuses == {"f_1": "indexed", "f_2": "indexed", "f_3": "no-lattice"}
+    assert meter.longest_ms <= STALL_LIMIT_MS, f"longest stall {meter.longest_ms:.0f} ms (load {_load()})"

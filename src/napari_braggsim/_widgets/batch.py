@@ -174,6 +174,8 @@ class BatchWidget(Container):
         self.cancel_button.changed.connect(lambda *_: self.cancel())
         self.scheduler.changed.connect(lambda *_: self._scheduler_changed())
         self.table.itemSelectionChanged.connect(self._selection_changed)
+        if napari_viewer is not None:
+            napari_viewer.dims.events.current_step.connect(self._slider_moved)
         _qt.stop_when_closed(self, self._closed)
 
     # ------------------------------------------------------------------ actions
@@ -218,9 +220,7 @@ class BatchWidget(Container):
         out_dir = Path(str(self.out.value)) if self._out_given() else default_out_dir(self.stack.spec)
         self.out.value = out_dir
         force = bool(self.force.value)
-        existing = {} if force else done_rows(self.stack, out_dir) if out_dir.is_dir() else {}
         self._reset_rows(out_dir)
-        self._pending_rows = sorted(existing.items())
         job = self.controller.start(
             self.stack,
             options,
@@ -231,8 +231,7 @@ class BatchWidget(Container):
             frame_function=self.frame_function,
         )
         self._batch_open = True
-        self.progress.max = len(self.stack.refs)
-        self.progress.value = len(existing)
+        self.progress.max, self.progress.value = len(self.stack.refs), 0
         self.process_button.enabled = False
         self.cancel_button.enabled = True
         self.open_button.enabled = False
@@ -250,9 +249,9 @@ class BatchWidget(Container):
         """Show frame ``index`` (the slider) and, when it was indexed, its predicted spots."""
         if self.stack is None or not 0 <= index < len(self.stack.refs):
             return
+        self.plot.set_selected(index)  # first: the slider's event then finds the frame selected
         if self.viewer is not None and self.viewer.dims.ndim >= 3:
             self.viewer.dims.set_current_step(0, index)
-        self.plot.set_selected(index)
         row = self.rows.get(index)
         if row is None or row.get("status") != "indexed" or self.out_dir is None:
             self._remove_overlay()
@@ -402,6 +401,22 @@ class BatchWidget(Container):
         if item is not None:
             self.select_frame(int(item.data(INDEX_ROLE)))
 
+    def _slider_moved(self, event=None) -> None:
+        """The slider went to another frame of the stack: select its row, if it has one
+        (which draws its predictions), else clear the selection and the overlay."""
+        if self.stack is None or self.viewer is None or self.viewer.dims.ndim < 3:
+            return
+        index = int(self.viewer.dims.current_step[0])
+        if index == self.plot.selected or self.stack.name not in self.viewer.layers:
+            return
+        row = self.row_of(index)
+        if row is not None:
+            self.table.selectRow(row)
+            return
+        self.table.clearSelection()
+        self.plot.set_selected(None)
+        self._remove_overlay()
+
     def _overlay_name(self) -> str | None:
         return None if self.stack is None else self.stack.name + OVERLAY_SUFFIX
 
@@ -457,4 +472,6 @@ class BatchWidget(Container):
     def _closed(self) -> None:
         with contextlib.suppress(Exception):  # closing must never raise
             self.controller.cancel()
+            if self.viewer is not None:
+                self.viewer.dims.events.current_step.disconnect(self._slider_moved)
         self._poller.stop()
