@@ -355,6 +355,11 @@ def test_frame_stack_is_lazy_and_nan_for_a_bad_frame(tmp_path, frames, monkeypat
     master = eiger_series(tmp_path, per_file=(2, 1))
     series = stack_module.frame_stack([master])
     np.testing.assert_array_equal(series[1].compute(), read_frame(master, 1).data)
+    # a caller's reader (a viewer's cache) reads the frames instead
+    asked = []
+    own = stack_module.frame_stack([frames], shape=(512, 512), read=lambda ref: asked.append(ref.name) or real(ref))
+    np.testing.assert_array_equal(own[1].compute(), read_frame(frames / "f_2.cbf.bz2").data)
+    assert asked == ["f_2"] and own.name != stack_module.frame_stack([frames], shape=(512, 512)).name
 
 
 # ---------------------------------------------------------------------------- CLI

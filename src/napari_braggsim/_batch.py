@@ -5,7 +5,10 @@ a frame's predicted spots.
 * :func:`open_stack` (a worker thread) expands the frames (``braggsim.batch.expand_frames``)
   and wraps them in ``braggsim.batch.frame_stack``: a dask array (n, slow, fast) whose
   frames are read when napari shows them.  Only the first frame is read here, for the
-  stack's shape and contrast.
+  stack's shape and contrast.  Frames go through a :class:`FrameCache` that the dock
+  fills ahead in a thread (the next and previous frame, the frame a selected row asks
+  for), because napari slices on the GUI thread and a full Pilatus frame takes a second
+  or more to decompress.
 * :class:`BatchController` runs ``braggsim.batch.iter_batch`` (the pipeline ``braggsim
   process`` runs, written to the same output folder) in a :class:`~._jobs.Job`.  Every
   finished frame is kept, so the table misses none even when the screen skips progress
@@ -16,6 +19,7 @@ a frame's predicted spots.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import os
@@ -43,6 +47,70 @@ OVERLAY_SUFFIX = " predicted"
 SCHEDULERS = ("local", "none")
 
 
+class FrameCache:
+    """The frames of a stack read last, kept for napari's slicing (on the GUI thread) and
+    filled ahead by background reads (``prefetch``): a full Pilatus frame takes a second or
+    more to decompress, which the slider should not wait for.  Thread-safe; a frame being
+    read by one thread is waited for, not read twice.
+
+    size: frames kept (a 6M-pixel frame is 24 MB as float32).
+    """
+
+    def __init__(self, size: int = 6):
+        self.size = int(size)
+        self._frames: collections.OrderedDict = collections.OrderedDict()
+        self._reading: dict = {}
+        self._lock = threading.Lock()
+
+    def __contains__(self, ref) -> bool:
+        with self._lock:
+            return ref in self._frames
+
+    def put(self, ref, data) -> None:
+        with self._lock:
+            self._frames[ref] = data
+            self._frames.move_to_end(ref)
+            while len(self._frames) > self.size:
+                self._frames.popitem(last=False)
+
+    def read(self, ref):
+        """The (slow, fast) pixels of ``ref``, read once (``braggsim.batch.stack.read_pixels``)."""
+        from braggsim.batch import stack as stack_module
+
+        while True:
+            with self._lock:
+                if ref in self._frames:
+                    self._frames.move_to_end(ref)
+                    return self._frames[ref]
+                reading = self._reading.get(ref)
+                if reading is None:
+                    reading = self._reading[ref] = threading.Event()
+                    break
+            reading.wait()  # another thread reads it; then it is cached (or failed: read here)
+        try:
+            data = stack_module.read_pixels(ref)
+            self.put(ref, data)
+            return data
+        finally:
+            with self._lock:
+                self._reading.pop(ref, None)
+            reading.set()
+
+    def prefetch(self, refs) -> int:
+        """Read the ``refs`` not cached yet (a worker thread); returns how many were read.
+        Unreadable frames are left to the stack (it shows them as NaN)."""
+        read = 0
+        for ref in refs:
+            if ref in self:
+                continue
+            try:
+                self.read(ref)
+                read += 1
+            except (OSError, ValueError):
+                pass
+        return read
+
+
 @dataclasses.dataclass
 class Stack:
     """Frames opened as one image layer.
@@ -57,6 +125,7 @@ class Stack:
     data: object
     contrast_limits: list
     name: str
+    cache: FrameCache | None = None
 
     @property
     def index_of(self) -> dict:
@@ -90,9 +159,11 @@ def open_stack(spec) -> Stack:
     import braggsim.process  # noqa: F401  here, not on the GUI thread at Process all (1.5 s)
 
     first = read_frame(refs[0].path, refs[0].index)
-    data = frame_stack(refs, shape=first.data.shape)
+    cache = FrameCache()
+    cache.put(refs[0], first.data)  # what napari shows first is read already
+    data = frame_stack(refs, shape=first.data.shape, read=cache.read)
     name = layer_name(spec.rstrip(os.sep)) or "frames"
-    return Stack(spec, refs, data, contrast_limits(first.data, first.mask), name)
+    return Stack(spec, refs, data, contrast_limits(first.data, first.mask), name, cache)
 
 
 def default_out_dir(spec) -> Path:

@@ -72,6 +72,10 @@ class BatchWidget(Container):
         self.controller = BatchController()
         self._open_job: Job | None = None
         self._overlay_job: Job | None = None
+        self._frame_job: Job | None = None  # reads the frame a selected row wants shown
+        self._frame_target: int | None = None
+        self._prefetch_job: Job | None = None
+        self._prefetch_wanted: list = []  # stack indices to read ahead next
         self._pending_rows: list = []
         self._batch_open = False  # a batch whose end the GUI has not shown yet
         self.frame_function = None  # the per-frame function (None: the pipeline); tests replace it
@@ -250,8 +254,7 @@ class BatchWidget(Container):
         if self.stack is None or not 0 <= index < len(self.stack.refs):
             return
         self.plot.set_selected(index)  # first: the slider's event then finds the frame selected
-        if self.viewer is not None and self.viewer.dims.ndim >= 3:
-            self.viewer.dims.set_current_step(0, index)
+        self._go_to(index)
         row = self.rows.get(index)
         if row is None or row.get("status") != "indexed" or self.out_dir is None:
             self._remove_overlay()
@@ -259,6 +262,38 @@ class BatchWidget(Container):
         stack, out_dir = self.stack, self.out_dir
         self._overlay_job = Job(lambda job: frame_overlay(out_dir, stack, index), name="braggsim frame overlay")
         self._overlay_job.start()
+        self._poller.start()
+
+    def _go_to(self, index: int) -> None:
+        """Move the slider to frame ``index`` once its pixels are read (in a thread when
+        they are not cached), so napari's slicing on the GUI thread finds them ready."""
+        cache = self.stack.cache
+        ref = self.stack.refs[index]
+        if cache is None or ref in cache:
+            self._move_slider(index)
+            return
+        self._frame_target = index
+        self._frame_job = Job(lambda job: cache.read(ref), name="braggsim read frame").start()
+        self._poller.start()
+
+    def _move_slider(self, index: int) -> None:
+        if self.viewer is not None and self.viewer.dims.ndim >= 3:
+            self.viewer.dims.set_current_step(0, index)
+        self._prefetch_around(index)
+
+    def _prefetch_around(self, index: int) -> None:
+        """Read the frames after and before ``index`` in the background (the next slider step)."""
+        if self.stack is None or self.stack.cache is None:
+            return
+        self._prefetch_wanted = [i for i in (index + 1, index - 1) if 0 <= i < len(self.stack.refs)]
+        self._start_prefetch()
+
+    def _start_prefetch(self) -> None:
+        if self._prefetch_job is not None or not self._prefetch_wanted:
+            return
+        cache, refs = self.stack.cache, [self.stack.refs[i] for i in self._prefetch_wanted]
+        self._prefetch_wanted = []
+        self._prefetch_job = Job(lambda job: cache.prefetch(refs), name="braggsim read ahead").start()
         self._poller.start()
 
     def row_of(self, index: int) -> int | None:
@@ -288,6 +323,15 @@ class BatchWidget(Container):
                 self._pending_rows[TABLE_ROWS_PER_TICK:],
             )
             self._add_rows(chunk)
+        if self._frame_job is not None and not self._frame_job.running:
+            self._frame_job.take()
+            self._frame_job = None
+            if self._frame_target is not None and self._frame_target == self.plot.selected:
+                self._move_slider(self._frame_target)  # an unreadable frame shows as NaN
+        if self._prefetch_job is not None and not self._prefetch_job.running:
+            self._prefetch_job.take()
+            self._prefetch_job = None
+            self._start_prefetch()
         if self._overlay_job is not None:
             taken = self._overlay_job.take()
             if taken is not None and taken.done:
@@ -297,7 +341,12 @@ class BatchWidget(Container):
                 else:
                     self._poller.defer(lambda overlay=taken.result: self._show_overlay(overlay))
         return (
-            self._open_job is not None or self._overlay_job is not None or self._batch_open or bool(self._pending_rows)
+            self._open_job is not None
+            or self._overlay_job is not None
+            or self._frame_job is not None
+            or self._prefetch_job is not None
+            or self._batch_open
+            or bool(self._pending_rows)
         )
 
     def _take_batch(self) -> None:
@@ -407,7 +456,10 @@ class BatchWidget(Container):
         if self.stack is None or self.viewer is None or self.viewer.dims.ndim < 3:
             return
         index = int(self.viewer.dims.current_step[0])
-        if index == self.plot.selected or self.stack.name not in self.viewer.layers:
+        if self.stack.name not in self.viewer.layers or not 0 <= index < len(self.stack.refs):
+            return
+        self._prefetch_around(index)
+        if index == self.plot.selected:
             return
         row = self.row_of(index)
         if row is not None:
