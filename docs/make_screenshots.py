@@ -2,7 +2,7 @@
 
     xvfb-run -a .venv/bin/python docs/make_screenshots.py [--frame PATH]
 
-Writes docs/images/{load_frame,simulate,refine}.png.  The frame is thau_3_2_0003 of the
+Writes docs/images/{load_frame,simulate,refine,batch}.png.  The frame is thau_3_2_0003 of the
 thaumatin grid scan in the shared data (a Pilatus3 6M still, 2463 x 2527 pixels):
 
 * load_frame: the frame through the Load frame widget (percentile contrast, the excluded
@@ -14,6 +14,9 @@ thaumatin grid scan in the shared data (a Pilatus3 6M still, 2463 x 2527 pixels)
   a simulated thaumatin still of known orientation, started 0.15-0.25 deg off on each
   misset axis and with half its mosaic spread.  The real frames carry no orientation
   (indexing is still to come), so there is nothing true to refine them towards.
+* batch: the six thaumatin stills of that folder opened as a stack in the Batch dock,
+  processed in-process (results in a temporary folder), the table sorted by RMSD and the
+  frame of the first row shown with its predicted spots, zoomed on the beam.
 
 Everything goes through the widgets as a user drives them (fields, buttons), and every
 image is napari's own screenshot of the window.
@@ -218,15 +221,40 @@ def refine_shot(frame: Path):
     viewer.close()
 
 
+def batch_shot(frame: Path):
+    import tempfile
+
+    viewer = _viewer()
+    widget = _dock(viewer, "Batch")
+    widget.out.value = Path(tempfile.mkdtemp(prefix="braggsim-batch-shot-"))
+    widget.open(frame.parent)
+    _wait(widget)
+    widget.cell.value, widget.space_group.value, widget.scheduler.value = "57.8 57.8 150 90 90 90", "P 41 21 2", "none"
+    widget.process_all()
+    _wait(widget)
+    from qtpy.QtCore import Qt
+
+    widget.table.sortItems(4, Qt.SortOrder.AscendingOrder)  # RMSD, smallest first
+    widget.table.selectRow(0)
+    _wait(widget)
+    index = widget.plot.selected
+    shape = widget.stack.cache.read(widget.stack.refs[index]).shape
+    viewer.scene.camera.center = (0, shape[0] / 2 + 60, shape[1] / 2 - 120)
+    viewer.scene.camera.zoom = 1.5
+    _save(viewer, "batch")
+    print(widget.status.value, flush=True)
+    viewer.close()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frame", type=Path, default=default_frame(), help="the thaumatin still (a CBF)")
-    parser.add_argument("--only", choices=["load_frame", "simulate", "refine"], action="append")
+    parser.add_argument("--only", choices=["load_frame", "simulate", "refine", "batch"], action="append")
     args = parser.parse_args(argv)
     if not args.frame.is_file():
         parser.error(f"no frame at {args.frame}; pass --frame PATH")
     IMAGES.mkdir(parents=True, exist_ok=True)
-    shots = {"load_frame": load_shot, "simulate": simulate_shot, "refine": refine_shot}
+    shots = {"load_frame": load_shot, "simulate": simulate_shot, "refine": refine_shot, "batch": batch_shot}
     for name in args.only or list(shots):
         shots[name](args.frame)
     return 0

@@ -107,8 +107,15 @@ def test_a_several_frame_hdf5_opens_as_a_stack(make_napari_viewer, qtbot, tmp_pa
         detector["x_pixel_size"], detector["detector_distance"] = 172e-6, 0.351
         detector["beam_center_x"], detector["beam_center_y"] = 40.0, 30.0
         h5["entry/instrument/beam/incident_wavelength"] = 0.96859
+    single = tmp_path / "one"
+    single.mkdir()
+    shutil.copy(CROPS / f"{NAMES[0]}.cbf.bz2", single)
     viewer = make_napari_viewer()
-    opened(viewer, qtbot, path)
+    widget = opened(viewer, qtbot, single)
+    assert widget.out.value == tmp_path / "one_braggsim" and viewer.layers["one"].data.shape == (1, 512, 512)
+    widget.open(path)  # the output folder filled in for the first follows the frames
+    wait_idle(qtbot, widget)
+    assert widget.out.value == tmp_path / "series_braggsim"
     layer = viewer.layers["series.h5"]
     assert layer.data.shape == (3, 64, 80)
     np.testing.assert_array_equal(np.asarray(layer.data[1]), read_frame(path, 1).data)
@@ -254,3 +261,24 @@ def test_process_all_on_a_local_cluster(make_napari_viewer, qtbot, crops, errors
     statuses = dict(zip(column(widget, "frame"), column(widget, "status"), strict=True))
     assert statuses == {"f_1": "indexed", "f_2": "indexed", "f_3": "no-lattice"}
     assert meter.longest_ms <= STALL_LIMIT_MS, f"longest stall {meter.longest_ms:.0f} ms (load {_load()})"
+
+
+def test_frame_cache_reads_each_frame_once_and_keeps_the_last(crops, reads):
+    from braggsim.batch import expand_frames
+    from napari_braggsim._batch import FrameCache, histogram
+
+    refs = expand_frames([crops])
+    cache = FrameCache(size=2)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(cache.read(refs[1]))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert reads == ["f_2"] and all(r is results[0] for r in results)  # four asked, one read
+    assert cache.prefetch(refs) == 2 and reads == ["f_2", "f_1", "f_3"]
+    assert refs[0] in cache and refs[1] not in cache and refs[2] in cache  # two kept: the two read last
+    edges, counts = histogram([57.7, 57.8, None, float("nan"), 57.9], bins=2)
+    assert list(counts) == [1, 2] and edges[0] == 57.7 and edges[-1] == 57.9
+    edges, counts = histogram([150.0], bins=3)
+    assert counts.sum() == 1 and edges[0] < 150.0 < edges[-1]

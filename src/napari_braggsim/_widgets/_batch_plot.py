@@ -81,12 +81,14 @@ class BatchPlot(QWidget):
             painter.drawText(box, Qt.AlignmentFlag.AlignCenter, "-")
             return
         peak = max(int(counts.max()), 1)
+        painter.save()
         step = box.width() / len(counts)
         painter.setPen(Qt.PenStyle.NoPen)
         painter.setBrush(BAR)
         for i, count in enumerate(counts):
             h = box.height() * count / peak
             painter.drawRect(QRectF(box.left() + i * step + 0.5, box.bottom() - h, max(step - 1, 1), h))
+        painter.restore()
         painter.setPen(QPen(text, 1))
         low, high = f"{edges[0]:.4g}", f"{edges[-1]:.4g}"
         y = box.bottom() + metrics.ascent() + 1
@@ -96,6 +98,7 @@ class BatchPlot(QWidget):
     def _rmsd(self, painter, box: QRectF, text) -> None:
         metrics = painter.fontMetrics()
         painter.setPen(QPen(text, 1))
+        painter.setBrush(Qt.BrushStyle.NoBrush)  # the histograms left their bars' brush
         painter.drawText(QPointF(box.left(), box.top() - 3), "RMSD (px) per frame")
         painter.drawRect(box)
         if not self.rmsd_px.size:

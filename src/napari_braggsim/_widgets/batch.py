@@ -78,6 +78,7 @@ class BatchWidget(Container):
         self._prefetch_wanted: list = []  # stack indices to read ahead next
         self._pending_rows: list = []
         self._batch_open = False  # a batch whose end the GUI has not shown yet
+        self._out_default: Path | None = None  # the output folder the dock filled in
         self.frame_function = None  # the per-frame function (None: the pipeline); tests replace it
 
         self.frames = FileEdit(
@@ -134,7 +135,8 @@ class BatchWidget(Container):
             name="cancel_button",
             text="Cancel",
             enabled=False,
-            tooltip="Start no new frame; the frames running finish and every finished frame is kept.",
+            tooltip="Start no new frame; every finished frame is kept (in-process, the frame running finishes; "
+            "on a LocalCluster, the frames running are dropped and run next time).",
         )
         buttons = Container(widgets=[self.process_button, self.cancel_button], layout="horizontal", labels=False)
         self.progress = ProgressBar(name="progress", label="progress", min=0, max=1, value=0)
@@ -214,7 +216,7 @@ class BatchWidget(Container):
         if self.stack is None:
             _common.notify_error("Batch: open a folder or a multi-image file first")
             return None
-        if self.controller.running:
+        if self.controller.running or self._batch_open:
             return None
         try:
             options = process_options(self.cell.value, self.space_group.value)
@@ -222,6 +224,8 @@ class BatchWidget(Container):
             _common.notify_error(f"Batch: {_common.describe(exc)}")
             return None
         out_dir = Path(str(self.out.value)) if self._out_given() else default_out_dir(self.stack.spec)
+        if not self._out_given():
+            self._out_default = out_dir
         self.out.value = out_dir
         force = bool(self.force.value)
         self._reset_rows(out_dir)
@@ -247,7 +251,7 @@ class BatchWidget(Container):
         if self.controller.running:
             self.controller.cancel()
             self.cancel_button.enabled = False
-            self.status.value = "cancelling: the frames running finish first, the finished ones are kept"
+            self.status.value = "cancelling: no new frame starts; the finished frames are kept"
 
     def select_frame(self, index: int) -> None:
         """Show frame ``index`` (the slider) and, when it was indexed, its predicted spots."""
@@ -385,6 +389,8 @@ class BatchWidget(Container):
     # ------------------------------------------------------------------ GUI steps
     def _show_stack(self, stack, out_dir, existing: dict, saved) -> None:
         self.stack = stack
+        if out_dir == default_out_dir(stack.spec):
+            self._out_default = out_dir
         self.out.value = out_dir
         if saved is not None:
             if not self.cell.value.strip():
@@ -515,8 +521,10 @@ class BatchWidget(Container):
             self.viewer.layers.remove(name)
 
     def _out_given(self) -> bool:
+        """True when the output field holds a folder the user chose (not the default the
+        dock filled in for the frames opened last)."""
         text = str(self.out.value)
-        return bool(text.strip()) and text != "."
+        return bool(text.strip()) and text != "." and Path(text) != self._out_default
 
     def _scheduler_changed(self) -> None:
         self.workers.enabled = self.scheduler.value == "local"
