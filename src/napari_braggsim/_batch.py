@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import math
 import os
 import threading
 from pathlib import Path
@@ -391,7 +390,3 @@ def frame_overlay(out_dir, stack: Stack, index: int) -> FrameOverlay | None:
     points = np.column_stack([np.full(len(predictions), float(index)), predictions.px])
     labels = np.array([f"{h} {k} {l}" for h, k, l in predictions.hkl], dtype=object)
     return FrameOverlay(index, points.reshape(-1, 3), labels)
-
-
-def finite(value) -> bool:
-    return value is not None and math.isfinite(float(value))
