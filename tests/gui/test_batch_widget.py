@@ -282,3 +282,19 @@ def test_frame_cache_reads_each_frame_once_and_keeps_the_last(crops, reads):
     assert list(counts) == [1, 2] and edges[0] == 57.7 and edges[-1] == 57.9
     edges, counts = histogram([150.0], bins=3)
     assert counts.sum() == 1 and edges[0] < 150.0 < edges[-1]
+
+
+def test_the_batch_half_without_qt_and_the_dock_without_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import napari_braggsim._batch\n"
+        "assert not sorted(m for m in sys.modules if 'Qt' in m or m == 'qtpy'), 'Qt'\n"
+        "import napari_braggsim._widgets.batch\n"
+        "print('torch' in sys.modules, 'dask' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False False"
