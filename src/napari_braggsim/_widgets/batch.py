@@ -42,6 +42,7 @@ from ._batch_plot import BatchPlot
 
 INDEX_ROLE = Qt.ItemDataRole.UserRole
 MARKER_PX = 14.0
+WARM_UP_WAIT_S = 120.0
 TABLE_ROWS_PER_TICK = 200  # rows added per timer tick at most (a resumed million-frame run)
 
 
@@ -201,7 +202,12 @@ class BatchWidget(Container):
         def work(job):
             stack = open_stack(spec)
             out_dir = Path(out_text) if out_text else default_out_dir(spec)
-            return stack, out_dir, done_rows(stack, out_dir), saved_options(out_dir)
+            found = stack, out_dir, done_rows(stack, out_dir), saved_options(out_dir)
+            # napari's first layer of a session sets up pint's unit registry lazily, and
+            # two threads doing it at once break it ("'pixel' is not defined"): the
+            # warm-up makes layers in its thread, so the stack's layer waits for it
+            _warmup.wait(WARM_UP_WAIT_S)
+            return found
 
         self.frames.value = spec
         self._open_job = Job(work, name="braggsim open stack").start()
