@@ -157,7 +157,7 @@ PLUGIN_FIELDS = _specs(
     # background and detector noise (all off by default: _model.SCENE_DEFAULTS)
     FieldSpec(
         "divergence_h_mrad",
-        "horizontal divergence",
+        "divergence h",
         "mrad",
         0.0,
         100.0,
@@ -168,7 +168,7 @@ PLUGIN_FIELDS = _specs(
     ),
     FieldSpec(
         "divergence_v_mrad",
-        "vertical divergence",
+        "divergence v",
         "mrad",
         0.0,
         100.0,
