@@ -16,7 +16,7 @@ from napari_braggsim._model import (
     build_model,
     check_scene,
 )
-from napari_braggsim._render import render
+from napari_braggsim._render import Cancelled, render
 
 R_E_SQ = 7.94079248018965e-30
 AVOGADRO = 6.02214179e23
@@ -149,3 +149,17 @@ def test_bad_values_are_refused_by_name(changes, message):
 def test_values_that_are_not_used_are_not_checked():
     # a zero thickness or PSF width is fine while the sensor or the PSF is off
     check_scene({**DEFAULTS, "sensor_thickness_um": 0.0, "psf_fwhm_um": 0.0, "psf": "gauss"})
+
+
+def test_a_cancelled_render_stops():
+    asked = []
+
+    def cancelled():
+        asked.append(1)
+        return len(asked) >= 2  # the second block of rows
+
+    with pytest.raises(Cancelled):
+        render({**DEFAULTS, "fpixels": 128, "spixels": 128}, cancelled)
+    assert len(asked) == 2
+    frame = render({**DEFAULTS, "water_um": 1.0}, cancelled=lambda: False)  # asked, never stopped
+    np.testing.assert_allclose(frame.image, render({**DEFAULTS, "water_um": 1.0}).image, rtol=1e-6)

@@ -19,12 +19,16 @@ here, so a script or a test gets the same frame.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from ._model import build_backgrounds, build_model, build_noise, check_scene
+
+
+class Cancelled(Exception):
+    """``render`` stopped because its ``cancelled()`` said so (a newer request came)."""
 
 
 @dataclasses.dataclass
@@ -77,22 +81,33 @@ class Rendered:
         )
 
 
-def render(values: Mapping) -> Rendered:
-    """The frame for ``values`` (see the module docstring); ValueError names a bad value."""
+def render(values: Mapping, cancelled: Callable[[], bool] | None = None) -> Rendered:
+    """The frame for ``values`` (see the module docstring); ValueError names a bad value.
+
+    ``cancelled``: asked between blocks of rows (about 20 a pass); once it returns True the
+    work stops with :class:`Cancelled`, so a request nobody will see frees the CPU.
+    """
     import torch
 
     import braggsim
     from braggsim.noise import noisify
+
+    progress = None
+    if cancelled is not None:
+
+        def progress(_fraction: float) -> None:
+            if cancelled():
+                raise Cancelled
 
     checked = check_scene(values)
     crystal, detector, beam = build_model(checked)
     materials = build_backgrounds(checked)
     detector_model = build_noise(checked)
     with torch.no_grad():
-        photons = braggsim.simulate(crystal, detector, beam).numpy().astype(np.float32, copy=False)
+        photons = braggsim.simulate(crystal, detector, beam, progress=progress).numpy().astype(np.float32, copy=False)
         background = None
         for material in materials:
-            layer = braggsim.simulate_background(detector, beam, material).numpy()
+            layer = braggsim.simulate_background(detector, beam, material, progress=progress).numpy()
             background = layer if background is None else background + layer
     background_mean = 0.0
     if background is not None:

@@ -170,3 +170,19 @@ def test_a_bad_value_in_live_mode_keeps_the_last_image(make_napari_viewer, qtbot
     wait_idle(qtbot, widget)
     assert "sensor layers must be at least 1 with the thick sensor on (-detector_thicksteps)" in errors[-1]
     np.testing.assert_array_equal(viewer.layers["simulated"].data, good)
+
+
+def test_a_newer_run_cancels_the_older_one(make_napari_viewer, qtbot, errors):
+    from napari_braggsim._render import Cancelled
+
+    viewer = make_napari_viewer()
+    widget = _simulate_widget(viewer)
+    widget.set_values({"fpixels": 256, "spixels": 256, "divergence_h_mrad": 1.0, "dispersion_pct": 0.3})
+    older = widget.run()
+    widget.fields["misset_z_deg"].value = 12.0
+    newer = widget.run()
+    wait_idle(qtbot, widget)
+    assert older.wait(30) and isinstance(older._error, Cancelled)  # stopped at a block of rows
+    assert newer._error is None and errors == []  # a cancelled run is no failure
+    crystal, detector, beam = build_model(widget.state.values)
+    np.testing.assert_allclose(viewer.layers["simulated"].data, _spots(crystal, detector, beam), rtol=1e-6, atol=1e-9)

@@ -24,6 +24,7 @@ from .. import _common, _warmup
 from .._fields import COLLAPSED_SECTIONS, SECTIONS, make_field, model_fields, read_field, write_field
 from .._jobs import Job
 from .._model import check_scene, frame_metadata, geometry_from_metadata
+from .._render import Cancelled
 from .._state import BraggsimState, state_for
 from . import _qt
 
@@ -197,7 +198,9 @@ class SimulateWidget(Container):
         self._request += 1
         request = self._request
         want_overlays = bool(self.state.overlays)
-        job = Job(lambda job: _simulate(values, want_overlays), name="braggsim simulate")
+        for older, _ in self._jobs.values():
+            older.cancel()  # nobody will see its image: stop it at its next block of rows
+        job = Job(lambda job: _simulate(values, want_overlays, job.cancelled.is_set), name="braggsim simulate")
         self._jobs[request] = (job, values)
         self.status.value = f"simulating {values['spixels']}x{values['fpixels']}..."
         job.start()
@@ -216,6 +219,8 @@ class SimulateWidget(Container):
             if taken is None or not taken.done:
                 continue
             del self._jobs[request]
+            if isinstance(taken.error, Cancelled):
+                continue  # replaced by a newer request, as asked
             if taken.error is not None:
                 if request == self._request:
                     self.status.value = "failed"
@@ -278,12 +283,12 @@ def _section_name(title: str) -> str:
     return title.split(" (")[0].lower().replace(" ", "_")
 
 
-def _simulate(values: dict, overlays: bool):
+def _simulate(values: dict, overlays: bool, cancelled=None):
     """(``_render.Rendered``, contrast limits, OverlayData or None, overlay error or
-    None); runs in a worker thread."""
+    None); runs in a worker thread (``_render.Cancelled`` once ``cancelled()``)."""
     from .._render import render
 
-    rendered = render(values)
+    rendered = render(values, cancelled)
     limits = display_limits(rendered.image)
     data, error = None, None
     if overlays:
