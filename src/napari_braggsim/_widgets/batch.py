@@ -14,7 +14,6 @@ notifications.  Nothing heavy runs on the GUI thread.
 from __future__ import annotations
 
 import contextlib
-import time
 from pathlib import Path
 
 import numpy as np
@@ -205,11 +204,10 @@ class BatchWidget(Container):
             out_dir = Path(out_text) if out_text else default_out_dir(spec)
             found = stack, out_dir, done_rows(stack, out_dir), saved_options(out_dir)
             # napari's first layer of a session sets up pint's unit registry lazily, and
-            # two threads doing it at once break it ("'pixel' is not defined"); the
-            # warm-up loads it first, so the stack's layer waits for that much of it
-            deadline = time.monotonic() + WARM_UP_WAIT_S
-            while not _warmup.core_ready() and time.monotonic() < deadline:
-                time.sleep(0.05)
+            # two threads doing it at once break it ("'pixel' is not defined").  The
+            # warm-up loads it in its thread (core_ready() may be true before that, when
+            # braggsim was imported already), so the stack's layer waits for the warm-up
+            _warmup.wait(WARM_UP_WAIT_S)
             return found
 
         self.frames.value = spec
