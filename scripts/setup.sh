@@ -35,5 +35,5 @@ echo "== installing torch 2.13.0 (CPU) and napari-braggsim[testing]"
 .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[testing]"
 echo "== compiling the simulation kernel (numba, cached per user; a few seconds the first time)"
-.venv/bin/python -c "from braggsim import _fast; _fast.warm_up(background=False); print('   ', 'ready' if _fast.ready() else _fast.unavailable_reason())"
+.venv/bin/python -c "from braggsim import native; native.warm_up(background=False); print('   ', 'ready' if native.ready() else native.unavailable_reason())"
 echo "== setup done"

@@ -228,6 +228,9 @@ def _offsets(s, count, axes, o, table, index_min, table_shape, default_sq, dh, d
         fsq[i] = amplitude * amplitude if inside else default_sq
 
 
+# duplicates: _forward_range and _backward_range open with the same chunk set-up on purpose:
+# each kernel stays one flat loop nest that numba compiles on its own, and tests hold each
+# to the torch path
 def _forward_range(start, stop, scat, axes, n_cells, table, index_min, table_shape, default_sq, out):
     """out[m] = sum_o F^2 (sincg_a sincg_b sincg_c)^2 over orientations for the scattering
     vectors m in [start, stop) of scat (M * 3, flat), chunk by chunk; F^2 = 1 without a

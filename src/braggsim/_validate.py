@@ -46,13 +46,19 @@ def check_non_negative(name: str, value: Scalar) -> float:
     return number
 
 
-def check_triple(name: str, values: Sequence[Scalar]) -> tuple:
+def check_entries(name: str, values, count: int, what: str) -> tuple:
+    """``values`` as a tuple of ``count`` entries; otherwise a ValueError saying they must be ``what``."""
     try:
         items = tuple(values)
     except TypeError:
-        raise ValueError(f"{name} must be a sequence of 3 numbers, got {values!r}") from None
-    if len(items) != 3:
-        raise ValueError(f"{name} must have 3 entries, got {len(items)}: {values!r}")
+        raise ValueError(f"{name} must be {what}, got {values!r}") from None
+    if len(items) != count:
+        raise ValueError(f"{name} must be {what}, got {len(items)} entries: {values!r}")
+    return items
+
+
+def check_triple(name: str, values: Sequence[Scalar]) -> tuple:
+    items = check_entries(name, values, 3, "a sequence of 3 numbers")
     for axis, item in zip("xyz", items, strict=False):
         check_finite(f"{name}[{axis}]", item)
     return items

@@ -28,7 +28,7 @@ import numpy as np
 from scipy.linalg import expm
 from scipy.optimize import least_squares
 
-from .dials_geometry import StillGeometry, _cross, reciprocal_matrix
+from .dials_geometry import StillGeometry, cross_rows, reciprocal_matrix
 from .spot_refine import apply_detector, orientation_of, real_space_from, rotation_matrix
 from .unit_cell import CellParameters, cell_from_real_space
 
@@ -43,7 +43,7 @@ def turn_onto_sphere(q: np.ndarray, axis: np.ndarray, s0: np.ndarray) -> tuple[n
     the sphere)."""
     along = np.einsum("ij,ij->i", q, axis)[:, None] * axis
     across = q - along
-    normal = _cross(axis, across)
+    normal = cross_rows(axis, across)
     # s0 . q'(t) = s0 . along + cos t s0 . across + sin t s0 . normal, and on the sphere
     # 2 s0 . q' + |q|^2 = 0: solve  c cos t + s sin t = r
     c = 2.0 * (across @ s0)
@@ -73,7 +73,7 @@ def predict_still_px_anisotropic(
     hkl = np.asarray(hkl, dtype=float).reshape(-1, 3)
     q = hkl @ reciprocal_matrix(real_space).T
     s0 = geometry.s0
-    e1 = _cross(q, (s0 / np.linalg.norm(s0))[None, :])
+    e1 = cross_rows(q, (s0 / np.linalg.norm(s0))[None, :])
     axis = e1 @ np.asarray(spread, dtype=float).T
     length = np.linalg.norm(axis, axis=1)
     valid = length > 1e-12
@@ -179,6 +179,8 @@ def fit_anisotropic_spread(
         )
         if best is None or found.cost < best.cost:
             best = found
+    if best is None:
+        raise ValueError("shape_starts must hold at least one start")
     real, panel = model(best.x)
     spread = _spread_matrix(best.x[n_rigid:])
     predicted, _, valid = predict_still_px_anisotropic(real, hkl, panel, spread)

@@ -141,13 +141,7 @@ class Beam:
 
 
 def _pair(name: str, values) -> tuple:
-    try:
-        items = tuple(values)
-    except TypeError:
-        raise ValueError(f"{name} must be a pair (horizontal, vertical), got {values!r}") from None
-    if len(items) != 2:
-        raise ValueError(f"{name} must be a pair (horizontal, vertical), got {values!r}")
-    return items
+    return v.check_entries(name, values, 2, "a pair (horizontal, vertical)")
 
 
 def _grad(value) -> bool:

@@ -153,10 +153,10 @@ def simulate_main(argv: list) -> int:
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     outputs = [flags.floatfile, flags.intfile, flags.noisefile, flags.pgmfile, flags.stolout, flags.dump_write]
-    inputs = _input_paths(argv, flags)
-    _check_outputs([p for p in outputs if p is not None], inputs)
+    inputs = input_paths(argv, flags)
+    check_outputs([p for p in outputs if p is not None], inputs)
     _choose_precision(flags)
-    dtype, device = _torch_dtype_device(flags.dtype, flags.device)
+    dtype, device = torch_dtype_device(flags.dtype, flags.device)
 
     from .simulate import auto_oversample, simulate
 
@@ -174,7 +174,7 @@ def simulate_main(argv: list) -> int:
             background=flags.background,
             dtype=dtype,
             device=device,
-            progress=_progress_meter() if flags.progress else None,
+            progress=progress_meter() if flags.progress else None,
         )
     except ValueError as exc:  # bad input, or a request that cannot fit (with its estimate)
         raise CommandError(str(exc)) from None
@@ -194,17 +194,17 @@ def simulate_main(argv: list) -> int:
             f"({flags.dtype} overflowed or underflowed: check the cell, -mat, -fluence and -N, "
             f"or try -dtype float64); nothing was written"
         )
-    max_i = _print_summary(stats, detector, elapsed)
+    max_i = print_summary(stats, detector, elapsed)
     if flags.printout:
         from .outputs import printout_lines
 
         for line in printout_lines(image, crystal, detector, beam, flags.printout_pixel, oversample):
             print(line)
-    _write_outputs(flags, image, max_i, _noise_image(image, flags), inputs)
+    write_outputs(flags, image, max_i, noise_image(image, flags), inputs)
     return 0
 
 
-def _noise_image(image, flags):
+def noise_image(image, flags):
     """nanoBragg's -noisefile counts for the float image, or None when not asked for."""
     if flags.noisefile is None:
         return None
@@ -232,7 +232,7 @@ def _choose_precision(flags) -> None:
         print(f"float64 arithmetic: the crystal is {cells:g} cells along an edge (give -dtype float32 to override)")
 
 
-def _progress_meter():
+def progress_meter():
     """A callback printing nanoBragg-style 'N% done' lines, at most one per 5 %."""
     shown = [-1]
 
@@ -249,7 +249,7 @@ def _progress_meter():
 INPUT_FLAGS = ("-hkl", "-mat", "-sourcefile", "-stol", "-4stol", "-Q", "-img", "-mask")
 
 
-def _input_paths(argv: list, flags=None) -> list:
+def input_paths(argv: list, flags=None) -> list:
     """Every file named after an input flag (all occurrences, whichever one is used), and a
     -dump that is read rather than written."""
     inputs = [argv[i + 1] for i, flag in enumerate(argv[:-1]) if flag in INPUT_FLAGS]
@@ -258,10 +258,10 @@ def _input_paths(argv: list, flags=None) -> list:
     return inputs
 
 
-def _check_outputs(paths: list, inputs: list | tuple = ()) -> None:
+def check_outputs(paths: list, inputs: list | tuple = ()) -> None:
     """Fail before simulating when an output cannot or must not be written: a missing
     directory, a directory, a read-only file, an input file, or two outputs the same."""
-    from .io._atomic import OutputPathError, check_output_path
+    from .io import OutputPathError, check_output_path
 
     try:
         reals = [check_output_path(path, inputs=inputs) for path in paths]
@@ -271,7 +271,7 @@ def _check_outputs(paths: list, inputs: list | tuple = ()) -> None:
         raise CommandError("two outputs name the same file")
 
 
-def _torch_dtype_device(dtype_name: str, device_name: str):
+def torch_dtype_device(dtype_name: str, device_name: str):
     import torch
 
     from ._validate import resolve_device
@@ -356,7 +356,7 @@ def image_statistics(image, block_pixels: int = 1 << 22) -> dict:
     }
 
 
-def _print_summary(stats: dict, detector, elapsed_s: float) -> float:
+def print_summary(stats: dict, detector, elapsed_s: float) -> float:
     from ._validate import as_number
 
     slow, fast = stats["max_slow_fast"]
@@ -371,13 +371,13 @@ def _print_summary(stats: dict, detector, elapsed_s: float) -> float:
     return max_i
 
 
-def _write_outputs(flags, image, max_i: float, noisy=None, inputs: list | tuple = ()) -> None:
+def write_outputs(flags, image, max_i: float, noisy=None, inputs: list | tuple = ()) -> None:
     """Write every output completely under a temporary name, then rename them all
-    (:func:`braggsim.io._atomic.atomic_group`: modes kept, read-only files and inputs refused)."""
+    (:func:`braggsim.io.atomic_group`: modes kept, read-only files and inputs refused)."""
     files = _output_files(flags, image, max_i, noisy)
     if not files:
         return
-    from .io._atomic import atomic_group
+    from .io import atomic_group
 
     try:
         with atomic_group([path for path, _, _ in files], inputs=inputs) as temporary:
@@ -416,7 +416,7 @@ def _output_files(flags, image, max_i: float, noisy=None) -> list:
                     beam=flags.beam,
                     scale=scale,
                     adc_offset=flags.adc_offset,
-                    header_extra=_rotation_header(flags.crystal),
+                    header_extra=rotation_header(flags.crystal),
                 ),
                 f"SMV, scale {scale:g}, ADC offset {flags.adc_offset:g}",
             )
@@ -433,7 +433,7 @@ def _output_files(flags, image, max_i: float, noisy=None) -> list:
                     detector=flags.detector,
                     beam=flags.beam,
                     scale=1.0,
-                    header_extra=_rotation_header(flags.crystal),
+                    header_extra=rotation_header(flags.crystal),
                 ),
                 "SMV noise image",
             )
@@ -465,7 +465,7 @@ def _output_files(flags, image, max_i: float, noisy=None) -> list:
     return files
 
 
-def _rotation_header(crystal) -> dict:
+def rotation_header(crystal) -> dict:
     """PHI / OSC_START / OSC_RANGE of the exposure, as nanoBragg writes them."""
     from ._validate import as_number
 

@@ -27,6 +27,8 @@ __all__ = [
 
 DATA_DIR = Path(__file__).with_name("data")
 
+# duplicates: napari_braggsim._model.DEFAULTS repeats these values on purpose (a widget must
+# not import torch, which braggsim does, on the GUI thread); a test keeps the two equal
 DEMO_VALUES: dict = {
     "cell_a_A": 100.0,
     "cell_b_A": 100.0,

@@ -143,7 +143,7 @@ def still_geometry_from_header(
     )
 
 
-def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def cross_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cross product of (n, 3) arrays (or one (3,)), without np.cross's axis shuffling."""
     a = np.asarray(a)
     b = np.asarray(b)
@@ -172,18 +172,18 @@ def predict_still_px(
     unit_s0 = s0 / np.linalg.norm(s0)
     wavelength = 1.0 / np.linalg.norm(s0)
     qq = np.einsum("ij,ij->i", q, q)
-    e1 = _cross(q, unit_s0[None, :])
+    e1 = cross_rows(q, unit_s0[None, :])
     e1_len = np.sqrt(np.einsum("ij,ij->i", e1, e1))
     half = 0.5 * qq * wavelength
     radicand = qq - half * half
     valid = (e1_len > 1e-12) & (radicand > 0)
     e1 = e1 / np.where(valid, e1_len, 1.0)[:, None]
     # c0 = s0^ x e1 is already a unit vector (e1 is normal to s0^)
-    c0 = _cross(unit_s0[None, :], e1)
+    c0 = cross_rows(unit_s0[None, :], e1)
     rotated = -half[:, None] * unit_s0 + np.sqrt(np.where(valid, radicand, 0.0))[:, None] * c0
     # DeltaPsi: the angle from q to its rotated image, about e1 (q1 = q^ x e1 is a unit vector)
     q_len = np.sqrt(np.where(qq > 0, qq, 1.0))
-    q1 = _cross(q, e1) / q_len[:, None]
+    q1 = cross_rows(q, e1) / q_len[:, None]
     delta_psi = -np.arctan2(np.einsum("ij,ij->i", rotated, q1), np.einsum("ij,ij->i", rotated, q) / q_len)
     px, hit = geometry.px_from_rays(s0 + rotated)
     return px, delta_psi, valid & hit

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +32,16 @@ from .background import AmorphousBackground
 from .beam import Beam, fluence_from_flux
 from .crystal import Crystal
 from .detector import Detector
+from .flag_values import (
+    at_least,
+    is_number,
+    non_negative,
+    parse_integer,
+    parse_number,
+    parse_vector,
+    positive,
+    resolve_axis,
+)
 from .mosaic import DEFAULT_MOSAIC_SEED
 
 HC_EV_A = 12398.42  # h*c in eV*Angstrom, as nanoBragg converts -energy
@@ -103,57 +112,9 @@ def flag(names: str, values: int, group: str, usage: str, meaning: str):
     return register
 
 
-# ------------------------------------------------------------------ value parsing
-_ATOI = re.compile(r"\s*([+-]?\d+)")
-
-
-def _number(name: str, text: str, *, finite: bool = True) -> float:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        raise ValueError(f"flag {name} needs a number, got {text!r}") from None
-    if finite and not math.isfinite(value):
-        raise ValueError(f"flag {name} needs a finite number, got {text!r}")
-    return value
-
-
-def _integer(state, name: str, text: str) -> int:
-    """C's atoi: the leading digits (``2.5`` is 2); text with none is an error."""
-    match = _ATOI.match(text)
-    if match is None:
-        raise ValueError(f"flag {name} needs an integer, got {text!r}")
-    value = int(match.group(1))
-    if match.end() != len(text):
-        try:
-            exact = float(text)
-        except ValueError:
-            exact = None
-        if exact is None or not math.isfinite(exact):
-            raise ValueError(f"flag {name} needs an integer, got {text!r}")
-        if exact != value:
-            state.notes.append(f"note: {name} {text} is read as {value}, as nanoBragg reads integers (atoi)")
-    return value
-
-
-def _positive(name: str, value: float, unit: str = "") -> float:
-    if not value > 0:
-        raise ValueError(f"flag {name} must be > 0{' ' + unit if unit else ''}, got {value!r}")
-    return value
-
-
-def _non_negative(name: str, value: float) -> float:
-    if value < 0:
-        raise ValueError(f"flag {name} must be >= 0, got {value!r}")
-    return value
-
-
-def _at_least(name: str, value: int, minimum: int) -> int:
-    if value < minimum:
-        raise ValueError(f"flag {name} must be >= {minimum}, got {value}")
-    return value
-
-
 # ------------------------------------------------------------------------- state
+# duplicates: alike to nonbragg_cli._State on purpose: each holds its own C program's
+# variables with that program's defaults (nonBragg computes in float64, has no crystal)
 class _State:
     """nanoBragg's variables while the flags are read (command-line units: A, mm, deg)."""
 
@@ -247,10 +208,12 @@ class _State:
         self.pivot_tracked = value
 
 
+# duplicates: the @flag registrations below share one shape on purpose (one small parser a
+# flag, as nanoBragg.c's argument loop has one branch a flag)
 # ------------------------------------------------------------------ crystal flags
 @flag("-cell", 6, "crystal", "-cell a b c al be ga", "unit cell (A, deg); missing values: b = c = a, angles 90")
 def _cell(state, values):
-    numbers = [_number("-cell", x) for x in values]
+    numbers = [parse_number("-cell", x) for x in values]
     if any(x <= 0 for x in numbers[:3]):
         raise ValueError(f"flag -cell needs positive edges a b c, got {values[:3]!r}")
     while len(numbers) < 6:
@@ -270,7 +233,7 @@ def _hkl(state, values):
 
 @flag("-default_F", 1, "crystal", "-default_F F", "structure factor of every hkl not in the -hkl table (default 0)")
 def _default_f(state, values):
-    state.default_F = _non_negative("-default_F", _number("-default_F", values[0]))
+    state.default_F = non_negative("-default_F", parse_number("-default_F", values[0]))
 
 
 @flag(
@@ -286,13 +249,13 @@ def _dump(state, values):
 
 @flag("-N", 1, "crystal", "-N n", "unit cells along every axis (0 counts as 1, as in nanoBragg)")
 def _n(state, values):
-    n = _non_negative("-N", _integer(state, "-N", values[0]))
+    n = non_negative("-N", parse_integer(state, "-N", values[0]))
     state.n_cells = [n, n, n]
 
 
 def _n_axis(index: int, name: str):
     def apply(state, values):
-        state.n_cells[index] = _non_negative(name, _integer(state, name, values[0]))
+        state.n_cells[index] = non_negative(name, parse_integer(state, name, values[0]))
 
     return apply
 
@@ -309,18 +272,18 @@ for _index, _name in enumerate(("-Na", "-Nb", "-Nc")):
     "rotations about lab x, then y, then z (deg); random: a random orientation",
 )
 def _misset(state, values):
-    state.misset = tuple(_number("-misset", x) for x in values)
+    state.misset = tuple(parse_number("-misset", x) for x in values)
     state.misset_random = False
 
 
 @flag("-misset_seed", 1, "crystal", "-misset_seed s", "seed of the -misset random orientation (default: the clock)")
 def _misset_seed(state, values):
-    state.misset_seed = _integer(state, "-misset_seed", values[0])
+    state.misset_seed = parse_integer(state, "-misset_seed", values[0])
 
 
 def _size(axes: tuple, name: str):
     def apply(state, values):
-        size = _positive(name, _number(name, values[0]), "mm")
+        size = positive(name, parse_number(name, values[0]), "mm")
         for axis in axes:
             state.sample_mm[axis] = size
 
@@ -346,19 +309,19 @@ for _names, _axes, _what in (
 
 @flag("-mosaic -mosaici -mosaicity -mosaic_spr -mosaic_spread", 1, "crystal", "-mosaic deg", "mosaic spread (deg)")
 def _mosaic(state, values):
-    state.mosaic_deg = _non_negative("-mosaic", _number("-mosaic", values[0]))
+    state.mosaic_deg = non_negative("-mosaic", parse_number("-mosaic", values[0]))
 
 
 @flag("-mosaic_dom -mosaic_domains", 1, "crystal", "-mosaic_dom n", "mosaic domains (default 10 with -mosaic)")
 def _mosaic_dom(state, values):
-    state.mosaic_domains = _at_least("-mosaic_dom", _integer(state, "-mosaic_dom", values[0]), 1)
+    state.mosaic_domains = at_least("-mosaic_dom", parse_integer(state, "-mosaic_dom", values[0]), 1)
 
 
 @flag(
     "-mosaic_seed", 1, "crystal", "-mosaic_seed s", "seed of nanoBragg's ran1 draws for the domains (default 12345678)"
 )
 def _mosaic_seed(state, values):
-    seed = _integer(state, "-mosaic_seed", values[0])
+    seed = parse_integer(state, "-mosaic_seed", values[0])
     if abs(seed) >= 2**31:
         # nanoBragg reads the seed into a C int; larger values would not mean the same seed
         raise ValueError(f"-mosaic_seed must fit a 32-bit integer, got {values[0]!r}")
@@ -383,7 +346,7 @@ for _names, _shape_name, _what in (
 
 @flag("-fudge", 1, "crystal", "-fudge f", "width factor for the round/gauss/tophat shapes")
 def _fudge(state, values):
-    state.fudge = _positive("-fudge", _number("-fudge", values[0]))
+    state.fudge = positive("-fudge", parse_number("-fudge", values[0]))
 
 
 @flag("-interpolate", 0, "crystal", "-interpolate", "tricubic F interpolation on (default: on if any N <= 2)")
@@ -398,22 +361,22 @@ def _nointerpolate(state, values):
 
 @flag("-phi", 1, "crystal", "-phi deg", "spindle angle at the start")
 def _phi(state, values):
-    state.phi0 = _number("-phi", values[0])
+    state.phi0 = parse_number("-phi", values[0])
 
 
 @flag("-osc", 1, "crystal", "-osc deg", "oscillation range (alone: 2 phi steps)")
 def _osc(state, values):
-    state.osc = _non_negative("-osc", _number("-osc", values[0]))
+    state.osc = non_negative("-osc", parse_number("-osc", values[0]))
 
 
 @flag("-phistep", 1, "crystal", "-phistep deg", "spindle step (nanoBragg's rules fill in -osc/-phisteps)")
 def _phistep(state, values):
-    state.phistep = _positive("-phistep", _number("-phistep", values[0]), "deg")
+    state.phistep = positive("-phistep", parse_number("-phistep", values[0]), "deg")
 
 
 @flag("-phisteps", 1, "crystal", "-phisteps n", "spindle steps (alone: over 1 deg, as nanoBragg)")
 def _phisteps(state, values):
-    steps = _non_negative("-phisteps", _integer(state, "-phisteps", values[0]))
+    steps = non_negative("-phisteps", parse_integer(state, "-phisteps", values[0]))
     state.phisteps = max(steps, 1)
 
 
@@ -425,7 +388,7 @@ def _phisteps(state, values):
     "spindle direction; selects the CUSTOM convention, as in nanoBragg",
 )
 def _spindle(state, values):
-    state.spindle = _vector("-spindle_axis", values)
+    state.spindle = parse_vector("-spindle_axis", values)
     state.vectors_given.add("-spindle_axis")
     state.convention = "custom"
 
@@ -433,27 +396,27 @@ def _spindle(state, values):
 # --------------------------------------------------------------------- beam flags
 @flag("-lambda -wave -wavelength", 1, "beam", "-lambda A", "wavelength (default 1 A)")
 def _lambda(state, values):
-    state.wavelength_A = _positive("-lambda", _number("-lambda", values[0]), "A")
+    state.wavelength_A = positive("-lambda", parse_number("-lambda", values[0]), "A")
 
 
 @flag("-energy", 1, "beam", "-energy eV", "photon energy instead of -lambda (lambda = 12398.42 / E)")
 def _energy(state, values):
-    state.wavelength_A = HC_EV_A / _positive("-energy", _number("-energy", values[0]), "eV")
+    state.wavelength_A = HC_EV_A / positive("-energy", parse_number("-energy", values[0]), "eV")
 
 
 @flag("-fluence", 1, "beam", "-fluence f", "photons/m^2 (default 1.25932015286227e29, r_e^2 x fluence = 1)")
 def _fluence(state, values):
-    state.fluence = _positive("-fluence", _number("-fluence", values[0]), "photons/m^2")
+    state.fluence = positive("-fluence", parse_number("-fluence", values[0]), "photons/m^2")
 
 
 @flag("-flux", 1, "beam", "-flux ph/s", "fluence = flux x exposure / beamsize^2 instead of -fluence")
 def _flux(state, values):
-    state.flux = _positive("-flux", _number("-flux", values[0]), "photons/s")
+    state.flux = positive("-flux", parse_number("-flux", values[0]), "photons/s")
 
 
 @flag("-exposure", 1, "beam", "-exposure s", "exposure time for -flux (default 1 s)")
 def _exposure(state, values):
-    state.exposure_s = _positive("-exposure", _number("-exposure", values[0]), "s")
+    state.exposure_s = positive("-exposure", parse_number("-exposure", values[0]), "s")
 
 
 @flag(
@@ -464,12 +427,12 @@ def _exposure(state, values):
     "square beam edge for -flux (default 0.1 mm); clips the crystal and -water sizes",
 )
 def _beamsize(state, values):
-    state.beamsize_mm = _positive("-beamsize", _number("-beamsize", values[0]), "mm")
+    state.beamsize_mm = positive("-beamsize", parse_number("-beamsize", values[0]), "mm")
 
 
 @flag("-polar", 1, "beam", "-polar K", "Kahn polarization factor (default 0, unpolarized)")
 def _polar(state, values):
-    state.kahn = _number("-polar", values[0])
+    state.kahn = parse_number("-polar", values[0])
     state.nopolar = False
 
 
@@ -481,11 +444,11 @@ def _nopolar(state, values):
 def _div(axes: str, part: int, name: str, kind: str):
     def apply(state, values):
         if kind == "int":
-            value = _at_least(name, _integer(state, name, values[0]), 1)
+            value = at_least(name, parse_integer(state, name, values[0]), 1)
         elif kind == "step":
-            value = _positive(name, _number(name, values[0]), "mrad")
+            value = positive(name, parse_number(name, values[0]), "mrad")
         else:
-            value = _non_negative(name, _number(name, values[0]))
+            value = non_negative(name, parse_number(name, values[0]))
         for axis in axes:
             state.div[axis][part] = value
 
@@ -517,7 +480,7 @@ def _square_div(state, values):
 
 @flag("-dispersion", 1, "beam", "-dispersion pct", "spectral width delta-lambda/lambda (%), alone in 2 wavelengths")
 def _dispersion(state, values):
-    value = _non_negative("-dispersion", _number("-dispersion", values[0]))
+    value = non_negative("-dispersion", parse_number("-dispersion", values[0]))
     if value >= 200:
         raise ValueError(f"flag -dispersion must be below 200 % (wavelengths stay > 0), got {value!r}")
     state.dispersion_pct = value
@@ -525,7 +488,7 @@ def _dispersion(state, values):
 
 @flag("-dispsteps", 1, "beam", "-dispsteps n", "wavelengths across -dispersion")
 def _dispsteps(state, values):
-    state.dispsteps = _at_least("-dispsteps", _integer(state, "-dispsteps", values[0]), 1)
+    state.dispsteps = at_least("-dispsteps", parse_integer(state, "-dispsteps", values[0]), 1)
 
 
 @flag(
@@ -552,7 +515,7 @@ def _polar_vector(state, values):
 # ----------------------------------------------------------------- detector flags
 @flag("-distance", 1, "detector", "-distance mm", "sample to detector along the beam (default 100); beam pivot")
 def _distance(state, values):
-    state.distance = _positive("-distance", _number("-distance", values[0]), "mm")
+    state.distance = positive("-distance", parse_number("-distance", values[0]), "mm")
     state.close_distance = None
     state.pivot("beam")
 
@@ -565,24 +528,24 @@ def _distance(state, values):
     "sample to detector plane instead of -distance; sample pivot",
 )
 def _close_distance(state, values):
-    state.close_distance = _positive("-close_distance", _number("-close_distance", values[0]), "mm")
+    state.close_distance = positive("-close_distance", parse_number("-close_distance", values[0]), "mm")
     state.pivot("sample")
 
 
 @flag("-pixel", 1, "detector", "-pixel mm", "pixel size (default 0.1)")
 def _pixel(state, values):
-    state.pixel = _positive("-pixel", _number("-pixel", values[0]), "mm")
+    state.pixel = positive("-pixel", parse_number("-pixel", values[0]), "mm")
 
 
 @flag("-detpixels", 1, "detector", "-detpixels n", "square detector of n x n pixels (default 1024)")
 def _detpixels(state, values):
-    n = _at_least("fpixels (-detpixels)", _integer(state, "-detpixels", values[0]), 1)
+    n = at_least("fpixels (-detpixels)", parse_integer(state, "-detpixels", values[0]), 1)
     state.pixels = [n, n]
 
 
 def _pixels_axis(index: int, name: str):
     def apply(state, values):
-        state.pixels[index] = _at_least(f"{'fs'[index]}pixels ({name})", _integer(state, name, values[0]), 1)
+        state.pixels[index] = at_least(f"{'fs'[index]}pixels ({name})", parse_integer(state, name, values[0]), 1)
 
     return apply
 
@@ -598,7 +561,7 @@ flag("-detpixels_s -detpixels_y", 1, "detector", "-detpixels_s n", "pixels along
 def _detsize(axes: tuple, name: str):
     def apply(state, values):
         # a zero size would otherwise fall back to the 1024-pixel default unnoticed
-        size = _positive(name, _number(name, values[0]), "mm")
+        size = positive(name, parse_number(name, values[0]), "mm")
         for axis in axes:
             state.detsize[axis] = size
 
@@ -614,7 +577,7 @@ flag("-detsize_s", 1, "detector", "-detsize_s mm", "detector size along slow")(_
 
 def _beam_center(attribute: str, name: str, pivot: str):
     def apply(state, values):
-        setattr(state, attribute, _number(name, values[0]))
+        setattr(state, attribute, parse_number(name, values[0]))
         state.pivot(pivot)
 
     return apply
@@ -678,15 +641,8 @@ for _name, _pivot_name in (
     )(_convention(_name, _pivot_name))
 
 
-def _vector(name: str, values) -> tuple:
-    vector = tuple(_number(name, x) for x in values)
-    if not any(vector):
-        raise ValueError(f"flag {name} must not be the zero vector")
-    return vector
-
-
 def _custom(state, field: str, name: str, values) -> None:
-    state.vectors[field] = _vector(name, values)
+    state.vectors[field] = parse_vector(name, values)
     state.vectors_given.add(name)
     state.convention = "custom"
 
@@ -711,7 +667,7 @@ for _name, _field, _what in (
 def _twotheta_axis(state, values):
     _custom(state, "twotheta_axis", "-twotheta_axis", values)
     # nanoBragg.c's "-twotheta" test matches "-twotheta_axis" too: the angle becomes x deg
-    angle = _number("-twotheta_axis", values[0])
+    angle = parse_number("-twotheta_axis", values[0])
     if angle != state.twotheta:
         state.notes.append(
             f"note: -twotheta_axis also sets the two-theta angle to {angle:g} deg, as in nanoBragg.c "
@@ -729,20 +685,20 @@ def _twotheta_axis(state, values):
     "first pixel's position (m); nanoBragg.c recomputes it from the beam centre, braggsim too (with a note)",
 )
 def _pix0(state, values):
-    state.pix0_m = tuple(_number("-pix0_vector", x) for x in values)
+    state.pix0_m = tuple(parse_number("-pix0_vector", x) for x in values)
     state.vectors_given.add("-pix0_vector")
     state.convention = "custom"
 
 
 @flag("-twotheta", 1, "detector", "-twotheta deg", "two-theta swing about the convention's axis; sample pivot")
 def _twotheta(state, values):
-    state.twotheta = _number("-twotheta", values[0])
+    state.twotheta = parse_number("-twotheta", values[0])
     state.pivot("sample")
 
 
 def _rot(index: int, name: str):
     def apply(state, values):
-        state.rot[index] = _number(name, values[0])
+        state.rot[index] = parse_number(name, values[0])
 
     return apply
 
@@ -766,7 +722,7 @@ def _point_pixel(state, values):
 
 @flag("-oversample", 1, "detector", "-oversample n", "subpixels per pixel edge (default: nanoBragg's automatic rule)")
 def _oversample(state, values):
-    state.oversample = _at_least("-oversample", _integer(state, "-oversample", values[0]), 1)
+    state.oversample = at_least("-oversample", parse_integer(state, "-oversample", values[0]), 1)
 
 
 def _switch(attribute: str):
@@ -790,7 +746,7 @@ flag("-oversample_polar", 0, "detector", "-oversample_polar", "polarization per 
     "simulate only these fast (x) and slow (y) pixels, inclusive; others are 0",
 )
 def _roi(state, values):
-    state.roi = tuple(_integer(state, "-roi", x) for x in values)
+    state.roi = tuple(parse_integer(state, "-roi", x) for x in values)
 
 
 @flag(
@@ -811,14 +767,14 @@ def _img(state, values):
 
 @flag("-dmin", 1, "detector", "-dmin A", "skip samples with resolution finer than this")
 def _dmin(state, values):
-    state.dmin = _positive("-dmin", _number("-dmin", values[0]), "A")
+    state.dmin = positive("-dmin", parse_number("-dmin", values[0]), "A")
 
 
 # ------------------------------------------------------------------- sensor flags
 @flag("-detector_thick", 1, "sensor", "-detector_thick um", "sensor thickness (parallax and capture fraction)")
 def _thick(state, values):
-    state.thick_um = _positive(
-        "-detector_thick", _number("-detector_thick", values[0]), "um (leave it out for a thin sensor)"
+    state.thick_um = positive(
+        "-detector_thick", parse_number("-detector_thick", values[0]), "um (leave it out for a thin sensor)"
     )
 
 
@@ -831,11 +787,11 @@ def _thick(state, values):
 )
 def _absorb(state, values):
     text = values[0]
-    if "inf" in text.lower() or _number("-detector_abs", text, finite=False) == 0.0:
+    if "inf" in text.lower() or parse_number("-detector_abs", text, finite=False) == 0.0:
         state.absorb = "inf"
         state.thick_um = None  # nanoBragg: no absorption means no sensor
     else:
-        state.absorb = _positive("-detector_abs", _number("-detector_abs", text), "um")
+        state.absorb = positive("-detector_abs", parse_number("-detector_abs", text), "um")
 
 
 @flag(
@@ -846,7 +802,7 @@ def _absorb(state, values):
     "depth layers of the sensor (default 2; layers 0..n-1 at thickness/(n-1) apart)",
 )
 def _thicksteps(state, values):
-    state.thicksteps = _at_least("-detector_thicksteps", _integer(state, "-detector_thicksteps", values[0]), 1)
+    state.thicksteps = at_least("-detector_thicksteps", parse_integer(state, "-detector_thicksteps", values[0]), 1)
 
 
 flag("-oversample_thick", 0, "sensor", "-oversample_thick", "capture fraction per subpixel and layer")(
@@ -859,7 +815,7 @@ flag("-oversample_thick", 0, "sensor", "-oversample_thick", "capture fraction pe
     "-water", 1, "background", "-water um", "add a cube of amorphous material (default water) rendered as nonBragg does"
 )
 def _water(state, values):
-    state.water_um = _non_negative("-water", _number("-water", values[0]))
+    state.water_um = non_negative("-water", parse_number("-water", values[0]))
 
 
 def _stol(units: str, name: str):
@@ -882,12 +838,12 @@ flag("-Q", 1, "background", "-Q FILE", "the same with Q = 4 pi sin(theta)/lambda
     "-density -sample_den -sample_density", 1, "background", "-density g/cm3", "-water's material density (default 1)"
 )
 def _density(state, values):
-    state.density = _positive("-density", _number("-density", values[0]), "g/cm^3")
+    state.density = positive("-density", parse_number("-density", values[0]), "g/cm^3")
 
 
 @flag("-MW -molec -molecular_weight", 1, "background", "-MW g/mol", "-water's molecular weight (default 18)")
 def _mw(state, values):
-    state.mw = _positive("-MW", _number("-MW", values[0]), "g/mol")
+    state.mw = positive("-MW", parse_number("-MW", values[0]), "g/mol")
 
 
 # ------------------------------------------------------------------ output flags
@@ -920,12 +876,12 @@ flag("-stolout", 1, "output", "-stolout FILE", "the image's mean intensity again
 
 @flag("-scale", 1, "output", "-scale s", "-intfile scale (default 55000 / max_I)")
 def _scale(state, values):
-    state.scale = _positive("-scale", _number("-scale", values[0]))
+    state.scale = positive("-scale", parse_number("-scale", values[0]))
 
 
 @flag("-pgmscale", 1, "output", "-pgmscale s", "-pgmfile scale (default 250 / (5 rmsd))")
 def _pgmscale(state, values):
-    state.pgm_scale = _positive("-pgmscale", _number("-pgmscale", values[0]))
+    state.pgm_scale = positive("-pgmscale", parse_number("-pgmscale", values[0]))
     state.write_pgm = True
 
 
@@ -953,7 +909,7 @@ def _nonoise(state, values):
 
 @flag("-seed", 1, "output", "-seed n", "seed of the -noisefile Poisson draws (default: the clock, printed)")
 def _seed(state, values):
-    seed = _integer(state, "-seed", values[0])
+    seed = parse_integer(state, "-seed", values[0])
     if abs(seed) >= 2**31:
         raise ValueError(f"-seed must fit a 32-bit integer, got {values[0]!r}")
     state.seed = seed
@@ -961,7 +917,7 @@ def _seed(state, values):
 
 @flag("-adc", 1, "output", "-adc counts", "offset added to -intfile pixels (default 40, as nanoBragg)")
 def _adc(state, values):
-    state.adc = _number("-adc", values[0])
+    state.adc = parse_number("-adc", values[0])
 
 
 @flag("-printout", 0, "output", "-printout", "print every pixel's value, geometry and factors")
@@ -973,8 +929,8 @@ def _printout(state, values):
 def _printout_pixel(state, values):
     state.printout = True
     state.printout_pixel = (
-        _integer(state, "-printout_pixel", values[0]),
-        _integer(state, "-printout_pixel", values[1]),
+        parse_integer(state, "-printout_pixel", values[0]),
+        parse_integer(state, "-printout_pixel", values[1]),
     )
 
 
@@ -1011,14 +967,6 @@ SUPPORTED_FLAGS = tuple(sorted(FLAGS))
 
 
 # ------------------------------------------------------------------- the reader
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def read_argv(argv: list[str], extra_value_flags: dict | None = None):
     """[(flag, values)] in order, and {extra flag: values}; unknown flags raise ValueError."""
     extra_value_flags = extra_value_flags or {}
@@ -1058,7 +1006,7 @@ def read_argv(argv: list[str], extra_value_flags: dict | None = None):
             i += 2
             continue
         values = argv[i + 1 : i + 1 + count]
-        if len(values) < count or any(v.startswith("-") and not _is_number(v) for v in values):
+        if len(values) < count or any(v.startswith("-") and not is_number(v) for v in values):
             raise ValueError(f"flag {name} takes {count} value(s), got {values!r}")
         found.append((name, values))
         i += 1 + count
@@ -1092,8 +1040,8 @@ def _read_headers(state, found) -> None:
 
 
 def _read_smv(name: str, path: str):
-    from .io._bytes import read_bytes
-    from .io.smv import _KEY_VALUE, check_layout
+    from .io import read_bytes
+    from .io.smv import check_layout, header_fields
 
     try:
         raw = read_bytes(path)
@@ -1103,10 +1051,7 @@ def _read_smv(name: str, path: str):
         layout = check_layout(path, raw)
     except ValueError as exc:
         raise ValueError(f"{name} {exc}") from None
-    header = {
-        k.decode("ascii", "replace").upper(): v.strip().decode("ascii", "replace")
-        for k, v in _KEY_VALUE.findall(raw[: layout["header_bytes"]])
-    }
+    header = header_fields(raw[: layout["header_bytes"]])
     pixels = np.frombuffer(raw, dtype=layout["dtype"], offset=layout["header_bytes"]).reshape(layout["shape"])
     return header, pixels
 
@@ -1148,28 +1093,6 @@ def _apply_header(state, header: dict, flip_y: bool) -> None:
 
 
 # ------------------------------------------------------------------ the model
-def _resolve_axis(name: str, range_value, step, steps) -> tuple:
-    """nanoBragg's (range, steps, step) rule for a divergence or dispersion axis; returns
-    (range, steps, step or None when it is range / (steps - 1))."""
-    if steps is None:
-        if range_value is None:
-            if step is None:
-                return 0.0, 1, None
-            return step, 2, step
-        if step is None:
-            return range_value, 2, range_value if range_value > 0 else None
-        return range_value, max(1, math.ceil(range_value / step)), step
-    if range_value is None:
-        if step is None:
-            raise ValueError(
-                f"{name} steps need a range (nanoBragg.c would then spread them over a full radian or 100 %)"
-            )
-        return step, 2, step  # nanoBragg: "user doesn't care about range"
-    if step is None:
-        return range_value, max(steps, 2), None
-    return range_value, steps, step
-
-
 def _build_beam(state) -> Beam:
     fluence = state.fluence
     if state.flux:
@@ -1189,8 +1112,8 @@ def _build_beam(state) -> Beam:
     divergence = []
     for axis in "hv":
         range_value, step, steps = state.div[axis]
-        divergence.append(_resolve_axis(f"-{axis}divsteps", range_value, step, steps))
-    d_range, d_steps, d_step = _resolve_axis("-dispsteps", state.dispersion_pct, None, state.dispsteps)
+        divergence.append(resolve_axis(f"-{axis}divsteps", range_value, step, steps))
+    d_range, d_steps, d_step = resolve_axis("-dispsteps", state.dispersion_pct, None, state.dispsteps)
     if state.sourcefile is not None:
         from .sources import Sources, read_source_file
 

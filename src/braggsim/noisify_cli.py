@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .flag_values import is_number
+
 HELP = """\
 usage: braggsim noisify -floatfile FILE [flags]
 
@@ -145,7 +147,7 @@ def split_noisify_flags(argv: list[str]) -> tuple[dict, list[str]]:
             found[_CANONICAL[token]] = argv[i + 1]
             i += 2
             continue
-        if token.startswith("-") and not _is_number(token):
+        if token.startswith("-") and not is_number(token):
             raise NoisifyError(f"unsupported flag {token!r} (see 'braggsim noisify --help')")
         if "-floatfile" in found:
             raise NoisifyError(f"unexpected argument {token!r}: the input file is already {found['-floatfile']!r}")
@@ -154,14 +156,8 @@ def split_noisify_flags(argv: list[str]) -> tuple[dict, list[str]]:
     return found, switches
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
+# duplicates: _number and _integer are alike (and like noise._require and _text_table's number
+# reading) on purpose: noisify's own rules and messages (NoisifyError, 32-bit integers)
 def _number(found: dict, flag: str, default: float, *, positive=False, non_negative=False) -> float:
     if flag not in found:
         return default

@@ -17,7 +17,16 @@ import math
 import sys
 import time
 
-from .nanobragg_flags import _at_least, _integer, _non_negative, _number, _positive, _resolve_axis, _vector
+from .flag_values import (
+    at_least,
+    is_number,
+    non_negative,
+    parse_integer,
+    parse_number,
+    parse_vector,
+    positive,
+    resolve_axis,
+)
 
 NONBRAGG_HELP_HEAD = """\
 usage: braggsim nonbragg -stol FILE|water|air|ice|nanoice [flags]
@@ -30,6 +39,7 @@ is an error.
 
 """
 
+# duplicates: a declaration table; its entries share one shape on purpose
 # flag -> (values, group, usage, meaning)
 NONBRAGG_FLAGS = {
     "-stol": (
@@ -199,6 +209,8 @@ NONBRAGG_REFUSED = {
 }
 
 
+# duplicates: alike to nanobragg_flags._State on purpose: nonBragg.c's variables and its
+# defaults, which differ from nanoBragg.c's (float64, a sample instead of a crystal)
 class _State:
     def __init__(self):
         self.given = []
@@ -249,86 +261,86 @@ class _State:
 
 
 def _apply(state, name: str, values: list) -> None:  # noqa: C901  one branch per flag, as nonBragg's loop
-    number = lambda: _number(name, values[0])  # noqa: E731
+    number = lambda: parse_number(name, values[0])  # noqa: E731
     if name in ("-stol", "-4stol", "-Q"):
         state.stol = (values[0], {"-stol": "stol", "-4stol": "4stol", "-Q": "Q"}[name])
     elif name == "-thickness":
-        state.sample_mm[0] = _positive(name, number(), "mm")
+        state.sample_mm[0] = positive(name, number(), "mm")
     elif name == "-samplesize":
-        state.sample_mm = [_positive(name, number(), "mm")] * 3
+        state.sample_mm = [positive(name, number(), "mm")] * 3
     elif name == "-width":
-        state.sample_mm[1] = _positive(name, number(), "mm")
+        state.sample_mm[1] = positive(name, number(), "mm")
     elif name == "-height":
-        state.sample_mm[2] = _positive(name, number(), "mm")
+        state.sample_mm[2] = positive(name, number(), "mm")
     elif name == "-density":
-        state.density = _positive(name, number(), "g/cm^3")
+        state.density = positive(name, number(), "g/cm^3")
     elif name == "-molecules":
-        state.molecules = _positive(name, number())
+        state.molecules = positive(name, number())
     elif name == "-MW":
-        state.mw = _positive(name, number(), "g/mol")
+        state.mw = positive(name, number(), "g/mol")
     elif name == "-lambda":
-        state.wavelength_A = _positive(name, number(), "A")
+        state.wavelength_A = positive(name, number(), "A")
     elif name == "-energy":
-        state.wavelength_A = 12398.42 / _positive(name, number(), "eV")
+        state.wavelength_A = 12398.42 / positive(name, number(), "eV")
     elif name == "-fluence":
-        state.fluence = _positive(name, number(), "photons/m^2")
+        state.fluence = positive(name, number(), "photons/m^2")
     elif name == "-flux":
-        state.flux = _positive(name, number(), "photons/s")
+        state.flux = positive(name, number(), "photons/s")
     elif name == "-exposure":
-        state.exposure = _positive(name, number(), "s")
+        state.exposure = positive(name, number(), "s")
     elif name == "-beamsize":
-        state.beamsize = _positive(name, number(), "mm")
+        state.beamsize = positive(name, number(), "mm")
     elif name == "-polar":
         state.kahn, state.nopolar = number(), False
     elif name == "-nopolar":
         state.nopolar = True
     elif name in ("-divergence", "-hdivrange", "-vdivrange", "-hdivstep", "-vdivstep"):
         part = 1 if name.endswith("step") else 0
-        mrad = _positive(name, number(), "mrad") if part else _non_negative(name, number())
+        mrad = positive(name, number(), "mrad") if part else non_negative(name, number())
         for axis in "hv" if name == "-divergence" else name[1]:
             state.div[axis][part] = mrad
     elif name in ("-hdivsteps", "-vdivsteps", "-divsteps"):
-        count = _at_least(name, _integer(state, name, values[0]), 1)
+        count = at_least(name, parse_integer(state, name, values[0]), 1)
         for axis in "hv" if name == "-divsteps" else name[1]:
             state.div[axis][2] = count
     elif name in ("-round_div", "-square_div"):
         state.round_div = name == "-round_div"
     elif name == "-dispersion":
-        state.dispersion = _non_negative(name, number())
+        state.dispersion = non_negative(name, number())
     elif name == "-dispsteps":
-        state.dispsteps = _at_least(name, _integer(state, name, values[0]), 1)
+        state.dispsteps = at_least(name, parse_integer(state, name, values[0]), 1)
     elif name == "-sourcefile":
         state.sourcefile = values[0]
     elif name in ("-beam_vector", "-polar_vector", "-fdet_vector", "-sdet_vector"):
         field = {"-beam_vector": "beam_axis", "-polar_vector": "polarization_axis"}.get(name, name[1] + "_axis")
         field = {"f_axis": "fast_axis", "s_axis": "slow_axis"}.get(field, field)
-        state.vectors[field] = _vector(name, values)
+        state.vectors[field] = parse_vector(name, values)
     elif name == "-odet_vector":
-        _vector(name, values)
+        parse_vector(name, values)
         state.notes.append("note: nonBragg replaces -odet_vector by fast x slow, and so does braggsim")
     elif name == "-twotheta_axis":
-        state.vectors["twotheta_axis"] = _vector(name, values)
-        state.twotheta = _number(name, values[0])  # nonBragg's "-twotheta" test matches it too
+        state.vectors["twotheta_axis"] = parse_vector(name, values)
+        state.twotheta = parse_number(name, values[0])  # nonBragg's "-twotheta" test matches it too
         state.pivot = "sample"
         state.notes.append(f"note: -twotheta_axis also sets the two-theta angle to {values[0]} deg, as in nonBragg")
     elif name == "-pix0_vector":
-        [_number(name, x) for x in values]
+        [parse_number(name, x) for x in values]
         state.notes.append(
             "note: nonBragg recomputes -pix0_vector from the beam centre and distance, and so does braggsim"
         )
     elif name == "-distance":
-        state.distance, state.close_distance, state.pivot = _positive(name, number(), "mm"), None, "beam"
+        state.distance, state.close_distance, state.pivot = positive(name, number(), "mm"), None, "beam"
     elif name == "-close_distance":
-        state.close_distance, state.pivot = _positive(name, number(), "mm"), "sample"
+        state.close_distance, state.pivot = positive(name, number(), "mm"), "sample"
     elif name == "-pixel":
-        state.pixel = _positive(name, number(), "mm")
+        state.pixel = positive(name, number(), "mm")
     elif name == "-detsize":
-        size = _positive(name, number(), "mm")
+        size = positive(name, number(), "mm")
         given = state.given[-1]
         for index in {"-detsize_x": (0,), "-detsize_y": (1,)}.get(given, (0, 1)):
             state.detsize[index] = size
     elif name == "-detpixels":
-        n = _at_least(name, _integer(state, name, values[0]), 1)
+        n = at_least(name, parse_integer(state, name, values[0]), 1)
         given = state.given[-1]
         axes = {"-detpixels_f": (0,), "-detpixels_x": (0,), "-detpixels_s": (1,), "-detpixels_y": (1,)}
         for index in axes.get(given, (0, 1)):
@@ -365,31 +377,31 @@ def _apply(state, name: str, values: list) -> None:  # noqa: C901  one branch pe
         elif name == "-nonoise":
             state.noisefile = None
     elif name == "-oversample":
-        state.oversample = _at_least(name, _integer(state, name, values[0]), 1)
+        state.oversample = at_least(name, parse_integer(state, name, values[0]), 1)
     elif name == "-roi":
-        state.roi = tuple(_integer(state, name, x) for x in values)
+        state.roi = tuple(parse_integer(state, name, x) for x in values)
     elif name in ("-floatfile", "-intfile", "-pgmfile"):
         state.outputs[name] = values[0]
         state.write_pgm = state.write_pgm or name == "-pgmfile"
     elif name == "-noisefile":
         state.noisefile = values[0]
     elif name == "-seed":
-        state.seed = _integer(state, name, values[0])
+        state.seed = parse_integer(state, name, values[0])
         if abs(state.seed) >= 2**31:
             raise ValueError(f"-seed must fit a 32-bit integer, got {values[0]!r}")
     elif name == "-scale":
-        state.scale = _positive(name, number())
+        state.scale = positive(name, number())
     elif name == "-pgmscale":
-        state.pgm_scale, state.write_pgm = _positive(name, number()), True
+        state.pgm_scale, state.write_pgm = positive(name, number()), True
     elif name == "-adc":
         state.adc = number()
     elif name == "-phi":
         state.phi = number()
     elif name == "-osc":
-        state.osc = _non_negative(name, number())
+        state.osc = non_negative(name, number())
     elif name == "-printout_pixel":
         state.printout = True
-        state.printout_pixel = tuple(_integer(state, name, x) for x in values)
+        state.printout_pixel = tuple(parse_integer(state, name, x) for x in values)
     elif name == "-dtype":
         if values[0] not in ("float32", "float64"):
             raise ValueError(f"-dtype must be float32 or float64, got {values[0]!r}")
@@ -400,7 +412,6 @@ def _apply(state, name: str, values: list) -> None:  # noqa: C901  one branch pe
 
 def parse_nonbragg(argv: list[str]) -> dict:
     """nonBragg flags -> {detector, beam, background, outputs...}; ValueError on bad input."""
-    from .nanobragg_flags import _is_number
 
     state = _State()
     i = 0
@@ -415,7 +426,7 @@ def parse_nonbragg(argv: list[str]) -> dict:
             raise ValueError(f"unexpected argument {given!r}: every value must follow its flag")
         count = NONBRAGG_FLAGS[name][0]
         values = argv[i + 1 : i + 1 + count]
-        if len(values) < count or any(v.startswith("-") and not _is_number(v) for v in values):
+        if len(values) < count or any(v.startswith("-") and not is_number(v) for v in values):
             raise ValueError(f"flag {given} takes {count} value(s), got {values!r}")
         state.given.append(given)
         _apply(state, name, values)
@@ -492,8 +503,8 @@ def _build(state) -> dict:
             ),
         )
     else:
-        (hr, hn, hs), (vr, vn, vs) = (_resolve_axis(f"-{a}divsteps", *state.div[a]) for a in "hv")
-        dr, dn, _ = _resolve_axis("-dispsteps", state.dispersion, None, state.dispsteps)
+        (hr, hn, hs), (vr, vn, vs) = (resolve_axis(f"-{a}divsteps", *state.div[a]) for a in "hv")
+        dr, dn, _ = resolve_axis("-dispsteps", state.dispersion, None, state.dispsteps)
         if hr or vr or hn > 1 or vn > 1:
             beam_kwargs.update(divergence_mrad=(hr, vr), divergence_steps=(hn, vn), round_divergence=state.round_div)
             if hs is not None or vs is not None:
@@ -544,14 +555,14 @@ def nonbragg_main(argv: list) -> int:
     """``braggsim nonbragg <nonBragg flags>``; returns the exit status."""
     from .cli import (
         CommandError,
-        _check_outputs,
-        _input_paths,
-        _noise_image,
-        _print_summary,
-        _progress_meter,
-        _torch_dtype_device,
-        _write_outputs,
+        check_outputs,
         image_statistics,
+        input_paths,
+        noise_image,
+        print_summary,
+        progress_meter,
+        torch_dtype_device,
+        write_outputs,
     )
 
     if any(a in ("-h", "--help", "-help") for a in argv):
@@ -562,9 +573,9 @@ def nonbragg_main(argv: list) -> int:
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     state, detector, beam, background = parsed["state"], parsed["detector"], parsed["beam"], parsed["background"]
-    inputs = _input_paths(list(argv))
-    _check_outputs([*state.outputs.values(), *([state.noisefile] if state.noisefile else [])], inputs)
-    dtype, device = _torch_dtype_device(state.dtype, state.device)
+    inputs = input_paths(list(argv))
+    check_outputs([*state.outputs.values(), *([state.noisefile] if state.noisefile else [])], inputs)
+    dtype, device = torch_dtype_device(state.dtype, state.device)
     import torch
 
     from .simulate import simulate_background
@@ -590,7 +601,7 @@ def nonbragg_main(argv: list) -> int:
                     background,
                     dtype=dtype,
                     device=device,
-                    progress=_progress_meter() if state.progress else None,
+                    progress=progress_meter() if state.progress else None,
                 )
     except ValueError as exc:
         raise CommandError(str(exc)) from None
@@ -598,12 +609,12 @@ def nonbragg_main(argv: list) -> int:
     stats = image_statistics(image)
     if stats["non_finite"]:
         raise CommandError(f"the image has {stats['non_finite']} non-finite pixels; nothing was written")
-    max_i = _print_summary(stats, detector, time.perf_counter() - started)
+    max_i = print_summary(stats, detector, time.perf_counter() - started)
     if state.printout:
         for fast, slow in _printout_pixels(state, detector):
             print(f"{fast:4d} {slow:4d} : pixel {float(image[slow, fast]):.10g}")
     outputs = _Outputs(state, detector, beam)
-    _write_outputs(outputs, image, max_i, _noise_image(image, outputs), inputs)
+    write_outputs(outputs, image, max_i, noise_image(image, outputs), inputs)
     return 0
 
 
@@ -635,7 +646,7 @@ def _fmap(detector, beam, background, dtype):
 
 
 class _Outputs:
-    """The attributes of a FlagSet that cli._write_outputs reads, for nonbragg's outputs."""
+    """The attributes of a FlagSet that cli.write_outputs reads, for nonbragg's outputs."""
 
     def __init__(self, state, detector, beam):
         self.floatfile = state.outputs.get("-floatfile")
@@ -652,7 +663,7 @@ class _Outputs:
 
 
 class _Rotation:
-    """What cli._rotation_header reads: the PHI/OSC header values."""
+    """What cli.rotation_header reads: the PHI/OSC header values."""
 
     def __init__(self, phi_deg: float, osc_deg: float):
         self.phi_start_deg, self.osc_deg = phi_deg, osc_deg

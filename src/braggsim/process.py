@@ -9,7 +9,7 @@
 numbers, JSON-able), so a scheduler can run it anywhere and write the results elsewhere.
 :class:`ProcessOptions` round-trips through :meth:`~ProcessOptions.to_dict` /
 :meth:`~ProcessOptions.from_dict` to travel to a worker.  Writing is separate and atomic
-(:mod:`braggsim.io._atomic`): no half-written file is ever visible.
+(:func:`braggsim.io.atomic_output`): no half-written file is ever visible.
 """
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ def _json_safe(value):
 
 def frame_stem(frame: str) -> str:
     """thau_3_2_0003.cbf.bz2 -> thau_3_2_0003; data.h5#7 -> data_00007."""
-    from .io._bytes import strip_compression
+    from .io import strip_compression
 
     path, _, index = str(frame).partition("#")
     stem = os.path.splitext(os.path.basename(strip_compression(path)))[0]
@@ -408,7 +408,7 @@ def _spot_parameters(fit) -> dict:
 # --------------------------------------------------------------------- writing
 def write_frame_outputs(result: FrameResult, out_dir) -> list[str]:
     """DIR/<stem>.json always, DIR/<stem>.expt when indexed; atomic.  Returns the paths written."""
-    from .io._atomic import atomic_output
+    from .io import atomic_output
 
     os.makedirs(out_dir, exist_ok=True)
     written = []
@@ -428,7 +428,7 @@ def write_frame_outputs(result: FrameResult, out_dir) -> list[str]:
 
 def write_summary(out_dir, rows: list[dict]) -> str:
     """DIR/summary.csv with one row per frame (SUMMARY_COLUMNS), replaced atomically."""
-    from .io._atomic import atomic_output
+    from .io import atomic_output
 
     os.makedirs(out_dir, exist_ok=True)
     text = io.StringIO()

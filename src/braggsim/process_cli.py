@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("A", "B", "C", "AL", "BE", "GA"),
         help="known unit cell (Angstrom, degrees)",
     )
+    # duplicates: argparse declarations, alike in shape only
     parser.add_argument(
         "--space-group",
         required=True,

@@ -1,7 +1,7 @@
-"""Rotation matrices in nanoBragg's conventions.
+"""Rotations in nanoBragg's conventions.
 
-All functions are differentiable in their angles and return (..., 3, 3) matrices that
-act on column vectors: ``v_new = R @ v``.
+All functions are differentiable in their angles.  The matrices are (..., 3, 3) and act on
+column vectors: ``v_new = R @ v``; :func:`rotate_vectors` turns vectors without one.
 """
 
 from __future__ import annotations
@@ -46,3 +46,11 @@ def rotation_about_axis(axis: torch.Tensor, angle_rad: torch.Tensor) -> torch.Te
     outer = axis[:, None] * axis[None, :]
     eye = torch.eye(3, dtype=axis.dtype, device=axis.device)
     return c * eye + s * cross + (1 - c) * outer
+
+
+def rotate_vectors(vectors: torch.Tensor, axis: torch.Tensor, angle_rad: torch.Tensor) -> torch.Tensor:
+    """nanoBragg's rotate_axis for a batch: vectors (..., 3) turned by angle_rad (...) about the
+    unit vector axis (3,), right-handed; (..., 3)."""
+    cos, sin = torch.cos(angle_rad)[..., None], torch.sin(angle_rad)[..., None]
+    along = (vectors @ axis)[..., None] * axis
+    return along * (1 - cos) + vectors * cos + torch.linalg.cross(axis.expand_as(vectors), vectors) * sin

@@ -26,7 +26,7 @@ import torch
 from . import _validate as v
 from .beam import polarization_factor
 from .detector import Detector, DetectorFrame, subpixel_positions
-from .sources import _rotate
+from .rotation import rotate_vectors
 
 
 class SampleGeometry(NamedTuple):
@@ -68,8 +68,8 @@ def sample_positions(
     if detector.curved:
         distance = frame.distance_mm
         start = (distance * frame.beam).expand(positions.shape)
-        swung = _rotate(start, frame.slow, positions[..., 1] / distance)
-        positions = _rotate(swung, frame.fast, positions[..., 2] / distance)
+        swung = rotate_vectors(start, frame.slow, positions[..., 1] / distance)
+        positions = rotate_vectors(swung, frame.fast, positions[..., 2] / distance)
     return positions
 
 

@@ -29,6 +29,7 @@ import torch
 
 from . import _validate as v
 from ._text_table import read_rows
+from .rotation import rotate_vectors
 
 SOURCE_DISTANCE_M = 10.0  # nanoBragg's source_distance: only a direction survives
 
@@ -164,13 +165,6 @@ def kept_grid_points(h: tuple, v_: tuple, round_div: bool) -> list[tuple[int, in
     return kept
 
 
-def _rotate(vectors: torch.Tensor, axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
-    """nanoBragg's rotate_axis for a batch: vectors (..., 3), axis (3,) unit, angle (...)."""
-    cos, sin = torch.cos(angle)[..., None], torch.sin(angle)[..., None]
-    along = (vectors @ axis)[..., None] * axis
-    return along * (1 - cos) + vectors * cos + torch.linalg.cross(axis.expand_as(vectors), vectors) * sin
-
-
 def grid_sources(
     beam_axis: torch.Tensor,
     polar_axis: torch.Tensor,
@@ -198,7 +192,7 @@ def grid_sources(
     vert = torch.linalg.cross(beam_axis, polar_axis)
     vert = vert / torch.linalg.vector_norm(vert)
     toward_source = -beam_axis.expand(len(kept), 3)
-    toward_source = _rotate(_rotate(toward_source, polar_axis, vdiv), vert, hdiv)
+    toward_source = rotate_vectors(rotate_vectors(toward_source, polar_axis, vdiv), vert, hdiv)
     incident = -toward_source / torch.linalg.vector_norm(toward_source, dim=-1, keepdim=True)
     width, d_steps, d_step = dispersion
     width = v.to_tensor(width, dtype, device)

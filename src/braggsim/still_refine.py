@@ -470,6 +470,7 @@ def _result(model, fit, theta, sigmas, boxes, initial, final, iterations, messag
     for k, name in enumerate(model.parameters.names):
         value = float(model.free0[k]) * (1 + 1e-3 * float(theta[8 + k]))
         parameters[f"pixel_cell_{name}"] = {"value": value, "sigma": float(model.free0[k]) * 1e-3 * sigmas[8 + k]}
+    # duplicates pairs this keyword list with noisify_cli's noise.noisify call: alike in shape only
     return PixelRefinement(
         accepted=accepted,
         real_space=real,

@@ -117,6 +117,7 @@ def ml_mosaicity(d_A, delta_psi_rad, *, expansion: float = DIALS_EXPANSION) -> S
         )
         if best is None or found.fun < best.fun:
             best = found
+    assert best is not None  # the loop above runs at least once
     inverse_domain, eta = (float(v) for v in np.exp(best.x))
     domain_A = 1.0 / inverse_domain
     half_written = math.degrees(eta) / 2.0 * expansion

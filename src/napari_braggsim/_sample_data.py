@@ -25,12 +25,12 @@ def synthetic_still() -> list:
     # napari opens samples on the GUI thread, where the fused kernel must not be compiled:
     # until its warm-up (started here) is done, the torch path makes this small image, the
     # same to float32 rounding
-    from braggsim import _fast
+    from braggsim import native
 
     from ._frames import layer_data
 
     _warmup.start()
-    kernel = "auto" if _fast.ready() else "torch"
+    kernel = "auto" if native.ready() else "torch"
     with torch.no_grad():
         image = braggsim.simulate(*build_model(DEFAULTS), kernel=kernel).numpy().astype("float32")
     metadata = {

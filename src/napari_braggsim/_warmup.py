@@ -60,11 +60,11 @@ def _warm() -> None:
 
         _core.set()
 
-        from braggsim import _fast
+        from braggsim import native
 
         # the kernels live simulation and refinement use, compiled or loaded from the
         # on-disk cache (once per machine: about 4 s cold, about 1 s warm)
-        _fast.warm_up(background=False)
+        native.warm_up(background=False)
         with torch.no_grad():
             braggsim.simulate(
                 braggsim.Crystal(default_F=1.0, N_cells=(2, 2, 2)), braggsim.Detector(fpixels=4, spixels=4)

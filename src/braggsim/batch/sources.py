@@ -13,8 +13,7 @@ import glob
 import os
 import re
 
-from ..io import FrameReadError, guess_format, image_count
-from ..io._bytes import strip_compression
+from ..io import FrameReadError, guess_format, image_count, strip_compression
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _EIGER_DATA_FILE = re.compile(r"^(?P<prefix>.*)_data_\d+\.(h5|hdf5|nxs)$")

@@ -18,7 +18,7 @@ import json
 import os
 import time
 
-from ..io._atomic import atomic_output
+from ..io import atomic_output
 from .sources import natural_key
 
 SUMMARY_NAME = "summary.csv"

@@ -7,6 +7,7 @@ No napari or Qt here; fabio and h5py are imported when a file is read.
 """
 
 from ._atomic import OutputPathError, atomic_group, atomic_output, check_output_path
+from ._bytes import read_bytes, strip_compression
 from .errors import FrameReadError
 from .frame import Frame, frame_from_metadata
 from .masks import beamstop_mask, dead_pixel_mask, default_mask, disk_mask, saturation_mask, user_mask
@@ -29,9 +30,11 @@ __all__ = [
     "image_count",
     "intfile_scale",
     "is_simulated",
+    "read_bytes",
     "read_frame",
     "saturation_mask",
     "sidecar_path",
+    "strip_compression",
     "user_mask",
     "write_float",
     "write_smv",

@@ -44,6 +44,14 @@ MAX_SIDE = 65536
 _KEY_VALUE = re.compile(rb"([A-Za-z0-9_]+)\s*=\s*([^;\n]*);")
 
 
+def header_fields(header: bytes) -> dict:
+    """The ``KEY=value;`` pairs of (part of) an SMV header: {KEY upper-cased: value text}."""
+    return {
+        k.decode("ascii", "replace").upper(): v.strip().decode("ascii", "replace")
+        for k, v in _KEY_VALUE.findall(header)
+    }
+
+
 def looks_like_smv(raw: bytes) -> bool:
     return raw[:1] == b"{" and b"HEADER_BYTES" in raw[:128]
 
@@ -55,18 +63,10 @@ def check_layout(path: str, raw: bytes) -> dict:
         raise FrameReadError(path, "empty file")
     if not looks_like_smv(raw):
         raise FrameReadError(path, "not an SMV file (no '{ HEADER_BYTES=' header)")
-    fields = {
-        k.decode("ascii", "replace").upper(): v.strip().decode("ascii", "replace")
-        for k, v in _KEY_VALUE.findall(raw[:512])
-    }
+    fields = header_fields(raw[:512])
     header_bytes = _int(path, fields, "HEADER_BYTES", 1, len(raw))
     if header_bytes > 512:  # long headers: read the remaining keys too
-        fields.update(
-            {
-                k.decode("ascii", "replace").upper(): v.strip().decode("ascii", "replace")
-                for k, v in _KEY_VALUE.findall(raw[512:header_bytes])
-            }
-        )
+        fields.update(header_fields(raw[512:header_bytes]))
     if b"}" not in raw[:header_bytes]:
         raise FrameReadError(path, f"header is not closed by '}}' within HEADER_BYTES={header_bytes}")
     fast = _int(path, fields, "SIZE1", 1, MAX_SIDE)
@@ -175,6 +175,8 @@ def geometry(path: str, header: dict, shape: tuple) -> dict:
     elif bx is not None and by is not None and pixel is not None:
         center = adsc_to_mosflm_mm(bx, by, shape[0], pixel)
     saturation = None
+    # duplicates: the geometry dict below is the one every header reader returns (pilatus.py too):
+    # the fields of Frame, named once there
     for key in ("SATURATED_VALUE", "CCD_IMAGE_SATURATION", "SATURATION"):
         saturation = header_float(path, header, key)
         if saturation is not None:

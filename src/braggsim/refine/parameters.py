@@ -429,6 +429,8 @@ class DetectorPosition(ModelPart):
         return {"detector": changes}
 
 
+# duplicates: Wavelength, Scale and Background share a shape on purpose: a part is a
+# declaration (its parameter's name, unit, transform, step and ranges), one class a part
 class Wavelength(ScalarPart):
     parameters = (
         Parameter(

@@ -291,6 +291,8 @@ class Refiner:
                 self.names, self.transforms, best, self.search_deg, self._evaluate, self._stop
             )
         outcome = engine.Outcome()
+        # duplicates pairs this keyword list with nonbragg_cli's Detector(...) and nanobragg_flags'
+        # FlagSet(...): alike in shape only
         steps = engine.descend(
             engine.stages(self.names, self.parameter_set.broadening(), self.staged, int(max_iter)),
             lambda active_mask: self._objective(active_mask, best),
