@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from braggsim import _noise_native, _noise_python, cli, noise
+from braggsim import _noise_numba, _noise_python, cli, noise
 from braggsim.noisify_cli import ALL_FLAGS, HELP
 
 DATA = Path(__file__).parent / "data" / "noise"
@@ -69,12 +69,12 @@ def sha256(path) -> str:
 
 @pytest.fixture(params=["native", "python"])
 def implementation(request, monkeypatch):
-    """Run a test through the C kernel and through its pure-Python twin."""
+    """Run a test through the compiled (numba) loops and through their pure-Python twin."""
     if request.param == "native":
-        if _noise_native.library() is None:
-            pytest.skip("no C compiler: the native noise kernel is unavailable")
+        if _noise_numba.kernels() is None:
+            pytest.skip(f"the compiled noise loops are unavailable: {_noise_numba.unavailable_reason()}")
     else:
-        monkeypatch.setattr(_noise_native, "library", lambda: None)
+        monkeypatch.setattr(_noise_numba, "kernels", lambda: None)
     return request.param
 
 
@@ -129,8 +129,8 @@ def test_held_out_noisify_cases_are_byte_identical(case, tmp_path, capsys):
     "name", ["fiber_auto", "small_fiber_auto_full_width", "bits32_wraparound", "small_nonoise_fiber"]
 )
 def test_python_twin_gives_the_same_files(name, tmp_path, capsys, monkeypatch):
-    """Without a C compiler the pure-Python twin must write the same bytes."""
-    monkeypatch.setattr(_noise_native, "library", lambda: None)
+    """Without numba the pure-Python twin must write the same bytes."""
+    monkeypatch.setattr(_noise_numba, "kernels", lambda: None)
     test_held_out_noisify_cases_are_byte_identical(
         next(c for c in REFERENCE["noisify"] if c["name"] == name), tmp_path, capsys
     )
@@ -146,23 +146,23 @@ def test_nanobragg_noisefile_is_pixel_identical(case, implementation):
 
 def test_twin_draws_match_the_kernel_draw_for_draw(monkeypatch):
     """Flicker, calibration, readout and Poisson draws (every poidev branch: under 12,
-    rejection, above 1e6 photons) agree between the C kernel and its Python twin."""
-    if _noise_native.library() is None:
-        pytest.skip("no C compiler")
+    rejection, above 1e6 photons) agree between the compiled loops and their Python twin."""
+    if _noise_numba.kernels() is None:
+        pytest.skip(f"the compiled noise loops are unavailable: {_noise_numba.unavailable_reason()}")
     rng = np.random.default_rng(5)
     photons = np.concatenate([rng.uniform(0, 12, 300), rng.uniform(12, 5e3, 300), [0.0, 1.5e6, 3e6, 11.999, 12.0, 1e6]])
     image = photons.astype(np.float32).reshape(2, -1)
     model = noise.DetectorModel(flicker=0.05, calibration=0.04, readout_noise_adu=2.0, adc_offset_adu=0, bits=32)
     native = noise.noisify(image, seed=77, calib_seed=4, model=model)
-    monkeypatch.setattr(_noise_native, "library", lambda: None)
+    monkeypatch.setattr(_noise_numba, "kernels", lambda: None)
     python = noise.noisify(image, seed=77, calib_seed=4, model=model)
     np.testing.assert_array_equal(native.counts, python.counts)
     assert native.photons_drawn == python.photons_drawn and native.photons == python.photons
 
 
 def test_psf_kernels_sum_to_one_and_match_the_twin():
-    if _noise_native.library() is None:
-        pytest.skip("no C compiler")
+    if _noise_numba.kernels() is None:
+        pytest.skip(f"the compiled noise loops are unavailable: {_noise_numba.unavailable_reason()}")
     for kind, fwhm in (("gauss", 1.5), ("fiber", 1.72)):
         kernel = noise.psf_kernel(30, kind, fwhm)
         twin = _noise_python.psf_kernel(30, kind == "fiber", fwhm).reshape(kernel.shape)
