@@ -253,16 +253,18 @@ def first_use_child(mode: str) -> None:
     second noisify with a Gaussian PSF at 1024 x 1024, or (``warm_up``) every loop's compile."""
     result: dict = {}
     if mode == "--warm-up-child":
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         result["native"] = _noise_numba.warm_up()
         result["warm_up_s"] = time.perf_counter() - started
+        result["warm_up_cpu_s"] = time.process_time() - started_cpu
     else:
         image = make_image(1, KERNELS_SIZE, KERNELS_SIZE)
         model, seeds = model_of(CONFIGS["gauss PSF auto"])
-        for label in ("first_s", "second_s"):
-            started = time.perf_counter()
+        for label in ("first", "second"):
+            started, started_cpu = time.perf_counter(), time.process_time()
             noise.noisify(image, pixel_size_mm=0.172, model=model, **seeds)
-            result[label] = time.perf_counter() - started
+            result[f"{label}_s"] = time.perf_counter() - started
+            result[f"{label}_cpu_s"] = time.process_time() - started_cpu
         result["native"] = _noise_numba.kernels() is not None
     print(json.dumps(result))
 
@@ -284,32 +286,39 @@ def kernels_main(repeats: int, python: bool) -> None:
         implementations = {"numba": _noise_numba.kernels()}
         if c_loops is not None:
             implementations["C"] = c_loops
-        print(f"medians of {repeats}, interleaved; the Python twin once")
+        print(f"medians of {repeats}, interleaved, wall and CPU (this thread's) time; the Python twin once")
         for name, flags in CONFIGS.items():
             model, seeds = model_of(flags)
 
             def run(model=model, seeds=seeds):
                 return noise.noisify(image, pixel_size_mm=0.172, model=model, **seeds)
 
-            times: dict[str, list[float]] = {label: [] for label in implementations}
+            wall: dict[str, list[float]] = {label: [] for label in implementations}
+            cpu: dict[str, list[float]] = {label: [] for label in implementations}
             counts = {}
             for _ in range(repeats):
                 for label, namespace in implementations.items():
                     with loops(namespace):
-                        started = time.perf_counter()
+                        started, started_cpu = time.perf_counter(), time.thread_time()
                         counts[label] = run().counts
-                        times[label].append(time.perf_counter() - started)
-            medians = {label: statistics.median(t) for label, t in times.items()}
-            line = f"{name:16s} numba {medians['numba'] * 1e3:8.1f} ms"
-            if "C" in medians:
-                line += f"   C {medians['C'] * 1e3:8.1f} ms   numba / C {medians['numba'] / medians['C']:5.2f}"
+                        cpu[label].append(time.thread_time() - started_cpu)
+                        wall[label].append(time.perf_counter() - started)
+            wall_s = {label: statistics.median(t) for label, t in wall.items()}
+            cpu_s = {label: statistics.median(t) for label, t in cpu.items()}
+            line = f"{name:16s} numba {wall_s['numba'] * 1e3:7.1f} ms (CPU {cpu_s['numba'] * 1e3:7.1f})"
+            if "C" in wall_s:
+                line += f"   C {wall_s['C'] * 1e3:7.1f} ms (CPU {cpu_s['C'] * 1e3:7.1f})"
+                line += f"   numba / C {wall_s['numba'] / wall_s['C']:5.2f} (CPU {cpu_s['numba'] / cpu_s['C']:5.2f})"
             if python:
                 with loops(None):
-                    started = time.perf_counter()
+                    started, started_cpu = time.perf_counter(), time.thread_time()
                     counts["Python"] = run().counts
+                    python_cpu_s = time.thread_time() - started_cpu
                     python_s = time.perf_counter() - started
-                line += f"   Python twin {python_s:6.1f} s ({python_s / image.size * 1e6:4.1f} us/pixel, "
-                line += f"{python_s / medians['numba']:5.0f}x numba)"
+                line += f"   Python twin {python_s:5.1f} s (CPU {python_cpu_s:5.1f},"
+                line += (
+                    f" {python_cpu_s / image.size * 1e6:4.1f} us/pixel, {python_cpu_s / cpu_s['numba']:3.0f}x numba)"
+                )
             same = all(np.array_equal(c, counts["numba"]) for c in counts.values())
             print(f"{line}   same pixels: {same}")
     print(f"load average at the end {load_average()}")
@@ -318,13 +327,16 @@ def kernels_main(repeats: int, python: bool) -> None:
         for label in ("empty cache", "warm cache"):
             item = first_use(cache, "--first-use-child")
             print(
-                f"  first noisify, Gaussian PSF, {label}: {item['first_s']:.2f} s"
-                f" (the second {item['second_s']:.2f} s; numba: {item['native']})"
+                f"  first noisify, Gaussian PSF, {label}: {item['first_s']:.2f} s (CPU {item['first_cpu_s']:.2f});"
+                f" the second {item['second_s']:.2f} s (CPU {item['second_cpu_s']:.2f}); numba: {item['native']}"
             )
     with tempfile.TemporaryDirectory(prefix="braggsim-noise-cache-") as cache:
         for label in ("empty cache", "warm cache"):
             item = first_use(cache, "--warm-up-child")
-            print(f"  _noise_numba.warm_up() (every loop), {label}: {item['warm_up_s']:.2f} s")
+            print(
+                f"  _noise_numba.warm_up() (every loop), {label}: {item['warm_up_s']:.2f} s"
+                f" (CPU {item['warm_up_cpu_s']:.2f})"
+            )
 
 
 # ------------------------------------------------------------------ default
