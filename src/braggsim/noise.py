@@ -408,7 +408,7 @@ def detector_noise(
     the kernel misses evenly, so the photon total is kept.  Same distributions as
     :func:`noisify`, different draws: use :func:`noisify` to reproduce noisify's pixels.
     Nothing here is differentiable (the draws are discrete).  It runs wherever the
-    tensor lives (a GPU included) and needs no C compiler; on a CPU it takes about as long
+    tensor lives (a GPU included); on a CPU it takes about as long
     as :func:`noisify` (benchmarks/noise.py).  Arithmetic is in ``image``'s precision.
     """
     model = DetectorModel() if model is None else model
