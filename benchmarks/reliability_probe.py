@@ -32,8 +32,10 @@ files    For each format the readers take (SMV, CBF, TIFF, EDF, HDF5/NeXus, .bin
          ValueError/OSError without the path), garbage (read, but non-finite values),
          crash (any other exception, or the process died), hang.
 threads  The same simulations from 4 threads at once and serially: bitwise equal.
-kill     ``braggsim simulate`` writing a 1024^2 -floatfile over an existing target,
-         SIGKILLed at spread-out moments: the target is the old or the new complete file.
+kill     ``braggsim simulate`` writing a 4096^2 (64 MiB) -floatfile over an existing
+         target, SIGKILLed (every other run) the moment its temporary appears beside the
+         target, i.e. mid-write, or at moments spread over the run: the target must be the
+         old or the new complete file.
 
 Exit status 0 only when there is no traceback, hang, garbage, crash, thread mismatch or
 damaged target.  --json FILE writes every case and its outcome.
@@ -752,32 +754,38 @@ def probe_kills(kills: int, folder: Path) -> dict:
         "-m",
         "braggsim.cli",
         "simulate",
-        *("-cell", "100", "100", "100", "90", "90", "90", "-default_F", "100", "-N", "3"),
-        *("-detpixels", "1024", "-pixel", "0.1", "-distance", "100", "-floatfile", str(target)),
+        *("-cell", "100", "100", "100", "90", "90", "90", "-default_F", "100", "-N", "1", "-oversample", "1"),
+        *("-detpixels", "4096", "-pixel", "0.025", "-distance", "100", "-floatfile", str(target)),
     ]
     env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH") or str(REPO / "src")}
     started = time.perf_counter()
     subprocess.run(argv, check=True, capture_output=True, env=env)
     full_s = time.perf_counter() - started
     new = target.read_bytes()
-    old = np.full(1024 * 1024, 1.5, dtype="<f4").tobytes()
+    old = np.full(4096 * 4096, 1.5, dtype="<f4").tobytes()
     outcomes: Counter = Counter()
     for k in range(kills):
         target.write_bytes(old)
-        for leftover in folder.glob(".*"):
+        for leftover in folder.glob(".*.part"):
             leftover.unlink()
-        # kill times spread from the start-up to past the end of the writing
-        delay = full_s * (0.5 + 0.55 * (k + 0.5) / kills)
         process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        try:
-            process.wait(timeout=delay)
-        except subprocess.TimeoutExpired:
+        if k % 2 == 0:
+            # mid-write: the moment the temporary beside the target appears
+            while process.poll() is None and not any(n.endswith(".part") for n in os.listdir(folder)):
+                time.sleep(0.001)
+            outcomes["killed with a temporary present"] += process.poll() is None
+        else:
+            # at moments spread from the start-up to past the end of the writing
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=full_s * (0.5 + 0.55 * (k + 0.5) / kills))
+        if process.poll() is None:
             process.send_signal(signal.SIGKILL)
-            process.wait()
+        process.wait()
         content = target.read_bytes()
         outcomes["old" if content == old else "new" if content == new else "damaged"] += 1
-    leftovers = [p.name for p in folder.iterdir() if p.name != "target.bin"]
-    return {"kills": kills, "full_run_s": round(full_s, 1), **outcomes, "temporaries left": len(leftovers)}
+        # SIGKILL leaves the temporary (nothing can remove it); it is never the target
+        outcomes["temporaries left"] += len(list(folder.glob(".*.part")))
+    return {"kills": kills, "full_run_s": round(full_s, 1), **outcomes}
 
 
 # ------------------------------------------------------------------ report
@@ -878,7 +886,8 @@ def main(argv=None) -> int:
             print(
                 f"\n== SIGKILL mid-write: {result['kills']} kills (full run {result['full_run_s']} s): "
                 f"target old {result.get('old', 0)}, new {result.get('new', 0)}, damaged {result.get('damaged', 0)}; "
-                f"temporaries left behind {result['temporaries left']}"
+                f"{result.get('killed with a temporary present', 0)} killed mid-write (the temporary beside the "
+                f"target present); hidden temporaries left behind {result.get('temporaries left', 0)}"
             )
             bad += result.get("damaged", 0)
             report["kill"] = result
