@@ -199,14 +199,19 @@ def check_simulation(crystal, detector, oversample: int, itemsize: int, native: 
         + (f"{_count(samples)} sources x layers x " if samples > 1 else "")
         + f"{_count(estimate['orientations'])} crystal orientations"
     )
-    check_memory(f"this simulation ({size})", estimate["memory_bytes"])
     budget = time_budget_s()
-    if estimate["seconds"] > budget:
-        raise ResourceLimitError(
-            f"this simulation ({size} = {estimate['evaluations']:.3g} evaluations) would take at least "
-            f"{format_seconds(estimate['seconds'])}, more than the {format_seconds(budget)} time budget "
-            f"({TIME_ENV} sets it)"
-        )
+    too_slow = estimate["seconds"] > budget
+    slow = (
+        f"would take at least {format_seconds(estimate['seconds'])}, more than the "
+        f"{format_seconds(budget)} time budget ({TIME_ENV} sets it)"
+    )
+    try:
+        check_memory(f"this simulation ({size})", estimate["memory_bytes"])
+    except ResourceLimitError as exc:
+        # both budgets exceeded (an absurd oversample): say both
+        raise ResourceLimitError(f"{exc}; and it {slow}" if too_slow else str(exc)) from None
+    if too_slow:
+        raise ResourceLimitError(f"this simulation ({size} = {estimate['evaluations']:.3g} evaluations) {slow}")
     if not math.isfinite(estimate["memory_bytes"]):
         raise ResourceLimitError(f"this simulation ({size}) has no finite size")
     return estimate
