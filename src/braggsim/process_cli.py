@@ -87,20 +87,6 @@ def process_main(argv) -> int:
             parser.error(f"--beamstop must be 'auto' or a radius in pixels, got {args.beamstop!r}")
         if not (math.isfinite(beamstop) and beamstop >= 0):
             parser.error(f"--beamstop must be 'auto' or a radius >= 0 in pixels, got {args.beamstop!r}")
-    from .io import read_frame
-    from .io.errors import check_readable_file
-
-    for frame in args.frames:
-        try:
-            check_readable_file(frame)
-        except OSError as exc:
-            parser.error(f"FRAME {frame}: {exc.strerror or exc}")
-    if args.mask is not None:
-        try:
-            read_frame(args.mask)
-        except (OSError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            parser.error(f"--mask {args.mask}: {reason}")
     if not (math.isfinite(args.gain) and args.gain > 0):
         parser.error(f"--gain must be > 0 ADU per photon, got {args.gain!r}")
     try:
@@ -121,6 +107,21 @@ def process_main(argv) -> int:
         )
     except ValueError as exc:
         parser.error(str(exc))
+    # the files after the options: a bad option is reported whatever the files are
+    from .io import read_frame
+    from .io.errors import check_readable_file
+
+    for frame in args.frames:
+        try:
+            check_readable_file(frame)
+        except OSError as exc:
+            parser.error(f"FRAME {frame}: {exc.strerror or exc}")
+    if args.mask is not None:
+        try:
+            read_frame(args.mask)
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            parser.error(f"--mask {args.mask}: {reason}")
     try:
         import os
 
