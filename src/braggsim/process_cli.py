@@ -14,7 +14,10 @@ free intensity per reflection, Poisson likelihood).  For each frame DIR gets <st
 (spots, indexed, RMSD, refined parameters with standard errors, times) and, when indexed,
 <stem>.expt (a DIALS ExperimentList); DIR/summary.csv gets one row per frame (frame, status
 indexed / no-lattice / failed, n_spots, n_indexed, rmsd_px, cell, mosaic_deg, time_s).
-A frame that cannot be processed is 'failed' with its reason and the others go on.
+A frame that cannot be processed is 'failed' with its reason and the others go on; each
+failed frame is one line 'braggsim: error: FRAME: failed (reason)' on stderr, with --quiet
+too.  A FRAME that does not exist or is a folder, and a --mask that cannot be read, are bad
+arguments, refused before any frame is processed.
 Exit status: 0 when every frame was processed (indexed or no-lattice), 1 if any failed,
 2 for bad arguments.
 """
@@ -83,6 +86,8 @@ def process_main(argv) -> int:
             beamstop = float(beamstop)
         except ValueError:
             parser.error(f"--beamstop must be 'auto' or a radius in pixels, got {args.beamstop!r}")
+        if not (math.isfinite(beamstop) and beamstop >= 0):
+            parser.error(f"--beamstop must be 'auto' or a radius >= 0 in pixels, got {args.beamstop!r}")
     if not (math.isfinite(args.gain) and args.gain > 0):
         parser.error(f"--gain must be > 0 ADU per photon, got {args.gain!r}")
     try:
@@ -103,6 +108,21 @@ def process_main(argv) -> int:
         )
     except ValueError as exc:
         parser.error(str(exc))
+    # the files after the options: a bad option is reported whatever the files are
+    from .io import read_frame
+    from .io.errors import check_readable_file
+
+    for frame in args.frames:
+        try:
+            check_readable_file(frame)
+        except OSError as exc:
+            parser.error(f"FRAME {frame}: {exc.strerror or exc}")
+    if args.mask is not None:
+        try:
+            read_frame(args.mask)
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            parser.error(f"--mask {args.mask}: {reason}")
     try:
         import os
 
@@ -111,7 +131,7 @@ def process_main(argv) -> int:
         parser.error(f"cannot create --out {args.out!r}: {exc}")
 
     def report(result):
-        if args.quiet:
+        if args.quiet and result.status != "failed":
             return
         if result.status == "indexed":
             a, b, c, al, be, ga = result.cell
@@ -122,6 +142,8 @@ def process_main(argv) -> int:
                 f"cell {a:.2f} {b:.2f} {c:.2f} {al:.1f} {be:.1f} {ga:.1f}{mosaic}  ({result.time_s:.1f} s)",
                 flush=True,
             )
+        elif result.status == "failed":
+            print(f"braggsim: error: {result.frame}: failed ({result.reason})", file=sys.stderr, flush=True)
         else:
             print(f"{result.frame}: {result.status} ({result.reason})  ({result.time_s:.1f} s)", flush=True)
 

@@ -186,6 +186,8 @@ def read_expt(path) -> list[StillExperiment]:
             document = json.load(handle)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not JSON ({exc})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file (bytes that are not UTF-8)") from None
     return experiments_from_dict(document, source=path)
 
 
