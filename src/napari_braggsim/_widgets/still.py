@@ -98,11 +98,16 @@ class StillWidget(Container):
         # the crystal
         last = _LAST_USED.get("cell", {})
         self.cell_fields = {
-            name: LineEdit(name=f"cell_{name}", label=spec.text, value=last.get(name, ""), tooltip=spec.tooltip)
+            name: LineEdit(
+                name=f"cell_{name}",
+                label=f"{spec.label} ({'°' if spec.unit == 'deg' else spec.unit})",  # short: three to a row
+                value=last.get(name, ""),
+                tooltip=spec.tooltip,
+            )
             for name, spec in CELL_FIELDS.items()
         }
         for field in self.cell_fields.values():
-            field.native.setMinimumWidth(56)
+            field.native.setMinimumWidth(52)
         self.space_group = LineEdit(
             name="space_group", label="space group", value=_LAST_USED.get("space_group", ""), tooltip=SPACE_GROUP_TIP
         )
