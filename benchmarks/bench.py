@@ -1,9 +1,17 @@
-"""Speed benchmark for braggsim (issue 7): the figures of the issue, a scaling table, and
-optionally nanoBragg on the same cases in the same run.
+"""Speed benchmark for braggsim (issues 7 and 14): the figures of the issues, the fused
+numba kernel against the C kernel it replaced and the plain torch path, first use with a
+cold and a warm kernel cache, a scaling table, and optionally nanoBragg on the same cases
+in the same run.
 
     python benchmarks/bench.py                     # full run, a few minutes on 2 cores
-    python benchmarks/bench.py --quick             # smoke run, well under a minute
+    python benchmarks/bench.py --quick             # smoke run, about a minute
+    python benchmarks/bench.py --no-compiler       # with gcc, cc and clang hidden from PATH
     python benchmarks/bench.py --nanobragg ./nanoBragg --json out.json
+
+The C kernel (benchmarks/gcc_reference.py) is loaded from braggsim's cache, where it is
+built with gcc the first time; ``--no-compiler`` builds it first and then re-runs this
+script with no C compiler on PATH and CC unset, as a user who installed from napari's
+plugin menu would have.
 
 Every figure is the median of several repeats after a warm-up (min and repeats are in
 the JSON).  Wall-clock times on a shared machine vary: the load average at the start
@@ -18,6 +26,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -32,6 +41,11 @@ import torch
 from braggsim import Beam, Crystal, Detector, _fast, simulate
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import gcc_reference  # noqa: E402  (beside this script)
+
+SIMULATE_MODULE = sys.modules["braggsim.simulate"]
+COMPILER = re.compile(r"^(.*-)?(gcc|g\+\+|cc|c\+\+|clang|clang\+\+|c89|c99|tcc|icc|icx)(-[0-9.]+)?$")
 TARGETS_S = {
     "1024x1024, 10 domains, forward": 0.1,
     "512x512, 10 domains, forward": 0.05,
@@ -100,7 +114,7 @@ def still_flags(pixels: int, domains: int, oversample: int = 1, sources: int = 1
     return flags
 
 
-def demo_step(dtype=torch.float32):
+def demo_step(dtype=torch.float32, kernel="auto"):
     """One refinement iteration of the demo model: forward plus backward in spread and misset."""
     spread = torch.tensor(0.8, dtype=dtype, requires_grad=True)
     misset = [torch.tensor(x, dtype=dtype, requires_grad=True) for x in (5.0, 3.0, -2.0)]
@@ -114,7 +128,7 @@ def demo_step(dtype=torch.float32):
         mosaic_seed=42,
     )
     detector = Detector(fpixels=64, spixels=64, pixel_size_mm=0.1, distance_mm=100, oversample=2)
-    image = simulate(crystal, detector, Beam(wavelength_A=1.0, fluence=1e28), dtype=dtype)
+    image = simulate(crystal, detector, Beam(wavelength_A=1.0, fluence=1e28), dtype=dtype, kernel=kernel)
     image.sum().backward()
     return spread.grad
 
@@ -141,22 +155,108 @@ def forward(pixels, domains, oversample=1, kernel="auto", sources=1):
     return run
 
 
+def with_kernel(module, fn):
+    """``fn`` with ``module`` (braggsim._fast or gcc_reference) as simulate's kernel."""
+
+    def run():
+        saved = SIMULATE_MODULE._fast
+        SIMULATE_MODULE._fast = module
+        try:
+            return fn()
+        finally:
+            SIMULATE_MODULE._fast = saved
+
+    return run
+
+
+def timed_interleaved(functions: dict, repeats: int, warmup: int = 1) -> dict:
+    """Like :func:`timed` for several functions, one call of each in turn, so that a change
+    of load on a shared machine hits all of them alike."""
+    for fn in functions.values():
+        for _ in range(warmup):
+            fn()
+    times: dict = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, fn in functions.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: {"median_s": statistics.median(t), "min_s": min(t), "repeats": repeats} for name, t in times.items()}
+
+
 def first_use_s() -> dict:
-    """A fresh interpreter: import + first 512x512 simulate, with a cold and a warm kernel cache."""
-    code = (
-        "import time; t=time.perf_counter(); import torch, braggsim; from braggsim import _fast;"
+    """Fresh interpreters: import, then the first 512x512x10 float32 simulate, with an empty
+    kernel cache (the first process on a machine) and then with the cache it left; and the
+    whole background warm-up (the plugin's kernels, see _fast.warm_up) on an empty cache."""
+    simulate_code = (
+        "import time; w=time.perf_counter(); c=time.process_time(); import torch, braggsim;"
+        "from braggsim import _fast;"
         f"import sys; sys.path.insert(0, {str(HERE)!r}); import bench;"
-        "t1=time.perf_counter(); c,d,b=bench.still(512,10); braggsim.simulate(c,d,b);"
-        "t2=time.perf_counter(); print(t1-t, t2-t1, _fast.library() is not None)"
+        "w1=time.perf_counter(); c1=time.process_time(); d=bench.still(512,10); braggsim.simulate(*d);"
+        "print(w1-w, time.perf_counter()-w1, time.process_time()-c1, _fast.available())"
     )
+    warm_up_code = (
+        "import time; from braggsim import _fast; w=time.perf_counter(); c=time.process_time();"
+        "_fast.warm_up(background=False); print(time.perf_counter()-w, time.process_time()-c, _fast.ready())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
     results = {}
-    with tempfile.TemporaryDirectory() as cold:
-        for label, env in (("cold cache", {"BRAGGSIM_CACHE_DIR": cold}), ("warm cache", {"BRAGGSIM_CACHE_DIR": cold})):
+    with tempfile.TemporaryDirectory() as cache:
+        for label in ("cold cache", "warm cache"):
             out = subprocess.run(
-                [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, check=True
+                [sys.executable, "-c", simulate_code],
+                capture_output=True,
+                text=True,
+                env={**env, "BRAGGSIM_CACHE_DIR": cache},
+                check=True,
             ).stdout.split()
-            results[label] = {"import_s": float(out[0]), "first_simulate_s": float(out[1]), "native": out[2] == "True"}
+            results[label] = {
+                "import_s": float(out[0]),
+                "first_simulate_s": float(out[1]),
+                "first_simulate_cpu_s": float(out[2]),
+                "native": out[3] == "True",
+            }
+    with tempfile.TemporaryDirectory() as cache:
+        out = subprocess.run(
+            [sys.executable, "-c", warm_up_code],
+            capture_output=True,
+            text=True,
+            env={**env, "BRAGGSIM_CACHE_DIR": cache},
+            check=True,
+        ).stdout.split()
+        results["warm-up, cold cache"] = {"wall_s": float(out[0]), "cpu_s": float(out[1]), "ready": out[2] == "True"}
     return results
+
+
+def compilers_on_path() -> list[str]:
+    found = [name for name in ("gcc", "cc", "clang") if shutil.which(name)]
+    return found + (["$CC"] if os.environ.get("CC") else [])
+
+
+def rerun_without_compilers(argv: list[str]) -> int:
+    """Build the C reference kernel while gcc is visible, then run this script again with
+    every C compiler hidden from PATH and CC unset."""
+    try:
+        print(
+            f"C reference kernel: {gcc_reference.build() if not gcc_reference.library_path().exists() else gcc_reference.library_path()}"
+        )
+    except RuntimeError as exc:
+        print(f"C reference kernel: not built ({exc}); the comparison will be skipped")
+    with tempfile.TemporaryDirectory() as shadow:
+        seen = set()
+        for directory in os.environ.get("PATH", "").split(os.pathsep):
+            if not os.path.isdir(directory):
+                continue
+            for entry in sorted(os.listdir(directory)):
+                path = os.path.join(directory, entry)
+                if entry in seen or COMPILER.match(entry) or not (os.path.isfile(path) and os.access(path, os.X_OK)):
+                    continue
+                seen.add(entry)
+                os.symlink(path, os.path.join(shadow, entry))
+        env = {k: v for k, v in os.environ.items() if k != "CC"}
+        env["PATH"] = shadow
+        env["BRAGGSIM_BENCH_NO_COMPILER"] = "1"
+        return subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv], env=env).returncode
 
 
 def demo_command_s(repeats: int) -> dict:
@@ -176,13 +276,6 @@ def demo_command_s(repeats: int) -> dict:
     return {"median_s": statistics.median(times), "min_s": min(times), "repeats": repeats}
 
 
-def compile_s() -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        _fast._compile(Path(tmp) / "kernel.so")
-        return time.perf_counter() - start
-
-
 def run_nanobragg(binary: str, flags: list[str], repeats: int, threads: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "image.bin"
@@ -198,6 +291,14 @@ def run_nanobragg(binary: str, flags: list[str], repeats: int, threads: int) -> 
 
 
 # ------------------------------------------------------------------ report
+def _numba_version() -> str | None:
+    try:
+        import numba
+    except ImportError:
+        return None
+    return numba.__version__
+
+
 def machine_info(threads: int) -> dict:
     cpu = platform.processor()
     with contextlib.suppress(OSError, StopIteration):
@@ -210,8 +311,10 @@ def machine_info(threads: int) -> dict:
         "threads": threads,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "native_kernel": _fast.library() is not None,
+        "native_kernel": _fast.available(),
         "native_unavailable": _fast.unavailable_reason(),
+        "numba": _numba_version(),
+        "c_compilers_on_path": compilers_on_path(),
         "loadavg_start": os.getloadavg(),
     }
 
@@ -227,7 +330,14 @@ def main(argv=None) -> int:
         choices=("sources",),
         help="run one section: 'sources' = issue 11's 1 and 9 divergence sources (with --nanobragg, in one run)",
     )
+    parser.add_argument(
+        "--no-compiler",
+        action="store_true",
+        help="run with gcc, cc and clang hidden from PATH and CC unset (the C reference kernel is built first)",
+    )
     args = parser.parse_args(argv)
+    if args.no_compiler and not os.environ.get("BRAGGSIM_BENCH_NO_COMPILER"):
+        return rerun_without_compilers(list(argv if argv is not None else sys.argv[1:]))
     if args.nanobragg and shutil.which(args.nanobragg) is None and not Path(args.nanobragg).is_file():
         parser.error(f"--nanobragg: no such program {args.nanobragg!r}")
     torch.set_num_threads(args.threads)
@@ -236,7 +346,18 @@ def main(argv=None) -> int:
     rows, results = [], {"machine": info}
 
     print(f"braggsim benchmark  (float32, medians of {repeats} repeats after a warm-up)")
-    for key in ("date", "cpu", "cores", "threads", "torch", "python", "native_kernel", "loadavg_start"):
+    for key in (
+        "date",
+        "cpu",
+        "cores",
+        "threads",
+        "torch",
+        "numba",
+        "python",
+        "native_kernel",
+        "c_compilers_on_path",
+        "loadavg_start",
+    ):
         print(f"  {key:14s} {info[key]}")
     if not info["native_kernel"]:
         print(f"  native kernel unavailable: {info['native_unavailable']}")
@@ -302,12 +423,47 @@ def main(argv=None) -> int:
         print(f"  results written to {out}")
         return 0
 
+    print("\nthe numba kernel against the C kernel it replaced and the torch path (issue 14), interleaved")
+    reference = gcc_reference.available()
+    if not reference:
+        print(f"  C reference kernel unavailable: {gcc_reference.unavailable_reason()}")
+    comparison = {}
+    cases = [
+        ("1024x1024, 10 domains, forward", forward(1024, 10), forward(1024, 10, kernel="torch"), repeats, 3),
+        ("512x512, 10 domains, forward", forward(512, 10), forward(512, 10, kernel="torch"), repeats, 3),
+        ("refinement demo, forward+backward", demo_step, lambda: demo_step(kernel="torch"), 30, 10),
+        (
+            "refinement demo, forward+backward, float64",
+            lambda: demo_step(torch.float64),
+            lambda: demo_step(torch.float64, kernel="torch"),
+            30,
+            10,
+        ),
+    ]
+    if args.quick:
+        cases = [case[:3] + (3 if "forward," in case[0] else 10, 1) for case in cases[::2]]
+    for name, fn, torch_fn, reps, torch_reps in cases:
+        functions = {"numba": fn}
+        if reference:
+            functions["gcc"] = with_kernel(gcc_reference, fn)
+        row = timed_interleaved(functions, reps)
+        row["torch"] = timed(torch_fn, torch_reps)
+        numba_s = row["numba"]["median_s"]
+        text = f"  {name:44s} numba {numba_s * 1e3:9.2f} ms"
+        if reference:
+            row["numba_over_gcc"] = numba_s / row["gcc"]["median_s"]
+            text += f"   gcc {row['gcc']['median_s'] * 1e3:9.2f} ms   numba/gcc {row['numba_over_gcc']:5.2f}"
+        row["torch_over_numba"] = row["torch"]["median_s"] / numba_s
+        text += f"   torch {row['torch']['median_s'] * 1e3:9.1f} ms ({row['torch_over_numba']:.0f}x numba)"
+        comparison[name] = row
+        print(text, flush=True)
+    results["kernel_comparison"] = comparison
+
     print("\nissue 7 figures")
     forward_case("1024x1024, 1 domain, forward", 1024, 1)
     forward_case("1024x1024, 10 domains, forward", 1024, 10)
     if not args.quick:
         forward_case("1024x1024, 50 domains, forward", 1024, 50)
-        forward_case("1024x1024, 10 domains, forward, torch kernel", 1024, 10, kernel="torch", reps=3)
     forward_case("512x512, 10 domains, forward", 512, 10)
     record("refinement demo, forward+backward", timed(demo_step, 10 if args.quick else 30, warmup=3))
     if not args.quick:
@@ -315,15 +471,18 @@ def main(argv=None) -> int:
 
     record("braggsim demo, whole command", demo_command_s(1 if args.quick else 3))
 
-    print("\nfirst use")
-    results["compile_s"] = compile_s()
-    print(f"  native kernel compile (cold, once per machine)  {results['compile_s']:.2f} s")
+    print("\nfirst use (fresh processes)")
     results["first_use"] = first_use_s()
-    for label, item in results["first_use"].items():
+    for label in ("cold cache", "warm cache"):
+        item = results["first_use"][label]
         print(
-            f"  fresh process, {label:10s}: import {item['import_s']:.2f} s, "
-            f"first 512x512x10 simulate {item['first_simulate_s']:.2f} s"
+            f"  {label:10s}: import {item['import_s']:.2f} s, first 512x512x10 simulate "
+            f"{item['first_simulate_s']:.2f} s (CPU {item['first_simulate_cpu_s']:.2f} s)"
         )
+    item = results["first_use"]["warm-up, cold cache"]
+    print(
+        f"  the whole warm-up (float32 image; float64 image, geometry, forward, backward), cold cache: {item['wall_s']:.2f} s (CPU {item['cpu_s']:.2f} s)"
+    )
 
     print("\nscaling: cost per evaluation (pixel x domain x subpixel) should stay flat")
     print(

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Set up everything napari-braggsim needs on a fresh Debian machine (as root) or an
-# existing one: the system libraries headless Qt/OpenGL need (and gcc, which builds the
-# fast simulation kernel at first use), a virtual environment in
-# .venv, torch 2.13.0 (the CPU wheel, installed first so pip never pulls a CUDA build),
-# then the project with its test extras (napari with PyQt6, the Qt binding napari keeps
-# supporting; the libxcb-cursor0 above is what Qt 6 needs under Xvfb).  Safe to run again.
+# existing one: the system libraries headless Qt/OpenGL need (libxcb-cursor0 is what Qt 6
+# needs under Xvfb), gcc (for the noise module's nanoBragg-exact loops, which fall back to
+# slower pure Python without it), a virtual environment in .venv, torch 2.13.0 (the CPU
+# wheel, installed first so pip never pulls a CUDA build), then the project with its test
+# extras (napari with PyQt6, the Qt binding napari keeps supporting), and finally the fast
+# simulation kernel, compiled once into ~/.cache/braggsim (it needs no C compiler: numba's
+# wheel brings LLVM).  Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,4 +34,6 @@ fi
 echo "== installing torch 2.13.0 (CPU) and napari-braggsim[testing]"
 .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[testing]"
+echo "== compiling the simulation kernel (numba, cached per user; a few seconds the first time)"
+.venv/bin/python -c "from braggsim import _fast; _fast.warm_up(background=False); print('   ', 'ready' if _fast.ready() else _fast.unavailable_reason())"
 echo "== setup done"

@@ -7,7 +7,10 @@ resolution) and gradients must be exact: gradcheck in float64 through ``simulate
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,13 +20,15 @@ from braggsim import Beam, Crystal, Detector, _fast, simulate
 from braggsim.nanobragg_flags import parse_flags
 from braggsim.simulate import ForwardModel
 
+pytestmark = pytest.mark.torch_path  # CI runs these on the torch path too (BRAGGSIM_NATIVE=0)
+
 DATA = Path(__file__).parent / "data"
 CASES = {c["name"]: c for c in json.loads((DATA / "cases.json").read_text())}
 # p16's crystal has 50 cells a side: float32 rounding of h costs it 1.5e-4 of the total
 # (sin(N pi h) magnifies it N times); test_parity holds it to nanoBragg's 1e-3
 NATIVE_CASES = [n for n in CASES if n not in ("p06_round_polar", "p16_flux_xtalsize")]
 
-needs_native = pytest.mark.skipif(_fast.library() is None, reason=f"no native kernel: {_fast.unavailable_reason()}")
+needs_native = pytest.mark.skipif(not _fast.available(), reason=f"no native kernel: {_fast.unavailable_reason()}")
 
 
 def flags_for(name: str):
@@ -63,9 +68,14 @@ def test_auto_uses_native_only_where_exact(monkeypatch):
     crystal = Crystal(default_F=100, N_cells=(5.5, 5, 5))
     model = ForwardModel(crystal, Detector(fpixels=4), Beam(), torch.float64, torch.device("cpu"))
     assert not model.native  # non-integer N needs the continuous sincg
-    monkeypatch.setattr(_fast, "library", lambda: None)
+    monkeypatch.setattr(_fast, "available", lambda: False)
     model = ForwardModel(Crystal(default_F=100), Detector(fpixels=4), Beam(), torch.float64, torch.device("cpu"))
-    assert not model.native  # no compiler: silently the torch path
+    assert not model.native  # no kernel (numba missing): silently the torch path
+    monkeypatch.undo()
+    monkeypatch.setenv("BRAGGSIM_NATIVE", "0")
+    assert not _fast.available() and _fast.unavailable_reason() == "BRAGGSIM_NATIVE=0"
+    model = ForwardModel(Crystal(default_F=100), Detector(fpixels=4), Beam(), torch.float64, torch.device("cpu"))
+    assert not model.native
 
 
 def _demo_inputs(dtype, spread=0.8, misset=(5.0, 3.0, -2.0)):
@@ -152,12 +162,57 @@ def test_native_table_path_matches_torch_and_refined_default_F_falls_back():
 
 
 @needs_native
-def test_kernel_compiles_into_the_cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("BRAGGSIM_CACHE_DIR", str(tmp_path))
-    target = tmp_path / "kernel-test.so"
-    _fast._compile(target)
-    assert target.stat().st_size > 0
-    assert [p.name for p in tmp_path.iterdir()] == ["kernel-test.so"]  # no temporary left behind
+def test_compiled_kernel_is_cached_across_processes(tmp_path):
+    """The first process compiles into BRAGGSIM_CACHE_DIR; a second one only loads."""
+    code = (
+        "import torch, braggsim; from braggsim import _fast\n"
+        "image = braggsim.simulate(braggsim.Crystal(default_F=100), braggsim.Detector(fpixels=8), kernel='native')\n"
+        "stats = _fast._load()[torch.float32]['_image_range'].stats\n"
+        "print(stats.cache_hits.total(), stats.cache_misses.total(), float(image.sum()))\n"
+    )
+    env = {**os.environ, "BRAGGSIM_CACHE_DIR": str(tmp_path)}
+    env.pop("NUMBA_CACHE_DIR", None)
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env) for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+    (hits_cold, misses_cold, total_cold), (hits_warm, misses_warm, total_warm) = (
+        [float(x) for x in run.stdout.split()] for run in runs
+    )
+    assert (hits_cold, misses_cold) == (0, 1)  # compiled...
+    assert (hits_warm, misses_warm) == (1, 0)  # ...and then only loaded
+    assert total_cold == total_warm > 0
+    assert list((tmp_path / "numba").rglob("*_image_range_f32*.nbc"))
+
+
+@needs_native
+def test_lattice_sum_takes_any_number_of_samples_per_pixel():
+    """(rows, pixels, S, 3) with S not a square (beam sources, sensor layers): values and
+    gradients in the scattering vectors and the axes match the torch formula."""
+    from braggsim.lattice import lattice_factor, nearest_integer
+
+    generator = torch.Generator().manual_seed(5)
+    scat = (torch.rand(2, 3, 7, 3, generator=generator, dtype=torch.float64) - 0.5) * 0.2
+    axes = torch.eye(3, dtype=torch.float64) * 40 + torch.rand(4, 3, 3, generator=generator, dtype=torch.float64)
+    scat.requires_grad_(True)
+    axes.requires_grad_(True)
+    weights = torch.rand(2, 3, 7, generator=generator, dtype=torch.float64)
+
+    def reference(scat, axes):
+        hkl = torch.einsum("rfsj,kij->rfski", scat, axes)
+        f_latt = lattice_factor(
+            hkl - nearest_integer(hkl.detach()), torch.tensor([3.0, 4.0, 5.0], dtype=torch.float64), "square"
+        )
+        return (f_latt * f_latt).sum(-1)
+
+    native = _fast.lattice_sum(scat, axes, (3, 4, 5))
+    expected = reference(scat, axes)
+    assert native.shape == (2, 3, 7)
+    assert relative_max_error(native.detach(), expected.detach()) < 1e-12
+    grads = torch.autograd.grad((native * weights).sum(), (scat, axes))
+    expected_grads = torch.autograd.grad((expected * weights).sum(), (scat, axes))
+    for got, want in zip(grads, expected_grads, strict=True):
+        assert relative_max_error(got, want) < 1e-9
+    assert torch.autograd.gradcheck(lambda s, a: _fast.lattice_sum(s, a, (3, 4, 5)), (scat, axes), eps=1e-7, atol=1e-6)
 
 
 @needs_native
@@ -267,3 +322,52 @@ def test_memoised_crystal_constants_follow_every_crystal_change():
     for i in range(1, len(variants) - 1):
         assert not torch.equal(memoised[0], memoised[i]), f"variant {i} did not change the image"
     assert torch.equal(memoised[0], memoised[-1])
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kernel_results_do_not_depend_on_the_thread_count(dtype, monkeypatch):
+    """Forward values and both gradients are bitwise the same on 1 and on 2 threads (the
+    lattice-axis gradient is summed in fixed blocks, added in a fixed order)."""
+    generator = torch.Generator().manual_seed(3)
+    scat = (torch.rand(1 << 17, 3, generator=generator, dtype=dtype) - 0.5) * 0.4
+    axes = torch.eye(3, dtype=dtype) * 60 + torch.rand(10, 3, 3, generator=generator, dtype=dtype)
+    weights = torch.rand(1 << 17, generator=generator, dtype=dtype)
+    results = []
+    for threads in (1, 2):
+        monkeypatch.setattr(_fast, "_threads", lambda evaluations, threads=threads: threads)
+        s, a = scat.clone().requires_grad_(True), axes.clone().requires_grad_(True)
+        out = _fast.lattice_sum(s, a, (5, 5, 5))
+        results.append((out.detach(), *torch.autograd.grad((out * weights).sum(), (s, a))))
+    assert float(results[0][2].abs().max()) > 0
+    for one, two in zip(*results, strict=True):
+        assert torch.equal(one, two)
+
+
+@needs_native
+def test_warm_up_compiles_what_the_plugin_uses():
+    """After warm_up, live simulation (float32 image) and a refinement step (float64
+    geometry, forward, backward, image) find their kernels compiled."""
+    thread = _fast.warm_up(background=True)
+    if thread is not None:
+        thread.join(timeout=300)
+    assert _fast.ready()
+    assert _fast.warm_up() is None  # nothing left to do
+    kernels = _fast._load()
+    compiled = {
+        (dtype, name): len(kernels[dtype][name].overloads)
+        for dtype, name in [
+            (torch.float32, "_image_range"),
+            (torch.float64, "_image_range"),
+            (torch.float64, "_geometry_range"),
+            (torch.float64, "_forward_range"),
+            (torch.float64, "_backward_range"),
+        ]
+    }
+    assert all(count >= 1 for count in compiled.values()), compiled
+    spread, misset = _demo_inputs(torch.float64)
+    torch.autograd.grad(_small_image(spread, misset).sum(), (spread, misset))  # a refinement step
+    with torch.no_grad():
+        simulate(Crystal(default_F=100), Detector(fpixels=8), dtype=torch.float32)  # live simulation
+    after = {key: len(kernels[key[0]][key[1]].overloads) for key in compiled}
+    assert after == compiled  # nothing new was compiled

@@ -14,6 +14,8 @@ from torch.autograd import gradcheck
 
 import braggsim
 
+pytestmark = pytest.mark.torch_path  # CI runs these on the torch path too (BRAGGSIM_NATIVE=0)
+
 F64 = torch.float64
 
 

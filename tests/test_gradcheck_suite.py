@@ -13,6 +13,8 @@ from torch.autograd import gradcheck
 import braggsim
 from braggsim.background import AmorphousBackground
 
+pytestmark = pytest.mark.torch_path  # CI runs these on the torch path too (BRAGGSIM_NATIVE=0)
+
 F64 = torch.float64
 
 

@@ -21,6 +21,8 @@ import torch
 from braggsim import cli, simulate
 from braggsim.nanobragg_flags import parse_flags
 
+pytestmark = pytest.mark.torch_path  # CI runs these on the torch path too (BRAGGSIM_NATIVE=0)
+
 DATA = Path(__file__).parent / "data"
 CASES = json.loads((DATA / "cases.json").read_text())
 CASE_NAMES = [case["name"] for case in CASES]

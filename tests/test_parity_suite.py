@@ -21,6 +21,8 @@ from braggsim.nanobragg_flags import parse_flags
 from braggsim.nonbragg_cli import parse_nonbragg
 from braggsim.simulate import simulate_background
 
+pytestmark = pytest.mark.torch_path  # CI runs these on the torch path too (BRAGGSIM_NATIVE=0)
+
 DATA = Path(__file__).parent / "data"
 SUITE = [c for c in json.loads((DATA / "suite" / "cases.json").read_text()) if c["program"] == "nonBragg"]
 HELDOUT = json.loads((DATA / "heldout" / "cases.json").read_text())

@@ -126,6 +126,17 @@ def test_cli_processes_a_lattice_a_blank_and_a_broken_frame(tmp_path, capsys):
     lengths = np.linalg.norm(real, axis=1)
     assert abs(lengths[0] / 57.8 - 1) < 0.005 and abs(lengths[2] / 150.0 - 1) < 0.005
     assert crystal["space_group_hall_symbol"].strip() == "P 4abw 2nw"
+    # DIALS' stills predictor predicts a reflection only when its DeltaPsi (the relp's polar
+    # angle to the beam against the one the sphere needs) is under d / D + half / 2: the
+    # .expt's ML fields must leave nearly every indexed spot with a prediction
+    indexed = np.all(np.abs(hkl - np.rint(hkl)) <= 0.3, axis=1)
+    relp = np.rint(hkl[indexed]) @ np.linalg.inv(real).T
+    length = np.linalg.norm(relp, axis=1)
+    k = 1 / beam["wavelength"]
+    polar = np.arccos(np.clip(relp @ s0 / (length * k), -1, 1))
+    delta_psi = np.abs(polar - np.arccos(-length / (2 * k)))
+    band = 1 / length / crystal["ML_domain_size_ang"] + np.radians(crystal["ML_half_mosaicity_deg"]) / 2
+    assert np.mean(delta_psi < band) > 0.9
 
 
 @pytest.mark.parametrize(

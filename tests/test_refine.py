@@ -40,11 +40,12 @@ def demo_observed_frame():
     return demo_observed("braggsim")
 
 
+@pytest.mark.torch_path
 def test_demo_problem_recovers_truth(demo_observed_frame):
     crystal, detector, beam = demo_model()
     states, result = _run(Refiner(crystal, detector, beam, demo_observed_frame, refine=("mosaic", "misset")))
     _assert_recovered(result)
-    assert result.initial_loss / result.final_loss >= 10
+    assert result.final_loss * 10 <= result.initial_loss  # the final loss can be exactly 0
     assert all(math.isfinite(s.loss) for s in states)
     assert result.status == "converged"
     assert len(result.history) <= 100
@@ -56,7 +57,7 @@ def test_nanobragg_frame_recovers_truth():
     crystal, detector, beam = demo_model()
     _, result = _run(Refiner(crystal, detector, beam, observed, refine="mosaic,misset"))
     _assert_recovered(result)
-    assert result.initial_loss / result.final_loss >= 10
+    assert result.final_loss * 10 <= result.initial_loss  # the final loss can be exactly 0
 
 
 @pytest.mark.parametrize("case", range(3))
@@ -147,6 +148,7 @@ def test_orientation_search_only_with_the_default_strategy(hard_case):
     assert refiner.result.search is None  # no misset axis to search
 
 
+@pytest.mark.torch_path
 def test_states_carry_iteration_loss_parameters_gradient_and_image(demo_observed_frame):
     crystal, detector, beam = demo_model()
     refiner = Refiner(crystal, detector, beam, demo_observed_frame, refine=("misset",), predict_every=2)
@@ -161,6 +163,7 @@ def test_states_carry_iteration_loss_parameters_gradient_and_image(demo_observed
     assert running[-1].loss < running[0].loss
 
 
+@pytest.mark.torch_path
 def test_stop_ends_run_between_iterations(demo_observed_frame):
     crystal, detector, beam = demo_model()
     refiner = Refiner(crystal, detector, beam, demo_observed_frame)

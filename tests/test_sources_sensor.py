@@ -13,6 +13,8 @@ import braggsim
 from braggsim import Beam, Crystal, Detector, Sources, read_source_file, simulate
 from braggsim.detector import detector_frame
 
+pytestmark = pytest.mark.torch_path  # CI runs these on the torch path too (BRAGGSIM_NATIVE=0)
+
 F64 = torch.float64
 CRYSTAL = Crystal(cell=(100, 100, 100, 90, 90, 90), N_cells=(5, 5, 5), default_F=100.0, misset_deg=(5, 3, -2))
 

@@ -113,7 +113,9 @@ class FrameResult:
         2-D position RMSD (DIALS' stills predictor, the .expt's model) of the indexed spots
         used in the fit (those within 3 px); details has it per axis (rmsd_x_px, rmsd_y_px).
     cell, cell_sigma: refined cell and standard errors (None unless indexed).
-    mosaic_deg: refined mosaic spread (None when the pixel refinement did not run).
+    mosaic_deg: refined mosaic spread (None when the pixel refinement did not run).  The
+        .expt's ML_half_mosaicity_deg / ML_domain_size_ang are DIALS' estimates from the spots'
+        DeltaPsi instead (details["stills_mosaicity"]; :mod:`braggsim.stills_mosaicity`).
     parameters: refined parameter -> {"value", "sigma"} (orientation, cell, detector, and the
         pixel refinement's when it ran).
     times_s: wall seconds per step (read, spots, index, refine); time_s: the whole frame;
@@ -309,18 +311,38 @@ def _process(path: str, index: int | None, name: str, options: ProcessOptions, c
         result.details["pixel_refinement"] = refined.summary()
         result.mosaic_deg = refined.mosaic_deg
         result.parameters.update(refined.parameters)
-        experiment.half_mosaicity_deg = refined.mosaic_deg / 2.0
-        experiment.domain_size_A = refined.domain_size_A
         if refined.accepted:
             # the pixel model predicts the spots at least as well: it becomes the model
             experiment.geometry, experiment.real_space = refined.geometry, refined.real_space
             result.cell = refined.cell
             result.cell_sigma = _pixel_cell_sigma(refined, group)
     total, along_x, along_y = _position_rmsd(experiment, fit)
+    mosaicity = _stills_mosaicity(experiment, fit)
+    if mosaicity is not None:
+        # the .expt's ML fields as DIALS estimates and writes them: its stills predictor
+        # predicts only reflections inside the band they define
+        experiment.half_mosaicity_deg = mosaicity.half_mosaicity_deg
+        experiment.domain_size_A = mosaicity.written_domain_size_A
+        result.details["stills_mosaicity"] = mosaicity.summary()
     result.rmsd_px = total
     result.details.update({"rmsd_x_px": along_x, "rmsd_y_px": along_y})
     result.expt = experiment_to_dict(experiment)
     return result
+
+
+def _stills_mosaicity(experiment, fit):
+    """DIALS' ML domain size and mosaic angle from the DeltaPsi of the fit's inlier spots under
+    the model written to the .expt (None when too few spots)."""
+    from .dials_geometry import predict_still_px, reciprocal_matrix
+    from .stills_mosaicity import ml_mosaicity
+
+    hkl = fit.hkl[fit.inlier]
+    _, delta_psi, valid = predict_still_px(experiment.real_space, hkl, experiment.geometry)
+    d_A = 1.0 / np.linalg.norm(hkl @ reciprocal_matrix(experiment.real_space).T, axis=1)
+    try:
+        return ml_mosaicity(d_A[valid], delta_psi[valid])
+    except ValueError:
+        return None
 
 
 def _position_rmsd(experiment, fit) -> tuple:

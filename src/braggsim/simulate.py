@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -79,9 +80,8 @@ def auto_oversample(crystal: Crystal, detector: Detector, beam: Beam) -> int:
 
 
 _FRAMES = BoundedMemo(16)
-_GEOMETRY: dict = {}
-_GEOMETRY_SIZES: dict = {}
-_GEOMETRY_CACHE_BYTES = 32 << 20
+# subpixel geometry of a refinement's fixed detector: up to 32 MB, no entry over 8 MB
+_GEOMETRY = BoundedMemo(64, max_bytes=32 << 20, size_of=lambda tensors: sum(t.nbytes for t in tensors))
 
 
 def _frame_for(detector: Detector, dtype, device) -> DetectorFrame:
@@ -97,6 +97,11 @@ def _frame_for(detector: Detector, dtype, device) -> DetectorFrame:
     return _FRAMES.get_or_build(key, lambda: detector_frame(detector, dtype, device))
 
 
+_serial_lock = threading.Lock()
+_serial_users = 0  # threads inside _serial_torch
+_serial_saved_threads = 1
+
+
 @contextlib.contextmanager
 def _serial_torch():
     """Run torch's elementwise ops on one thread.
@@ -105,16 +110,26 @@ def _serial_torch():
     threads costs more in wake-ups than it saves, above all on a busy machine (measured:
     the sample path's overhead fell from 2.3 s to 0.9 s at load 9 on 2 cores).  The
     lattice kernel, which is compute-bound, runs outside with all threads.
+
+    torch's thread count is one setting for the whole process: a refinement thread and
+    live simulation can be inside at once, so the first one in saves it and the last one
+    out restores it (with a save and restore per caller, the second would save the 1 and
+    leave torch on one thread for good).
     """
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
+    global _serial_users, _serial_saved_threads
+    with _serial_lock:
+        if _serial_users == 0:
+            _serial_saved_threads = torch.get_num_threads()
+            if _serial_saved_threads != 1:
+                torch.set_num_threads(1)
+        _serial_users += 1
     try:
         yield
     finally:
-        torch.set_num_threads(threads)
+        with _serial_lock:
+            _serial_users -= 1
+            if _serial_users == 0 and _serial_saved_threads != 1:
+                torch.set_num_threads(_serial_saved_threads)
 
 
 class ForwardModel:
@@ -142,7 +157,7 @@ class ForwardModel:
         self.frame: DetectorFrame = _frame_for(detector, dtype, device)
         self.oversample = auto_oversample(crystal, detector, beam)
         # refuse, with the estimate, what cannot fit, before the orientations are built
-        native_rate = crystal.shape == "square" and device.type == "cpu" and _fast.library() is not None
+        native_rate = crystal.shape == "square" and device.type == "cpu" and _fast.available()
         samples = beam.n_sources * detector.n_layers
         _resources.check_simulation(crystal, detector, self.oversample, dtype.itemsize, native_rate, samples)
         self.axes = lattice_axes(crystal, self.frame.spindle_axis, dtype, device)  # (K, 3, 3)
@@ -201,7 +216,7 @@ class ForwardModel:
             reasons.append("non-integer or refined N_cells")
         if self.crystal.hkl is not None and self.factors.default_F.requires_grad:
             reasons.append("a refined default_F with an hkl table")
-        if not reasons and _fast.library() is None:
+        if not reasons and not _fast.available():
             reasons.append(f"no native kernel ({_fast.unavailable_reason()})")
         if reasons and kernel == "native":
             raise ValueError(f"kernel='native' cannot compute this model: {', '.join(reasons)}")
@@ -347,64 +362,73 @@ class ForwardModel:
             pixel = pixel * polar[..., 0]
         return pixel
 
-    def _native_geometry_args(self):
-        """(23,) geometry vector and flags for the native kernels (see ``_fast.image_rows``)."""
+    def _native_geometry(self) -> _fast.DetectorGeometry:
+        """The detector and beam as the native kernels take them (plain numbers in the
+        model's dtype, so also a memo key)."""
         frame = self.frame
         incident = frame.beam
         b_in = torch.linalg.cross(frame.polar_axis, incident)
         b_in = b_in / torch.linalg.vector_norm(b_in)
         e_in = torch.linalg.cross(incident, b_in)
         e_in = e_in / torch.linalg.vector_norm(e_in)
-        scale = self.scale
-        if self._table is None:
-            scale = scale * self.factors.default_F * self.factors.default_F
-        scalars = torch.stack(
-            [self.pixel_mm, torch.ones_like(self.pixel_mm), frame.close_distance_mm, self.kahn, scale]
-        ).to(self.dtype)
-        geometry = torch.cat([frame.pix0_mm, frame.fast, frame.slow, incident, e_in, b_in, scalars])
-        flags = 0
-        for name, bit in _fast.IMAGE_FLAGS.items():
-            source = self.beam if name == "nopolar" else self.detector
-            flags |= bit if getattr(source, name) else 0
-        return geometry.detach(), flags
+
+        def vector(t):
+            return tuple(t.detach().to(self.dtype).cpu().tolist())
+
+        def number(t):
+            return float(torch.as_tensor(t).detach().to(self.dtype))
+
+        return _fast.DetectorGeometry(
+            pix0_mm=vector(frame.pix0_mm),
+            fast=vector(frame.fast),
+            slow=vector(frame.slow),
+            beam=vector(incident),
+            e_in=vector(e_in),
+            b_in=vector(b_in),
+            pixel_mm=number(self.pixel_mm),
+            close_distance_mm=number(frame.close_distance_mm),
+            kahn=number(self.kahn),
+            wavelength_A=number(self.wavelength_A),
+            point_pixel=bool(self.detector.point_pixel),
+            nopolar=bool(self.beam.nopolar),
+            oversample_omega=bool(self.detector.oversample_omega),
+            oversample_polar=bool(self.detector.oversample_polar),
+        )
 
     def image_block(self, row_start: int, row_stop: int) -> torch.Tensor:
         """:meth:`block` without autograd, geometry and all in the native kernel."""
         with torch.no_grad():
-            geometry, flags = self._native_geometry_args()
+            scale = self.scale
+            if self._table is None:
+                scale = scale * self.factors.default_F * self.factors.default_F
             return _fast.image_rows(
-                geometry,
+                self._native_geometry(),
                 range(row_start, row_stop),
                 self.detector.fpixels,
                 self.oversample,
-                float(self.wavelength_A),
-                flags,
                 self.axes,
                 self._n_cells_int,
                 self._table,
+                scale=float(scale.to(self.dtype)),
+                dtype=self.dtype,
             )
 
     def _constant_geometry(self, row_start: int, row_stop: int):
         """:meth:`_geometry` from the native kernel, for when no geometry field is refined.
 
         Small results are memoised on the exact geometry values (a refinement asks for the
-        same ones every step); the key holds every input, so it cannot go stale.
+        same ones every step); the key holds every input, so it cannot go stale.  The
+        memoised tensors are shared between threads and never written to.
         """
         with torch.no_grad():
-            geometry, flags = self._native_geometry_args()
-            args = (range(row_start, row_stop), self.detector.fpixels, self.oversample, float(self.wavelength_A), flags)
-            # element 22 is the intensity scale, which the geometry does not use
-            key = (geometry[:22].cpu().numpy().tobytes(), geometry.dtype, row_start, row_stop, *args[1:])
-            cached = _GEOMETRY.get(key)
-            if cached is None:
-                cached = _fast.geometry_rows(geometry, *args)
-                size = sum(t.numel() * t.element_size() for t in cached)
-                if size <= _GEOMETRY_CACHE_BYTES // 4:
-                    if sum(_GEOMETRY_SIZES.values()) + size > _GEOMETRY_CACHE_BYTES:
-                        _GEOMETRY.clear()
-                        _GEOMETRY_SIZES.clear()
-                    _GEOMETRY[key], _GEOMETRY_SIZES[key] = cached, size
-            return cached
+            geometry = self._native_geometry()
+            key = (geometry, self.dtype, row_start, row_stop, self.detector.fpixels, self.oversample)
+            return _GEOMETRY.get_or_build(
+                key,
+                lambda: _fast.geometry_rows(
+                    geometry, range(row_start, row_stop), self.detector.fpixels, self.oversample, dtype=self.dtype
+                ),
+            )
 
     def _geometry(self, row_start: int, row_stop: int):
         """Scattering vectors (r, f, o2, 3) in 1/A; solid angles and polarization, (r, f, o2)

@@ -198,6 +198,7 @@ def refine_on_spots(
             x,
             model.steps,
             iterations=4 if cycle < cycles - 1 else 12,
+            n_robust=3 * int(keep.sum()),
         )
     hkl, indexed, error, delpsi, valid = model.assign(x, px)
     inlier = indexed & valid & (error <= options.outlier_px)
@@ -326,18 +327,27 @@ def _jacobian(fun, x, base, steps) -> np.ndarray:
     return jacobian
 
 
-def _gauss_newton(fun, x, steps, *, iterations: int = 12, f_scale: float = 2.0) -> np.ndarray:
-    """Levenberg-Marquardt on the soft-L1 cost sum 2 f^2 (sqrt(1 + (r/f)^2) - 1), by iteratively
-    reweighted least squares; the normal equations are p x p, so each step is cheap."""
+def _gauss_newton(
+    fun, x, steps, *, iterations: int = 12, f_scale: float = 2.0, n_robust: int | None = None
+) -> np.ndarray:
+    """Levenberg-Marquardt on the soft-L1 cost sum 2 f^2 (sqrt(1 + (r/f)^2) - 1) of the first
+    ``n_robust`` residuals (all when None) plus the plain sum of squares of the rest, by
+    iteratively reweighted least squares; the normal equations are p x p, so each step is cheap.
+
+    The restraints come last and stay quadratic: under the soft-L1 loss a restraint's pull
+    stops growing past f_scale widths, and a cell could wander off its target for good."""
+    robust = slice(0, n_robust)
 
     def cost(r):
-        return float(np.sum(2 * f_scale**2 * (np.sqrt(1 + (r / f_scale) ** 2) - 1)))
+        soft = r[robust]
+        return float(np.sum(2 * f_scale**2 * (np.sqrt(1 + (soft / f_scale) ** 2) - 1)) + np.sum(r[soft.size :] ** 2))
 
     residual = fun(x)
     current = cost(residual)
     damping = 1e-3
     for _ in range(iterations):
-        weight = (1 + (residual / f_scale) ** 2) ** -0.5
+        weight = np.ones_like(residual)
+        weight[robust] = (1 + (residual[robust] / f_scale) ** 2) ** -0.5
         jacobian = _jacobian(fun, x, residual, steps)
         jw = jacobian * weight[:, None]
         normal = jw.T @ jacobian

@@ -9,6 +9,7 @@ the same two layers a frame file gives (``_frames``): an empty mask and the imag
 
 from __future__ import annotations
 
+from . import _warmup
 from ._model import DEFAULTS, build_model, frame_metadata, start_values
 
 LAYER_NAME = "observed (synthetic still)"
@@ -21,10 +22,17 @@ def synthetic_still() -> list:
 
     import braggsim
 
+    # napari opens samples on the GUI thread, where the fused kernel must not be compiled:
+    # until its warm-up (started here) is done, the torch path makes this small image, the
+    # same to float32 rounding
+    from braggsim import _fast
+
     from ._frames import layer_data
 
+    _warmup.start()
+    kernel = "auto" if _fast.ready() else "torch"
     with torch.no_grad():
-        image = braggsim.simulate(*build_model(DEFAULTS)).numpy().astype("float32")
+        image = braggsim.simulate(*build_model(DEFAULTS), kernel=kernel).numpy().astype("float32")
     metadata = {
         "braggsim_frame": frame_metadata(DEFAULTS),
         "braggsim_start": start_values(),

@@ -59,7 +59,12 @@ def _warm() -> None:
 
         _core.set()
 
-        with torch.no_grad():  # the kernel's first use (it may compile, once per machine)
+        from braggsim import _fast
+
+        # the kernels live simulation and refinement use, compiled or loaded from the
+        # on-disk cache (once per machine: about 4 s cold, about 1 s warm)
+        _fast.warm_up(background=False)
+        with torch.no_grad():
             braggsim.simulate(
                 braggsim.Crystal(default_F=1.0, N_cells=(2, 2, 2)), braggsim.Detector(fpixels=4, spixels=4)
             )
