@@ -419,11 +419,14 @@ def write_model(path, model: StillModel) -> None:
 @dataclasses.dataclass
 class RefineStep:
     """One iteration for the screen: the core's ``PixelRefineStep``, the predictions moved
-    with it ((n, 2) px of the shown reflections) and the spots' RMSD under it."""
+    with it ((n, 2) px of the shown reflections), the spots' RMSD under it, and
+    (iteration, negative log-likelihood) of every iteration so far (the job keeps only the
+    newest step, so the loss plot reads them from here and misses none)."""
 
     step: object
     predicted_px: np.ndarray
     rmsd_px: float
+    history: tuple = ()
 
 
 @dataclasses.dataclass
@@ -435,6 +438,7 @@ class Refined:
     refinement: object
     shown: Shown
     spot_stage: bool  # the model came from an .expt and was fitted to the spots first
+    stopped: bool = False  # Stop ended the run early (the best parameters so far are kept)
 
 
 def refine_model(
@@ -470,11 +474,16 @@ def refine_model(
         start.setdefault("start_mosaic_deg", 2.0 * float(experiment.half_mosaicity_deg))
         start.setdefault("start_domain_A", float(experiment.domain_size_A))
     pixel_options = PixelRefineOptions(**start)
+    history: list = []
+    stopped = [False]
 
     def progress(step) -> bool:
         px, _, _ = predict_still_px(step.real_space, shown_hkl, step.geometry)
-        publish(RefineStep(step, px, rmsd_px(step.real_space, step.geometry, indexed_hkl, indexed_px)[0]))
-        return cancelled()
+        history.append((int(step.iteration), float(step.nll)))
+        rmsd = rmsd_px(step.real_space, step.geometry, indexed_hkl, indexed_px)[0]
+        publish(RefineStep(step, px, rmsd, tuple(history)))
+        stopped[0] = stopped[0] or bool(cancelled())
+        return stopped[0]
 
     refined = refine_still_pixels(found.frame, spots, fit, group, model.cell, pixel_options, progress=progress)
     new_experiment = dataclasses.replace(
@@ -497,4 +506,4 @@ def refine_model(
         new_experiment.geometry, new_experiment.real_space = fit.geometry, fit.real_space
     hkl, indexed = assign(new_experiment.real_space, new_experiment.geometry, spots.px)
     new_model = StillModel(new_experiment, fit, hkl, indexed, cell, model.space_group)
-    return Refined(refined, show_model(new_model, spots), spot_stage)
+    return Refined(refined, show_model(new_model, spots), spot_stage, stopped[0])

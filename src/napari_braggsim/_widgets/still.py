@@ -56,6 +56,7 @@ class StillWidget(Container):
         _warmup.start()
         self.found = None  # _still.FoundSpots of the observed frame
         self.model = None  # _still.StillModel
+        self.shown = None  # _still.Shown of the model: its predictions, put back if a run fails
         self.indexed = None  # _still.Indexed of the last Index
         self.refined = None  # _still.Refined of the last Refine
         self.history: list = []  # (iteration, negative log-likelihood) of the current run
@@ -263,7 +264,7 @@ class StillWidget(Container):
         if self._job is not None:
             self._job.cancel()
         self._job = None
-        self.found = self.model = self.indexed = self.refined = None
+        self.found = self.model = self.shown = self.indexed = self.refined = None
         self._frame_layer = None
         for name in (STRONG_SPOTS, STILL_SPOTS):
             if self.viewer is not None and name in self.viewer.layers:
@@ -506,6 +507,8 @@ class StillWidget(Container):
         _common.notify_error(f"{kind.capitalize()}: {message}")
         target = self.readout if kind == "refine" else self.spots_status if kind == "find spots" else self.index_status
         target.value = f"failed: {message}" + ("\nthe model is unchanged" if kind == "refine" else "")
+        if kind == "refine" and self.shown is not None:  # the predictions moved with the run: put them back
+            self._show_model(self.shown)
 
     def _take_spots(self, found) -> None:
         """New spots of the frame: the strong spots layer, the count (and the model dropped
@@ -516,7 +519,7 @@ class StillWidget(Container):
             self.found = found
             self._spot_settings = spotfinder
             self._frame_layer = layer
-            self.model = self.indexed = self.refined = None
+            self.model = self.shown = self.indexed = self.refined = None
             self._replace_layer(found.layer)
         shown = min(found.count, len(found.layer.data))
         capped = f" (the brightest {shown} drawn)" if shown < found.count else ""
@@ -553,7 +556,7 @@ class StillWidget(Container):
         self.indexed = indexed
         _LAST_USED["cell"], _LAST_USED["space_group"] = dict(self._pending[2]), self._pending[3]
         if indexed.status != "indexed" or indexed.shown is None:
-            self.model = None
+            self.model = self.shown = None
             self.index_status.value = (
                 f"no-lattice: {indexed.reason or 'no orientation indexes the spots'} "
                 f"({indexed.n_spots} strong spots; {indexed.seconds:.1f} s)"
@@ -569,7 +572,7 @@ class StillWidget(Container):
         self._show_model(indexed.shown)
 
     def _show_model(self, shown) -> None:
-        self.model = shown.model
+        self.model, self.shown = shown.model, shown
         viewer = self.viewer
         if viewer is None:
             return
@@ -611,8 +614,7 @@ class StillWidget(Container):
         layer at most every LAYER_INTERVAL_S."""
         step = item.step
         self.progress.value = min(step.iteration, self.progress.max)
-        if not self.history or self.history[-1][0] != step.iteration:
-            self.history.append((step.iteration, step.nll))
+        self.history = list(item.history) or [(step.iteration, step.nll)]
         its, losses = zip(*self.history, strict=True)
         self.plot.set_points(its, losses)
         self.readout.value = _step_text(step, item.rmsd_px)
@@ -673,6 +675,8 @@ def _refined_text(refined) -> str:
     lines = []
     if refined.spot_stage:
         lines.append("fitted to the spot positions, then to the pixels")
+    if refined.stopped:
+        lines.append(f"stopped after {result.iterations} evaluations: the best parameters so far")
     lines.append(
         f"-log L {result.initial_nll:.7g} -> {result.final_nll:.7g} over {result.n_reflections} spots "
         f"({result.n_pixels} pixels)"
