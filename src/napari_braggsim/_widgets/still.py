@@ -28,6 +28,7 @@ from pathlib import Path
 import napari.layers
 import numpy as np
 from magicgui.widgets import CheckBox, Container, FileEdit, Label, LineEdit, ProgressBar, PushButton, create_widget
+from qtpy.QtWidgets import QSizePolicy
 
 from .. import _common, _warmup
 from .._fields import CELL_FIELDS, STILL_FIELDS, make_field, read_field
@@ -163,6 +164,8 @@ class StillWidget(Container):
         )
         for label in (self.spots_status, self.index_status, self.readout):
             label.native.setWordWrap(True)
+            # wrapped to the dock's width: a long line must not widen the dock past its edge
+            label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.readout.native.setStyleSheet("font-family: monospace;")
         self.plot = LossPlot()
         self.plot.setToolTip("Poisson negative log-likelihood of the shoebox pixels at every iteration.")
@@ -684,7 +687,7 @@ def _refined_text(refined) -> str:
     lines.append(
         "the refined model predicts the spots at least as well: it is the model"
         if result.accepted
-        else f"{result.message}: the spot-fit model stays, with the refined mosaicity"
+        else f"{result.message}; its mosaicity is the refined one"
     )
     lines.append(f"spots RMSD {result.rmsd_before_px:.2f} -> {result.rmsd_after_px:.2f} px")
     lines.append("value ± standard error")
