@@ -45,6 +45,17 @@ from .dials_geometry import StillGeometry, predict_still_px
 from .spot_refine import SpotFit, orientation_of
 from .unit_cell import CellParameters
 
+__all__ = [
+    "GAUSS_WIDTH",
+    "PixelRefineOptions",
+    "PixelRefineStep",
+    "PixelRefinement",
+    "Progress",
+    "Shoeboxes",
+    "THETA_NAMES",
+    "refine_still_pixels",
+]
+
 GAUSS_WIDTH = 0.63  # nanoBragg's gauss_xtal width constant
 THETA_NAMES = (
     "rot_x_mrad",
