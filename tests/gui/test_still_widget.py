@@ -221,7 +221,16 @@ def test_a_whole_real_frame_find_index_refine_save_and_load(
     assert loader.model.n_indexed == saved.n_indexed
     assert loader.cell_fields["c"].value == f"{saved.cell[2]:.4g}" and loader.space_group.value == "P 41 21 2"
     np.testing.assert_allclose(other.layers["still predictions"].data, predicted.data, atol=1e-6)
-    assert loader.refine_button.enabled
+    # a model from a file is fitted to the spot positions first, then to the pixels
+    loader.iterations.value = 3
+    loader.max_reflections.value = 30
+    loader.refine_button.clicked()
+    assert loader.readout.value == "fitting the model to the spots first..."
+    wait_idle(qtbot, loader, timeout=120000)
+    assert errors == []
+    assert loader.refined.spot_stage and loader.refined.refinement.n_reflections == 30
+    assert loader.readout.value.startswith("fitted to the spot positions, then to the pixels")
+    assert abs(loader.model.cell[0] / 57.8 - 1) < 0.005 and loader.model.n_indexed >= 0.85 * 614
 
 
 @needs_frames
