@@ -3,6 +3,7 @@ the event-loop stalls while Simulate runs at detector sizes.
 
     xvfb-run -a .venv/bin/python benchmarks/gui_checks.py            # the three checks
     xvfb-run -a .venv/bin/python benchmarks/gui_checks.py --simulate 1024 4096
+    xvfb-run -a .venv/bin/python benchmarks/gui_checks.py --skip-checks --progress
 
 Everything goes through what a user touches: dock widgets by their menu names, buttons by
 their text, the path field, layers and notifications.  A stall is the longest gap between
@@ -225,10 +226,38 @@ def simulate_stall(size: int) -> float:
     return max(first, again)
 
 
+def progress_update_ms(repeats: int = 20) -> tuple:
+    """Median ms of one progress-bar update in a window holding napari's canvas: magicgui's
+    setter (QProgressBar.setValue repaints at once) and the plugin's set_progress."""
+    from magicgui.widgets import ProgressBar
+
+    from napari_braggsim._widgets._qt import set_progress
+
+    viewer = _viewer()
+    viewer.add_image(np.random.default_rng(0).random((512, 512)))
+    bar = ProgressBar(max=1000, value=0)
+    viewer.window.add_dock_widget(bar)
+    _wait(lambda: False, 0.5)
+    medians = []
+    for setter in (lambda value: setattr(bar, "value", value), lambda value: set_progress(bar, value)):
+        times = []
+        for _ in range(repeats):
+            value = (bar.value + 17) % 1000
+            t0 = time.perf_counter()
+            setter(value)
+            times.append((time.perf_counter() - t0) * 1000.0)
+            _wait(lambda: False, 0.02)
+        medians.append(float(np.median(times)))
+    print(f"   progress bar update: {medians[0]:.1f} ms (magicgui setter), {medians[1]:.2f} ms (set_progress)")
+    viewer.close()
+    return tuple(medians)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--simulate", type=int, nargs="*", default=[], help="also time Simulate at these sizes")
     parser.add_argument("--skip-checks", action="store_true", help="only the Simulate timings")
+    parser.add_argument("--progress", action="store_true", help="also time one progress-bar update both ways")
     args = parser.parse_args(argv)
     import napari  # noqa: F401  creates the QApplication's binding choice
     from napari._qt.qt_event_loop import get_qapp  # the viewer's own QApplication
@@ -246,6 +275,8 @@ def main(argv=None) -> int:
         ok &= check_sample_refine_stalls(notes)
     for size in args.simulate:
         ok &= simulate_stall(size) <= STALL_LIMIT_MS
+    if args.progress:
+        progress_update_ms()
     print("all checks passed" if ok else "some checks FAILED")
     return 0 if ok else 1
 

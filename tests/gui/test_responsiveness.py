@@ -67,3 +67,37 @@ def test_no_stall_while_simulate_runs_at_1024_with_overlays(make_napari_viewer, 
         wait_idle(qtbot, widget, timeout=300000)
     assert "predicted spots" in viewer.layers and viewer.layers["simulated"].data.shape == (1024, 1024)
     assert meter.longest_ms <= STALL_LIMIT_MS, f"longest stall {meter.longest_ms:.0f} ms (load {_load()})"
+
+
+def test_progress_updates_never_repaint_the_window_synchronously(make_napari_viewer, qtbot):
+    """QProgressBar.setValue repaints at once, which in a window holding napari's OpenGL
+    canvas composes the whole window (about 50 ms a call under Mesa); the refine progress
+    must be painted with the next ordinary paint instead."""
+    from magicgui.widgets import ProgressBar
+    from qtpy.QtCore import QEvent, QObject
+
+    from napari_braggsim._widgets._qt import set_progress
+
+    viewer = make_napari_viewer(show=True)
+    bar = ProgressBar(max=60, value=0)
+    viewer.window.add_dock_widget(bar)
+    qtbot.waitExposed(bar.native)
+    qtbot.wait(300)  # the window and its canvas painted once
+
+    class PaintCounter(QObject):
+        paints = 0
+
+        def eventFilter(self, obj, event):
+            if event.type() == QEvent.Type.Paint:
+                PaintCounter.paints += 1
+            return False
+
+    counter = PaintCounter()
+    bar.native.installEventFilter(counter)
+    bar.value = 5  # the plain setter paints inside the call: the counter can see it
+    assert PaintCounter.paints >= 1
+    PaintCounter.paints = 0
+    set_progress(bar, 7)
+    assert PaintCounter.paints == 0 and bar.value == 7 and bar.native.updatesEnabled()
+    qtbot.waitUntil(lambda: PaintCounter.paints >= 1, timeout=5000)  # painted later, by the event loop
+    bar.native.removeEventFilter(counter)

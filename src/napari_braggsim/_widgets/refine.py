@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import time
 
 import napari.layers
@@ -244,7 +245,7 @@ class RefineWidget(Container):
             plan = self.prepare(need_groups=False)
         except (ValueError, RuntimeError):  # Run says why; a preview stays quiet (or the dock is gone)
             return None
-        self._preview_job = Job(lambda job: _preview(plan), name="braggsim refine preview").start()
+        self._preview_job = Job(lambda job: _preview(plan, job.cancelled), name="braggsim refine preview").start()
         self._poller.start()
         return self._preview_job
 
@@ -402,7 +403,9 @@ class RefineWidget(Container):
 
         self._run_active = True
         self._preview_timer.stop()
-        self._preview_job = None  # a preview still on its way is dropped
+        if self._preview_job is not None:  # a preview still on its way is dropped, its overlays not built
+            self._preview_job.cancel()
+        self._preview_job = None
         hide_overlays(self.viewer)  # the last run's spots would show the old solution
         self._run_values = plan["values"]
         self.result = None
@@ -410,7 +413,7 @@ class RefineWidget(Container):
         self.errors.value = ""
         self.readout.value = _starting_text(plan)
         self.progress.max = plan["max_iter"]
-        self.progress.value = 0
+        _qt.set_progress(self.progress, 0)
         self.progress.native.setFormat("iteration %v / %m")
         self._draw_plot()
         self.run_button.enabled = False
@@ -442,6 +445,8 @@ class RefineWidget(Container):
         self.controller.stop()
         self._poller.stop()
         self._closed = True
+        if self._preview_job is not None:  # its thread stops after the image it is on
+            self._preview_job.cancel()
         with contextlib.suppress(RuntimeError):
             self._preview_timer.stop()
         for signal, slot in (
@@ -462,7 +467,7 @@ class RefineWidget(Container):
             taken = self._preview_job.take()
             if taken is not None and taken.done:
                 self._preview_job = None
-                if taken.error is None and not self._run_active:
+                if taken.error is None and taken.result is not None and not self._run_active:
                     self._show_preview(taken.result)
         if self._run_active:
             taken = self.controller.take()
@@ -476,7 +481,7 @@ class RefineWidget(Container):
 
     def _show_progress(self, progress: RefineProgress) -> None:
         state = progress.state
-        self.progress.value = min(state.iteration + 1, self.progress.max)
+        _qt.set_progress(self.progress, min(state.iteration + 1, self.progress.max))
         self.readout.value = _format_state(state)
         history = self.controller.history()
         if len(history) != len(self.history):
@@ -535,7 +540,7 @@ class RefineWidget(Container):
         self.errors.value = _format_result(result)
         self.progress.native.setFormat(f"{result.status} after {len(result.history)} iterations")
         if result.status == "converged":
-            self.progress.value = self.progress.max
+            _qt.set_progress(self.progress, self.progress.max)
         self.apply_button.enabled = bool(result.parameters)
         if result.status == "failed":
             _common.notify_error(f"Refine: {result.message or 'the refinement failed'}")
@@ -572,9 +577,11 @@ class RefineWidget(Container):
         return values
 
 
-def _preview(plan: dict):
+def _preview(plan: dict, cancelled: threading.Event):
     """(predicted float32, contrast limits, residual or None, its bound, model values,
-    OverlayData or None) of the starting model; runs in a worker thread."""
+    OverlayData or None) of the starting model, or None once ``cancelled`` is set (a run
+    started or the dock closed: the overlays of a big frame are not built for nobody);
+    runs in a worker thread."""
     import torch
 
     import braggsim
@@ -585,6 +592,8 @@ def _preview(plan: dict):
         predicted = braggsim.simulate(*build_model(plan["values"])).numpy().astype(np.float32, copy=False)
     predicted = predicted * np.float32(plan["initial"].get("scale", 1.0))
     predicted = predicted + np.float32(plan["initial"].get("background", 0.0))
+    if cancelled.is_set():
+        return None
     limits = (float(predicted.min()), float(predicted.max()))
     residual, bound = None, 1.0
     if predicted.shape == plan["observed"].shape:
@@ -592,7 +601,7 @@ def _preview(plan: dict):
         finite = np.abs(residual[np.isfinite(residual)])
         bound = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
     overlays = None
-    if plan["overlays"]:
+    if plan["overlays"] and not cancelled.is_set():
         from .._layers import overlay_data
 
         try:
