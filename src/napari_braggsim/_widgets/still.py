@@ -404,7 +404,7 @@ class StillWidget(Container):
         self.history = []
         self.plot.set_points((), ())
         self.progress.max = int(self.iterations.value)
-        self.progress.value = 0
+        _qt.set_progress(self.progress, 0)
         self.progress.native.setFormat("iteration %v / %m")
         self.readout.value = "starting..." if model.fit is not None else "fitting the model to the spots first..."
 
@@ -616,7 +616,7 @@ class StillWidget(Container):
         """One iteration of the refinement: the readout and the plot now, the predictions
         layer at most every LAYER_INTERVAL_S."""
         step = item.step
-        self.progress.value = min(step.iteration, self.progress.max)
+        _qt.set_progress(self.progress, min(step.iteration, self.progress.max))
         self.history = list(item.history) or [(step.iteration, step.nll)]
         its, losses = zip(*self.history, strict=True)
         self.plot.set_points(its, losses)
@@ -631,6 +631,9 @@ class StillWidget(Container):
         def move():
             layer = find_layer(viewer, STILL_SPOTS, "Points")
             if layer is not None and len(layer.data) == len(px):
+                # the hkl labels wait for the run's end (``show_spots`` puts them back): moving
+                # a screenful of text with the circles would redraw it all each time
+                layer.text.visible = False
                 layer.data = px
 
         self._poller.defer(move)
@@ -640,7 +643,7 @@ class StillWidget(Container):
         result = refined.refinement
         shown = refined.shown
         self.progress.native.setFormat(f"done after {result.iterations} evaluations")
-        self.progress.value = self.progress.max
+        _qt.set_progress(self.progress, self.progress.max)
         self.readout.value = _refined_text(refined)
         self.index_status.value = (
             f"refined: {shown.model.n_indexed} of {self.found.count} strong spots indexed, RMSD "
