@@ -128,7 +128,7 @@ def revalidate(*parts) -> None:
     already re-runs the checks through ``dataclasses.replace``.
 
     So a part's ``__post_init__`` must be idempotent: running it twice leaves the same
-    field values (tests/test_reliability.py checks this for every model part).
+    field values (tests/braggsim/test_reliability.py checks this for every model part).
     """
     for part in parts:
         post_init = getattr(type(part), "__post_init__", None)

@@ -8,8 +8,9 @@ import os
 import time
 
 import numpy as np
-from conftest import dock, wait_idle
 from qtpy.QtCore import QTimer
+
+from .conftest import dock, wait_idle
 
 STALL_LIMIT_MS = 250.0
 

@@ -77,12 +77,12 @@ def test_spread_gradient_matches_finite_difference():
     assert abs(float(grad)) > 1.0
 
 
-def test_mosaic_is_applied_after_phi():
+def test_mosaic_is_applied_after_phi(device):
     # nanoBragg: a' = M_domain (R_phi a); the two rotations do not commute
     c = crystal(misset_deg=(10, 20, 30), mosaic_spread_deg=3.0, mosaic_domains=3, mosaic_seed=5, phi_start_deg=25.0)
     spindle = torch.tensor([0.0, 0.0, 1.0], dtype=F64)
-    axes = lattice_axes(c, spindle, F64, "cpu")  # (3 domains, 3, 3)
-    real = oriented_real_axes(c, F64, "cpu")
+    axes = lattice_axes(c, spindle, F64, device)  # (3 domains, 3, 3)
+    real = oriented_real_axes(c, F64, device)
     phi = 25 * DEG
     r_phi = torch.tensor([[math.cos(phi), -math.sin(phi), 0], [math.sin(phi), math.cos(phi), 0], [0, 0, 1]], dtype=F64)
     mosaic = mosaic_rotations(torch.tensor(3.0 * DEG, dtype=F64), 5, 3)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import os
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +17,6 @@ from braggsim.background import TABLES, table_path
 from braggsim.io import write_smv
 
 F64 = torch.float64
-DATA = Path(__file__).parent / "data"
 SMALL = [
     "-cell",
     "100",

@@ -2,7 +2,6 @@
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +11,8 @@ from braggsim.cli import main as cli_main
 from braggsim.demo import DEMO_START, DEMO_TRUTH, demo_flags, demo_model, demo_observed
 from braggsim.refine import Refiner
 from braggsim.simulate import simulate
+from tests.conftest import DATA
 
-DATA = Path(__file__).parent / "data"
 # the acceptance is 0.1 deg / 1 deg; exact gradients do far better
 MOSAIC_TOL_DEG = 0.02
 MISSET_TOL_DEG = 0.05

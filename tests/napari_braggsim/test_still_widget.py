@@ -5,8 +5,8 @@ refine against the pixels live (Stop, a failed run), save and load the model as 
 The frames are the shared data's Pilatus3 6M stills, whole (6.2 M pixels), read by the
 plugin's reader as File > Open reads them: thau_3_2_0013 (one lattice; braggsim process
 reports 614 strong spots, 556 indexed, RMSD 1.30 px, a 57.69, c 149.75 in
-docs/real-data.md) and thau_3_2_0016 (blank).  Like tests/test_process.py they skip where
-../shared is absent.  The checks that need no lattice run on a real 256 x 256 crop of
+docs/real-data.md) and thau_3_2_0016 (blank).  Like tests/braggsim/test_process.py they
+skip where ../shared is absent.  The checks that need no lattice run on a real 256 x 256 crop of
 thau_3_2_0013 kept in tests/data.
 """
 
@@ -16,19 +16,18 @@ import json
 import math
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA, dock, wait_idle
-from test_responsiveness import StallMeter
 
 from napari_braggsim._frames import add_layers, layer_data
+from tests.conftest import DATA, SHARED_DATA, needs_shared
 
-SHARED = Path(__file__).resolve().parents[2].parent.parent / "shared" / "data" / "thaumatin_grid"
-if not SHARED.is_dir():
-    SHARED = Path("/work/shared/data/thaumatin_grid")
-needs_frames = pytest.mark.skipif(not SHARED.is_dir(), reason="the thaumatin stills are not here")
+from .conftest import dock, wait_idle
+from .test_responsiveness import StallMeter
+
+SHARED = SHARED_DATA / "thaumatin_grid"
+needs_frames = needs_shared("data", "thaumatin_grid")
 LATTICE = "thau_3_2_0013.cbf"
 BLANK = "thau_3_2_0016.cbf"
 THAUMATIN = {"a": "57.8", "b": "57.8", "c": "150", "alpha": "90", "beta": "90", "gamma": "90"}

@@ -3,7 +3,8 @@ the observed layer; Stop, closing and Apply."""
 
 import numpy as np
 import pytest
-from conftest import PLUGIN, SAMPLE, dock, wait_idle, write_small_frame
+
+from .conftest import PLUGIN, SAMPLE, dock, wait_idle, write_small_frame
 
 
 def _refine(viewer, iterations):

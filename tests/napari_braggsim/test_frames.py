@@ -4,10 +4,11 @@ with its geometry in metadata and percentile contrast, selected."""
 
 import numpy as np
 import pytest
-from conftest import ADSC, DATA, PLUGIN, SAMPLE, dock, wait_idle, write_small_frame
 from qtpy.QtCore import QThreadPool
 
 from napari_braggsim._reader import get_reader
+
+from .conftest import ADSC, DATA, PLUGIN, SAMPLE, dock, wait_idle, write_small_frame
 
 
 def _load(viewer, qtbot, path=ADSC):

@@ -2,7 +2,6 @@
 must not regress: the spot-fit RMSD, the .expt's DIALS mosaicity fields (no Qt)."""
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +12,8 @@ from braggsim.index import IndexingOptions, _clearly_good, index_still
 from braggsim.spot_refine import real_space_from, rotation_matrix
 from braggsim.stills_mosaicity import envelope_rad, ml_mosaicity, prediction_band_rad
 from braggsim.unit_cell import orthogonalization, space_group
+from tests.conftest import DATA
 
-DATA = Path(__file__).parent / "data"
 GROUP = space_group("P 41 21 2")
 CELL = (57.8, 57.8, 150.0, 90.0, 90.0, 90.0)
 HEADER = still_geometry_from_header(

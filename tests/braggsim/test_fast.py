@@ -11,7 +11,6 @@ import os
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,16 +18,14 @@ import torch
 from braggsim import Beam, Crystal, Detector, _fast, simulate
 from braggsim.nanobragg_flags import parse_flags
 from braggsim.simulate import ForwardModel
+from tests.conftest import DATA
 
 pytestmark = pytest.mark.torch_path  # CI runs these on the torch path too (BRAGGSIM_NATIVE=0)
 
-DATA = Path(__file__).parent / "data"
 CASES = {c["name"]: c for c in json.loads((DATA / "cases.json").read_text())}
 # p16's crystal has 50 cells a side: float32 rounding of h costs it 1.5e-4 of the total
 # (sin(N pi h) magnifies it N times); test_parity holds it to nanoBragg's 1e-3
 NATIVE_CASES = [n for n in CASES if n not in ("p06_round_polar", "p16_flux_xtalsize")]
-
-needs_native = pytest.mark.skipif(not _fast.available(), reason=f"no native kernel: {_fast.unavailable_reason()}")
 
 
 def flags_for(name: str):
@@ -43,38 +40,37 @@ def relative_max_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
 
-@needs_native
 @pytest.mark.parametrize("name", NATIVE_CASES)
-def test_native_matches_torch_on_golden_cases(name):
+def test_native_matches_torch_on_golden_cases(name, kernel):
     flags = flags_for(name)
     args = (flags.crystal, flags.detector, flags.beam)
-    native64 = simulate(*args, dtype=torch.float64, kernel="native")
+    native64 = simulate(*args, dtype=torch.float64, kernel=kernel)
     torch64 = simulate(*args, dtype=torch.float64, kernel="torch")
     assert relative_max_error(native64, torch64) < 1e-10
-    native32 = simulate(*args, dtype=torch.float32, kernel="native").double()
+    native32 = simulate(*args, dtype=torch.float32, kernel=kernel).double()
     # float32 rounding of h near the lattice nodes limits both paths to ~1e-5 of the peak
     assert relative_max_error(native32, torch64) < 2e-4
     assert abs(float(native32.sum() / torch64.sum()) - 1) < 1e-5
 
 
-def test_auto_uses_native_only_where_exact(monkeypatch):
+def test_auto_uses_native_only_where_exact(monkeypatch, device):
     flags = flags_for("p06_round_polar")
-    model = ForwardModel(flags.crystal, flags.detector, flags.beam, torch.float64, torch.device("cpu"))
+    model = ForwardModel(flags.crystal, flags.detector, flags.beam, torch.float64, device)
     assert not model.native  # round lattice transform: torch path
     with pytest.raises(ValueError, match="lattice shape 'round'"):
         simulate(flags.crystal, flags.detector, flags.beam, kernel="native")
     with pytest.raises(ValueError, match="kernel must be one of"):
         simulate(flags.crystal, flags.detector, flags.beam, kernel="fastest")
     crystal = Crystal(default_F=100, N_cells=(5.5, 5, 5))
-    model = ForwardModel(crystal, Detector(fpixels=4), Beam(), torch.float64, torch.device("cpu"))
+    model = ForwardModel(crystal, Detector(fpixels=4), Beam(), torch.float64, device)
     assert not model.native  # non-integer N needs the continuous sincg
     monkeypatch.setattr(_fast, "available", lambda: False)
-    model = ForwardModel(Crystal(default_F=100), Detector(fpixels=4), Beam(), torch.float64, torch.device("cpu"))
+    model = ForwardModel(Crystal(default_F=100), Detector(fpixels=4), Beam(), torch.float64, device)
     assert not model.native  # no kernel (numba missing): silently the torch path
     monkeypatch.undo()
     monkeypatch.setenv("BRAGGSIM_NATIVE", "0")
     assert not _fast.available() and _fast.unavailable_reason() == "BRAGGSIM_NATIVE=0"
-    model = ForwardModel(Crystal(default_F=100), Detector(fpixels=4), Beam(), torch.float64, torch.device("cpu"))
+    model = ForwardModel(Crystal(default_F=100), Detector(fpixels=4), Beam(), torch.float64, device)
     assert not model.native
 
 
@@ -102,57 +98,53 @@ def _small_image(spread, misset, wavelength=None, kernel="native", block_evaluat
     return simulate(crystal, detector, beam, kernel=kernel, block_evaluations=block_evaluations)
 
 
-@needs_native
-def test_native_gradcheck_mosaic_spread_misset_and_wavelength():
+def test_native_gradcheck_mosaic_spread_misset_and_wavelength(kernel):
     wavelength = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
 
     def image(spread, misset, wavelength):
-        return _small_image(spread, misset, wavelength)
+        return _small_image(spread, misset, wavelength, kernel=kernel)
 
     spread, misset = _demo_inputs(torch.float64)
     assert image(spread, misset, wavelength).abs().max() > 0
     assert torch.autograd.gradcheck(image, (spread, misset, wavelength), eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
-@needs_native
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_native_gradients_equal_torch_gradients(dtype):
+def test_native_gradients_equal_torch_gradients(dtype, kernel):
     weights = torch.linspace(-1, 2, 30, dtype=torch.float64).reshape(5, 6)
     grads = {}
-    for kernel in ("native", "torch"):
+    for path in (kernel, "torch"):
         spread, misset = _demo_inputs(dtype)
-        loss = (_small_image(spread, misset, kernel=kernel).double() * weights).sum()
-        grads[kernel] = torch.autograd.grad(loss, (spread, misset))
+        loss = (_small_image(spread, misset, kernel=path).double() * weights).sum()
+        grads[path] = torch.autograd.grad(loss, (spread, misset))
     tolerance = 1e-9 if dtype == torch.float64 else 1e-3
-    for native, reference in zip(grads["native"], grads["torch"], strict=False):
+    for native, reference in zip(grads[kernel], grads["torch"], strict=False):
         assert float(reference.abs().max()) > 0
         assert relative_max_error(native, reference) < tolerance
 
 
-@needs_native
-def test_native_blocks_and_checkpoints_give_the_same_gradient():
+def test_native_blocks_and_checkpoints_give_the_same_gradient(kernel):
     spread, misset = _demo_inputs(torch.float64)
-    whole = _small_image(spread, misset)
+    whole = _small_image(spread, misset, kernel=kernel)
     g_whole = torch.autograd.grad(whole.sum(), (spread, misset))
-    blocked = _small_image(spread, misset, block_evaluations=6 * 4 * 3)  # one row per block
+    blocked = _small_image(spread, misset, kernel=kernel, block_evaluations=6 * 4 * 3)  # one row per block
     g_blocked = torch.autograd.grad(blocked.sum(), (spread, misset))
     assert torch.allclose(whole, blocked, rtol=1e-12, atol=0)
     for a, b in zip(g_whole, g_blocked, strict=False):
         assert torch.allclose(a, b, rtol=1e-10, atol=0)
 
 
-@needs_native
-def test_native_table_path_matches_torch_and_refined_default_F_falls_back():
+def test_native_table_path_matches_torch_and_refined_default_F_falls_back(kernel, device):
     flags = flags_for("p04_phi_osc")
     # a long cell puts part of the image outside the table's -8..8 range, where default_F rules
     crystal = flags.crystal.replace(default_F=3.0, cell=(300, 300, 300, 90, 90, 90))
     detector = flags.detector.replace(fpixels=16, spixels=16, pixel_size_mm=0.8)
-    native = simulate(crystal, detector, flags.beam, dtype=torch.float64, kernel="native")
+    native = simulate(crystal, detector, flags.beam, dtype=torch.float64, kernel=kernel)
     reference = simulate(crystal, detector, flags.beam, dtype=torch.float64, kernel="torch")
     assert relative_max_error(native, reference) < 1e-10
     default_F = torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
     refined = crystal.replace(default_F=default_F)
-    assert not ForwardModel(refined, detector, flags.beam, torch.float64, torch.device("cpu")).native
+    assert not ForwardModel(refined, detector, flags.beam, torch.float64, device).native
     (grad,) = torch.autograd.grad(simulate(refined, detector, flags.beam).sum(), default_F)
     eps = 1e-4
     up = simulate(crystal.replace(default_F=3.0 + eps), detector, flags.beam, dtype=torch.float64).sum()
@@ -161,7 +153,7 @@ def test_native_table_path_matches_torch_and_refined_default_F_falls_back():
     assert float(grad) == pytest.approx(float(up - down) / (2 * eps), rel=1e-6)
 
 
-@needs_native
+@pytest.mark.usefixtures("kernel")  # skipped where the fused kernel is off
 def test_compiled_kernel_is_cached_across_processes(tmp_path):
     """The first process compiles into BRAGGSIM_CACHE_DIR; a second one only loads."""
     code = (
@@ -184,7 +176,7 @@ def test_compiled_kernel_is_cached_across_processes(tmp_path):
     assert list((tmp_path / "numba").rglob("*_image_range_f32*.nbc"))
 
 
-@needs_native
+@pytest.mark.usefixtures("kernel")  # skipped where the fused kernel is off
 def test_lattice_sum_takes_any_number_of_samples_per_pixel():
     """(rows, pixels, S, 3) with S not a square (beam sources, sensor layers): values and
     gradients in the scattering vectors and the axes match the torch formula."""
@@ -215,7 +207,6 @@ def test_lattice_sum_takes_any_number_of_samples_per_pixel():
     assert torch.autograd.gradcheck(lambda s, a: _fast.lattice_sum(s, a, (3, 4, 5)), (scat, axes), eps=1e-7, atol=1e-6)
 
 
-@needs_native
 @pytest.mark.parametrize(
     "detector_options, beam_options",
     [
@@ -225,7 +216,7 @@ def test_lattice_sum_takes_any_number_of_samples_per_pixel():
         ({"convention": "xds", "orgx_px": 7.0, "orgy_px": 12.0}, {"polarization": 1.0}),
     ],
 )
-def test_native_image_geometry_matches_torch(detector_options, beam_options):
+def test_native_image_geometry_matches_torch(detector_options, beam_options, kernel):
     crystal = Crystal(
         cell=(60, 70, 80, 85, 95, 100),
         N_cells=(4, 6, 5),
@@ -236,16 +227,15 @@ def test_native_image_geometry_matches_torch(detector_options, beam_options):
     )
     detector = Detector(fpixels=24, spixels=20, pixel_size_mm=0.5, distance_mm=70, oversample=3, **detector_options)
     beam = Beam(wavelength_A=1.3, **beam_options)
-    native = simulate(crystal, detector, beam, dtype=torch.float64, kernel="native")
+    native = simulate(crystal, detector, beam, dtype=torch.float64, kernel=kernel)
     reference = simulate(crystal, detector, beam, dtype=torch.float64, kernel="torch")
     assert float(reference.max()) > 5 * float(reference.mean())  # spots, not a flat field
     assert relative_max_error(native, reference) < 1e-10
-    native32 = simulate(crystal, detector, beam, dtype=torch.float32, kernel="native").double()
+    native32 = simulate(crystal, detector, beam, dtype=torch.float32, kernel=kernel).double()
     assert relative_max_error(native32, reference) < 2e-4
 
 
-@needs_native
-def test_memoised_geometry_follows_every_detector_and_beam_change():
+def test_memoised_geometry_follows_every_detector_and_beam_change(kernel):
     spread, misset = _demo_inputs(torch.float64)
     crystal = Crystal(
         cell=(100, 100, 100, 90, 90, 90),
@@ -269,7 +259,7 @@ def test_memoised_geometry_follows_every_detector_and_beam_change():
     ]
     images = []
     for det, bm in changes:
-        native = simulate(crystal, det, bm, kernel="native")
+        native = simulate(crystal, det, bm, kernel=kernel)
         reference = simulate(crystal, det, bm, kernel="torch")
         assert native.requires_grad
         assert relative_max_error(native.detach(), reference.detach()) < 1e-10
@@ -324,8 +314,8 @@ def test_memoised_crystal_constants_follow_every_crystal_change():
     assert torch.equal(memoised[0], memoised[-1])
 
 
-@needs_native
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.usefixtures("kernel")  # skipped where the fused kernel is off
 def test_kernel_results_do_not_depend_on_the_thread_count(dtype, monkeypatch):
     """Forward values and both gradients are bitwise the same on 1 and on 2 threads (the
     lattice-axis gradient is summed in fixed blocks, added in a fixed order)."""
@@ -344,8 +334,7 @@ def test_kernel_results_do_not_depend_on_the_thread_count(dtype, monkeypatch):
         assert torch.equal(one, two)
 
 
-@needs_native
-def test_warm_up_compiles_what_the_plugin_uses():
+def test_warm_up_compiles_what_the_plugin_uses(kernel):
     """After warm_up, live simulation (float32 image) and a refinement step (float64
     geometry, forward, backward, image) find their kernels compiled."""
     thread = _fast.warm_up(background=True)
@@ -366,7 +355,7 @@ def test_warm_up_compiles_what_the_plugin_uses():
     }
     assert all(count >= 1 for count in compiled.values()), compiled
     spread, misset = _demo_inputs(torch.float64)
-    torch.autograd.grad(_small_image(spread, misset).sum(), (spread, misset))  # a refinement step
+    torch.autograd.grad(_small_image(spread, misset, kernel=kernel).sum(), (spread, misset))  # a refinement step
     with torch.no_grad():
         simulate(Crystal(default_F=100), Detector(fpixels=8), dtype=torch.float32)  # live simulation
     after = {key: len(kernels[key[0]][key[1]].overloads) for key in compiled}

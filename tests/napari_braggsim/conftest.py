@@ -4,18 +4,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import DATA
+
 # napari's canvas needs OpenGL: run these under Xvfb (pytest-xvfb), never offscreen Qt
 os.environ.pop("QT_QPA_PLATFORM", None) if os.environ.get("QT_QPA_PLATFORM") == "offscreen" else None
 
-DATA = Path(__file__).resolve().parents[1] / "data"
 ADSC = DATA / "adsc_q4_2002.img.bz2"
+HERE = Path(__file__).resolve().parent
 PLUGIN = "napari-braggsim"
 SAMPLE = "observed (synthetic still)"
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if Path(str(item.fspath)).parent == Path(__file__).parent:
+        # pytest hands every collected item to this hook: mark those in this folder or below
+        if HERE in Path(item.path).resolve().parents:
             item.add_marker(pytest.mark.gui)
 
 

@@ -4,12 +4,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import wait_idle
 
 from braggsim.io import read_frame
 from napari_braggsim._writer import write_smv_frame
+from tests.conftest import DATA
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+from .conftest import wait_idle
+
 PLUGIN = "napari-braggsim"
 
 

@@ -19,9 +19,9 @@ import pytest
 from braggsim import cli
 from braggsim.io import write_smv
 from braggsim.nanobragg_flags import FLAGS, REFUSED, SUPPORTED_FLAGS, parse_flags
+from tests.conftest import DATA, ROOT
 
-DATA = Path(__file__).parent / "data"
-DOCS = Path(__file__).parent.parent / "docs"
+DOCS = ROOT / "docs"
 C_FLAGS = [line.strip() for line in (DATA / "nanobragg_c_flags.txt").read_text().splitlines() if line.startswith("-")]
 BASE = ["-cell", "100", "100", "100", "90", "90", "90", "-default_F", "100", "-N", "5", "-detpixels", "32"]
 

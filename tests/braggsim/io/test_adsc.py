@@ -1,15 +1,14 @@
 """The real ADSC Quantum-4 frame (tests/data/adsc_q4_2002.img.bz2) through read_frame."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 import braggsim
 from braggsim import resolution, spots
 from braggsim.io import read_frame
+from tests.conftest import DATA
 
-ADSC = Path(__file__).parent / "data" / "adsc_q4_2002.img.bz2"
+ADSC = DATA / "adsc_q4_2002.img.bz2"
 PIXEL = 0.0816
 
 

@@ -20,10 +20,10 @@ import torch
 
 from braggsim import cli, simulate
 from braggsim.nanobragg_flags import parse_flags
+from tests.conftest import DATA
 
 pytestmark = pytest.mark.torch_path  # CI runs these on the torch path too (BRAGGSIM_NATIVE=0)
 
-DATA = Path(__file__).parent / "data"
 CASES = json.loads((DATA / "cases.json").read_text())
 CASE_NAMES = [case["name"] for case in CASES]
 MIN_PEARSON = 0.9999

@@ -2,7 +2,7 @@
 
 1. memory proportional to the frame, also under a 4 GiB address-space cap;
 2. readers: sizes checked against the data present, non-finite geometry refused
-   (the many kinds of corrupt file are in test_io_fuzz.py);
+   (the many kinds of corrupt file are in io/test_fuzz.py);
 3. outputs: never an input, never a read-only file, modes kept, pairs checked;
 4. non-finite results and float16/bfloat16 refused; parts re-validated when changed;
 5. requests that cannot fit refused up front with the estimate; streaming statistics.
@@ -26,11 +26,12 @@ import braggsim
 from braggsim import _resources, cli
 from braggsim.io import FrameReadError, read_frame, write_float, write_smv
 from braggsim.io._atomic import OutputPathError, atomic_group, atomic_output, check_output_path
+from tests.conftest import ROOT
 
 CELL = ["-cell", "70", "80", "90", "90", "90", "90"]
 SMALL = [*CELL, "-default_F", "100", "-N", "3", "-detpixels", "16", "-pixel", "0.4", "-oversample", "1"]
 CAP_BYTES = 4 << 30
-SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+SRC = str(ROOT / "src")
 
 
 def run(capsys, *argv):

@@ -9,12 +9,11 @@ import pytest
 
 from braggsim.cli import main
 from braggsim.process import FrameResult, ProcessOptions, frame_stem, process_frame, write_frame_outputs, write_summary
+from tests.conftest import DATA, SHARED_DATA, needs_shared
 
-SHARED = Path(__file__).resolve().parents[1].parent.parent / "shared" / "data" / "thaumatin_grid"
-if not SHARED.is_dir():
-    SHARED = Path("/work/shared/data/thaumatin_grid")
+SHARED = SHARED_DATA / "thaumatin_grid"
 THAUMATIN = ["57.8", "57.8", "150", "90", "90", "90"]
-needs_frames = pytest.mark.skipif(not SHARED.is_dir(), reason="the thaumatin stills are not here")
+needs_frames = needs_shared("data", "thaumatin_grid")
 
 
 def options(**changes):
@@ -111,7 +110,7 @@ def test_cli_processes_a_lattice_a_blank_and_a_broken_frame(tmp_path, capsys):
     # judge the .expt as an outsider would: the observed spots' fractional indices under its
     # crystal and geometry (plain numpy, DIALS conventions), and its cell
     expt = json.loads((out / "thau_3_2_0013.expt").read_text())
-    spots = np.loadtxt(Path(__file__).parent / "data" / "thau_0013_spots.csv", delimiter=",")[:, :2]
+    spots = np.loadtxt(DATA / "thau_0013_spots.csv", delimiter=",")[:, :2]
     panel, beam, crystal = expt["detector"][0]["panels"][0], expt["beam"][0], expt["crystal"][0]
     lab = (
         np.array(panel["origin"])

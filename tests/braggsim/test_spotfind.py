@@ -2,15 +2,13 @@
 
 import bz2
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 from braggsim.spotfind import SpotFinderOptions, dispersion_threshold, find_spots
-
-DATA = Path(__file__).parent / "data"
+from tests.conftest import DATA
 
 
 def reference_threshold(data, mask, options):

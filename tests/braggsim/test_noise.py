@@ -20,8 +20,9 @@ import torch
 
 from braggsim import _noise_native, _noise_python, cli, noise
 from braggsim.noisify_cli import ALL_FLAGS, HELP
+from tests.conftest import DATA as TEST_DATA
 
-DATA = Path(__file__).parent / "data" / "noise"
+DATA = TEST_DATA / "noise"
 REFERENCE = json.loads((DATA / "reference.json").read_text())
 Z01_ARGS = [
     "-distance",

@@ -3,7 +3,8 @@ read at detector scale."""
 
 import numpy as np
 import pytest
-from conftest import DATA, dock, wait_idle
+
+from .conftest import DATA, dock, wait_idle
 
 
 def test_simulate_adds_then_updates_its_layer(make_napari_viewer, qtbot):

@@ -15,8 +15,8 @@ from braggsim import refine_cli
 from braggsim.cli import main as cli_main
 from braggsim.demo import DEMO_TRUTH, demo_flags, demo_model, demo_observed
 from braggsim.refine import GATE_STATUSES, PARAMETERS, Refiner, check_fit, check_ranges, check_signal
+from tests.conftest import DATA
 
-DATA = Path(__file__).parent / "data"
 START_FLAGS = demo_flags()
 
 

@@ -5,12 +5,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PLUGIN, dock
 from magicgui.widgets import Container
 from magicgui.widgets.bases import ValueWidget
 from qtpy.QtWidgets import QScrollArea
 
 import napari_braggsim
+
+from .conftest import PLUGIN, dock
 
 MANIFEST = yaml.safe_load(Path(napari_braggsim.__file__).with_name("napari.yaml").read_text())
 WIDGET_NAMES = [w["display_name"] for w in MANIFEST["contributions"]["widgets"]]

@@ -1,7 +1,6 @@
 """Known-cell indexing of stills: real thaumatin spot lists, synthetic lattices, blanks (no Qt)."""
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +9,8 @@ from scipy.spatial.transform import Rotation
 from braggsim.dials_geometry import still_geometry_from_header
 from braggsim.index import IndexingOptions, index_still, same_solution, z_score
 from braggsim.unit_cell import CellParameters, equivalent_rotations, orthogonalization
+from tests.conftest import DATA
 
-DATA = Path(__file__).parent / "data"
 THAUMATIN = (57.8, 57.8, 150.0, 90.0, 90.0, 90.0)
 GROUP = "P 41 21 2"
 

@@ -1,7 +1,6 @@
 """read_frame on every format, write_smv/write_float round trips, masks, metadata."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +16,7 @@ from braggsim.io import (
     write_float,
     write_smv,
 )
-
-DATA = Path(__file__).parent / "data"
+from tests.conftest import DATA
 
 
 def _pattern(shape=(30, 40)):

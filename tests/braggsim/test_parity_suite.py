@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shlex
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,10 +19,10 @@ from braggsim import cli, simulate
 from braggsim.nanobragg_flags import parse_flags
 from braggsim.nonbragg_cli import parse_nonbragg
 from braggsim.simulate import simulate_background
+from tests.conftest import DATA
 
 pytestmark = pytest.mark.torch_path  # CI runs these on the torch path too (BRAGGSIM_NATIVE=0)
 
-DATA = Path(__file__).parent / "data"
 SUITE = [c for c in json.loads((DATA / "suite" / "cases.json").read_text()) if c["program"] == "nonBragg"]
 HELDOUT = json.loads((DATA / "heldout" / "cases.json").read_text())
 MIN_PEARSON = 0.9999

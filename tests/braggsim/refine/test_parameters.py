@@ -2,7 +2,6 @@
 the new parameters (wavelength, background), and a part and target plugged in from outside."""
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +25,7 @@ from braggsim.refine import (
 from braggsim.refine.parameters import UnitCell
 from braggsim.refine_cli import REFINE_HELP
 from braggsim.simulate import simulate
+from tests.conftest import ROOT
 
 TRUTH_MISSET = tuple(DEMO_TRUTH[f"misset_{a}_deg"] for a in "xyz")
 
@@ -56,7 +56,7 @@ def test_every_parameter_declares_what_the_cli_and_the_gui_need():
 
 
 def test_the_docs_list_every_parameter():
-    docs = (Path(__file__).resolve().parents[1] / "docs" / "refinement.md").read_text()
+    docs = (ROOT / "docs" / "refinement.md").read_text()
     missing = [name for name in [*PARAMETERS, *PARAMETER_GROUPS] if f"`{name}`" not in docs]
     assert not missing, f"docs/refinement.md does not list {missing}"
 

@@ -168,7 +168,7 @@ def test_stills_predictor_equals_an_independent_one():
     assert np.corrcoef(delta_psi, excitation)[0, 1] ** 2 > 0.5
 
 
-def test_round_trip_keeps_every_number(tmp_path):
+def test_round_trip_keeps_every_number(tmp_path, device):
     crystal, detector, beam = tilted_model()
     first = from_braggsim(crystal, detector, beam, space_group_hall="C 2y", image="/data/x.cbf")
     first.half_mosaicity_deg, first.domain_size_A = 0.05, 2500.0
@@ -186,12 +186,12 @@ def test_round_trip_keeps_every_number(tmp_path):
     from braggsim.crystal import oriented_real_axes
     from braggsim.detector import detector_frame
 
-    frame1, frame2 = (detector_frame(d, torch.float64, "cpu") for d in (detector, detector2))
+    frame1, frame2 = (detector_frame(d, torch.float64, device) for d in (detector, detector2))
     for name in ("fast", "slow", "pix0_mm"):
         np.testing.assert_allclose(getattr(frame2, name).numpy(), getattr(frame1, name).numpy(), atol=1e-9)
     np.testing.assert_allclose(
-        oriented_real_axes(crystal2, torch.float64, "cpu").numpy(),
-        oriented_real_axes(crystal, torch.float64, "cpu").numpy(),
+        oriented_real_axes(crystal2, torch.float64, device).numpy(),
+        oriented_real_axes(crystal, torch.float64, device).numpy(),
         atol=1e-9,
     )
     assert math.isclose(float(beam2.wavelength_A), 0.97)
