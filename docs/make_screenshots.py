@@ -2,14 +2,18 @@
 
     xvfb-run -a .venv/bin/python docs/make_screenshots.py [--frame PATH]
 
-Writes docs/images/{load_frame,simulate,refine,still}.png.  The frame is thau_3_2_0003 of the
-thaumatin grid scan in the shared data (a Pilatus3 6M still, 2463 x 2527 pixels):
+Writes docs/images/{load_frame,simulate,simulate_scene,refine,still}.png.  The frame is
+thau_3_2_0003 of the thaumatin grid scan in the shared data (a Pilatus3 6M still, 2463 x
+2527 pixels):
 
 * load_frame: the frame through the Load frame widget (percentile contrast, the excluded
   pixels tinted), the Simulate widget filled with its geometry, zoomed on the beam;
 * simulate: a thaumatin crystal (P4(1)2(1)2, a = b = 57.8 A, c = 150 A, an arbitrary
   orientation) simulated at that detector's geometry, with its spots, rings and beam
   centre, zoomed in far enough for the hkl labels;
+* simulate_scene: a realistic thaumatin frame (512 x 512 Pilatus pixels) from the
+  Simulate widget's collapsed sections, opened: beam divergence and bandwidth, a 450 um
+  sensor, a water film, noisify's noise with readout noise and a PSF;
 * refine: a refinement at that geometry (the 640 x 640 pixels around the beam) against
   a simulated thaumatin still of known orientation, started 0.15-0.25 deg off on each
   misset axis and with half its mosaic spread.  The real frames carry no orientation
@@ -169,6 +173,52 @@ def simulate_shot(frame: Path):
     viewer.close()
 
 
+SCENE = {
+    "fpixels": 512,
+    "spixels": 512,
+    "pixel_size_mm": 0.172,
+    "distance_mm": 200.0,
+    "wavelength_A": 0.98,
+    "beam_x_mm": 44.1,
+    "beam_y_mm": 44.1,
+    "fluence": 1e30,
+    "divergence_h_mrad": 1.0,
+    "divergence_v_mrad": 1.0,
+    "dispersion_pct": 0.3,
+    "sensor_on": True,
+    "water_um": 0.05,
+    "noise_on": True,
+    "noise_seed": 1,
+    "readout_noise_adu": 3.0,
+    "psf": "gauss",
+    "psf_fwhm_um": 100.0,
+}
+
+
+def scene_shot(frame: Path):
+    """Needs no frame: the realistic-frame sections open, their image beside them."""
+    viewer = _viewer()
+    simulate = _dock(viewer, "Simulate")
+    while not simulate.ready:
+        _settle(0.1)
+    simulate.overlays.value = False
+    simulate.set_values({**THAUMATIN, **SCENE})
+    for title in ("Beam divergence and bandwidth", "Background (water, air)", "Noise"):
+        simulate.sections[title].expanded = True
+    simulate.run_button.clicked()
+    _wait(simulate)
+    layer = viewer.layers["simulated"]
+    layer.contrast_limits = (30.0, 400.0)  # the ADC offset (40 ADU) and the water up to the spots
+    viewer.camera.center = (180.0, 330.0)  # towards a corner: the water ring's rise
+    viewer.camera.zoom = 1.6
+    # the dock scrolled to the sections just opened
+    scroll = simulate.body.native.parent().parent()
+    scroll.verticalScrollBar().setValue(scroll.verticalScrollBar().maximum())
+    _save(viewer, "simulate_scene")
+    print(simulate.status.value, flush=True)
+    viewer.close()
+
+
 def refine_shot(frame: Path):
     """A simulated thaumatin still at the frame's geometry (the 640 x 640 pixels around the
     beam), refined from a start a fraction of a degree off."""
@@ -288,12 +338,18 @@ def _beam_of(image):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frame", type=Path, default=default_frame(), help="the thaumatin still (a CBF)")
-    parser.add_argument("--only", choices=["load_frame", "simulate", "refine", "still"], action="append")
+    shots = {
+        "load_frame": load_shot,
+        "simulate": simulate_shot,
+        "simulate_scene": scene_shot,
+        "refine": refine_shot,
+        "still": still_shot,
+    }
+    parser.add_argument("--only", choices=list(shots), action="append")
     args = parser.parse_args(argv)
-    if not args.frame.is_file():
+    if set(args.only or shots) - {"simulate_scene"} and not args.frame.is_file():
         parser.error(f"no frame at {args.frame}; pass --frame PATH")
     IMAGES.mkdir(parents=True, exist_ok=True)
-    shots = {"load_frame": load_shot, "simulate": simulate_shot, "refine": refine_shot, "still": still_shot}
     for name in args.only or list(shots):
         shots[name](args.frame)
     return 0

@@ -30,7 +30,10 @@ class FieldSpec:
     label: short text shown beside the field; unit: shown in brackets ("" for none).
     low, high: the field's range; step: one arrow click; decimals: None = integer field,
     -1 = free text in scientific notation (quantities like 1e28 that no spin box holds).
-    meaning: one sentence for the tooltip; flag: the nanoBragg flag ("" if none).
+    meaning: one sentence for the tooltip; flag: the nanoBragg flag ("" if none), a
+    companion program's ("noisify -seed", "nonBragg -stol air") or a braggsim command's
+    option ("braggsim process --gain").
+    choices: a switch (on/off, ``SWITCH``) or the texts of a choice; () for a number.
     """
 
     name: str
@@ -42,6 +45,14 @@ class FieldSpec:
     decimals: int | None
     meaning: str
     flag: str = ""
+    choices: tuple = ()
+
+    @property
+    def kind(self) -> str:
+        """ "number", "switch" (a tick box) or "choice" (a drop-down of texts)."""
+        if not self.choices:
+            return "number"
+        return "switch" if self.choices == SWITCH else "choice"
 
     @property
     def text(self) -> str:
@@ -52,25 +63,44 @@ class FieldSpec:
         lines = [self.meaning]
         if self.unit:
             lines.append(f"Unit: {self.unit}.")
-        if self.decimals == -1:
+        if self.kind == "choice":
+            lines.append(f"One of: {', '.join(self.choices)}.")
+        elif self.kind == "number" and self.decimals == -1:
             lines.append(f"Range {self.low:g} to {self.high:g}.")
-        else:
+        elif self.kind == "number":
             lines.append(f"Range {self.low:g} to {self.high:g}, step {self.step:g}.")
-        if self.flag.startswith("braggsim "):
+        if not self.flag:
+            lines.append("No nanoBragg flag (braggsim only).")
+        elif self.flag.startswith("-"):
+            lines.append(f"nanoBragg flag: {self.flag}")
+        elif self.flag.startswith("braggsim "):  # a braggsim command's option (the Real still fields)
             lines.append(f"Command line: {self.flag}")
+        elif self.flag.split(" ")[0] in COMPANIONS:
+            program, _, flag = self.flag.partition(" ")
+            lines.append(f"{program} flag: {flag} ({COMPANIONS[program]})")
         else:
-            lines.append(f"nanoBragg flag: {self.flag}" if self.flag else "No nanoBragg flag (braggsim only).")
+            lines.append(f"Flag: {self.flag}")
         return "\n".join(lines)
 
     def clip(self, value: float) -> float:
         """``value`` inside [low, high]; an angle outside a +-180 deg (or wider) range
         wraps into [-180, 180) instead (a misset angle is periodic)."""
+        if self.kind != "number":
+            return value
         value = float(value)
         if self.low <= value <= self.high:
             return value
         if self.unit == "deg" and self.low <= -180 and self.high >= 180 and math.isfinite(value):
             return (value + 180.0) % 360.0 - 180.0
         return min(max(value, self.low), self.high)
+
+
+SWITCH = (False, True)  # FieldSpec.choices of an on/off tick box
+# nanoBragg's companion programs, whose flags some fields name ("noisify -seed")
+COMPANIONS = {
+    "noisify": "nanoBragg's detector-noise program; braggsim noisify",
+    "nonBragg": "nanoBragg's amorphous-scattering program; braggsim nonbragg",
+}
 
 
 def _specs(*specs: FieldSpec) -> dict:
@@ -126,6 +156,208 @@ PLUGIN_FIELDS = _specs(
         "Photons per square metre on the crystal; the image scales with it.",
         "-fluence",
     ),
+    # what makes a frame realistic: beam divergence and bandwidth, the sensor, amorphous
+    # background and detector noise (all off by default: _model.SCENE_DEFAULTS)
+    FieldSpec(
+        "divergence_h_mrad",
+        "divergence h",
+        "mrad",
+        0.0,
+        100.0,
+        0.1,
+        3,
+        "Full horizontal range of incident directions, sampled by a grid of sources; 0 = a parallel beam.",
+        "-hdivrange",
+    ),
+    FieldSpec(
+        "divergence_v_mrad",
+        "divergence v",
+        "mrad",
+        0.0,
+        100.0,
+        0.1,
+        3,
+        "Full vertical range of incident directions, sampled by a grid of sources; 0 = a parallel beam.",
+        "-vdivrange",
+    ),
+    FieldSpec(
+        "divergence_steps",
+        "divergence steps",
+        "",
+        0,
+        101,
+        1,
+        None,
+        "Source directions across each divergence range above 0 (at least 2, as nanoBragg); the grid's "
+        "corners outside the ellipse are dropped (nanoBragg's round divergence). More: smoother spots, slower.",
+        "-divsteps",
+    ),
+    FieldSpec(
+        "dispersion_pct",
+        "bandwidth",
+        "%",
+        0.0,
+        50.0,
+        0.05,
+        3,
+        "Full spectral width delta-lambda/lambda, centred on the wavelength (an XFEL pulse spans about "
+        "0.3 %); 0 = one wavelength.",
+        "-dispersion",
+    ),
+    FieldSpec(
+        "dispersion_steps",
+        "bandwidth steps",
+        "",
+        0,
+        101,
+        1,
+        None,
+        "Wavelengths across the bandwidth when it is above 0 (at least 2, as nanoBragg).",
+        "-dispsteps",
+    ),
+    FieldSpec(
+        "sensor_on",
+        "thick sensor (parallax, capture)",
+        "",
+        0,
+        1,
+        1,
+        None,
+        "Model the sensor's thickness: photons are absorbed through its depth (parallax, spots streak away "
+        "from the beam) and a thin sensor lets some through. Off: every photon is absorbed at the surface "
+        "(nanoBragg's default).",
+        "-detector_thick",
+        choices=SWITCH,
+    ),
+    FieldSpec(
+        "sensor_thickness_um",
+        "sensor thickness",
+        "µm",
+        0.0,
+        10000.0,
+        10.0,
+        1,
+        "Thickness of the sensor (a Pilatus has 450 µm of silicon); must be above 0 with the thick sensor on.",
+        "-detector_thick",
+    ),
+    FieldSpec(
+        "sensor_attenuation_um",
+        "attenuation length",
+        "µm",
+        0.0,
+        100000.0,
+        10.0,
+        1,
+        "Depth over which the sensor absorbs all but 1/e of the photons (nanoBragg's default: the "
+        "thickness); must be above 0 with the thick sensor on.",
+        "-detector_abs",
+    ),
+    FieldSpec(
+        "sensor_layers",
+        "sensor layers",
+        "",
+        0,
+        100,
+        1,
+        None,
+        "Depth samples through the sensor (nanoBragg's default 2); at least 1 with the thick sensor on.",
+        "-detector_thicksteps",
+    ),
+    FieldSpec(
+        "water_um",
+        "water",
+        "µm",
+        0.0,
+        1000.0,
+        0.1,
+        3,
+        "Edge of a cube of water around the crystal (clipped to the beam size across the beam), rendered "
+        "from nonBragg's water table as nonBragg does (not nanoBragg.c's own -water, which is wrong); 0 = none.",
+        "-water",
+    ),
+    FieldSpec(
+        "air_mm",
+        "air path",
+        "mm",
+        0.0,
+        10000.0,
+        1.0,
+        1,
+        "Length of air in the beam (0.0012 g/cm³, 29 g/mol, one beam size across), rendered from nonBragg's "
+        "air table as nonBragg does; 0 = none.",
+        "nonBragg -stol air -thickness",
+    ),
+    FieldSpec(
+        "beam_size_mm",
+        "beam size",
+        "mm",
+        0.001,
+        100.0,
+        0.01,
+        3,
+        "Edge of the square beam: the water and the air are clipped to it across the beam.",
+        "-beamsize",
+    ),
+    FieldSpec(
+        "noise_on",
+        "detector noise",
+        "",
+        0,
+        1,
+        1,
+        None,
+        "Turn the photons into detector counts as noisify does: Poisson counting, its 3 % per-pixel "
+        "calibration error, gain 1 ADU/photon and ADC offset 40 ADU (noisify's defaults), with the readout "
+        "noise and PSF below. The image is then in ADU; the same seed gives the same image.",
+        "noisify -noisefile",
+        choices=SWITCH,
+    ),
+    FieldSpec(
+        "noise_seed",
+        "noise seed",
+        "",
+        -(2**31) + 1,
+        2**31 - 1,
+        1,
+        None,
+        "Seed of the noise draws: the same seed gives the same noisy image.",
+        "noisify -seed",
+    ),
+    FieldSpec(
+        "readout_noise_adu",
+        "readout noise",
+        "ADU",
+        0.0,
+        10000.0,
+        0.5,
+        2,
+        "Gaussian readout noise (sigma) added to every pixel after the gain.",
+        "noisify -readout_noise",
+    ),
+    FieldSpec(
+        "psf",
+        "PSF",
+        "",
+        0,
+        0,
+        0,
+        None,
+        "Point-spread function that spreads each pixel's photons over its neighbours: none, a Gaussian, "
+        "or a fiber-optic taper's long-tailed one.",
+        "noisify -psf",
+        choices=("none", "gauss", "fiber"),
+    ),
+    FieldSpec(
+        "psf_fwhm_um",
+        "PSF FWHM",
+        "µm",
+        0.0,
+        10000.0,
+        5.0,
+        1,
+        "Full width at half maximum of the PSF (noisify's default 46 µm); must be above 0 with a PSF.",
+        "noisify -psf_fwhm",
+    ),
 )
 # the Simulate widget's sections, in order (registry names and plugin names mixed)
 SECTIONS = {
@@ -149,7 +381,19 @@ SECTIONS = {
     ],
     "Detector": ["fpixels", "spixels", "pixel_size_mm", "distance_mm", "beam_x_mm", "beam_y_mm"],
     "Beam": ["wavelength_A", "fluence"],
+    "Beam divergence and bandwidth": [
+        "divergence_h_mrad",
+        "divergence_v_mrad",
+        "divergence_steps",
+        "dispersion_pct",
+        "dispersion_steps",
+    ],
+    "Sensor": ["sensor_on", "sensor_thickness_um", "sensor_attenuation_um", "sensor_layers"],
+    "Background (water, air)": ["water_um", "air_mm", "beam_size_mm"],
+    "Noise": ["noise_on", "noise_seed", "readout_noise_adu", "psf", "psf_fwhm_um"],
 }
+# sections shown collapsed (a click on the title opens them): the realistic-frame extras
+COLLAPSED_SECTIONS = ("Beam divergence and bandwidth", "Sensor", "Background (water, air)", "Noise")
 DEFAULT_GROUPS = ("mosaic", "misset")
 # the starting value of a refined parameter the model's values do not hold
 REFINER_STARTS = {"scale": 1.0, "background": 0.0}
@@ -334,6 +578,8 @@ def format_value(name: str, value: float) -> str:
         field = spec(name)
     except KeyError:
         return f"{value:.6g}"
+    if field.kind != "number":
+        return str(value)
     if not math.isfinite(value):
         text = f"{value}"
     elif field.decimals is None:
@@ -346,11 +592,19 @@ def format_value(name: str, value: float) -> str:
 
 
 def make_field(field: FieldSpec, value, label: str | None = None):
-    """A magicgui field for ``field`` holding ``value``, with its tooltip: a SpinBox for an
-    integer, a FloatSpinBox with the spec's decimals, or a LineEdit for -1 decimals."""
-    from magicgui.widgets import FloatSpinBox, LineEdit, SpinBox
+    """A magicgui field for ``field`` holding ``value``, with its tooltip: a CheckBox for a
+    switch, a ComboBox for a choice, a SpinBox for an integer, a FloatSpinBox with the
+    spec's decimals, or a LineEdit for -1 decimals."""
+    from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, LineEdit, SpinBox
 
     text = label if label is not None else field.text
+    if field.kind == "switch":
+        # the text beside the box says what it switches; no label column
+        return CheckBox(name=field.name, text=text, label="", value=bool(value), tooltip=field.tooltip)
+    if field.kind == "choice":
+        widget = ComboBox(name=field.name, label=text, choices=field.choices, value=str(value), tooltip=field.tooltip)
+        widget.native.setMinimumWidth(90)
+        return widget
     if field.decimals is None:
         widget = SpinBox(
             name=field.name,
@@ -374,7 +628,12 @@ def make_field(field: FieldSpec, value, label: str | None = None):
 
 
 def read_field(field: FieldSpec, widget) -> float | int:
-    """The number a field holds; ValueError naming the field for unreadable free text."""
+    """The value a field holds (a number, or a switch's bool, or a choice's text);
+    ValueError naming the field for unreadable free text."""
+    if field.kind == "switch":
+        return bool(widget.value)
+    if field.kind == "choice":
+        return str(widget.value)
     if field.decimals is None:
         return int(widget.value)
     if field.decimals == -1:
@@ -390,7 +649,11 @@ def read_field(field: FieldSpec, widget) -> float | int:
 
 def write_field(field: FieldSpec, widget, value) -> None:
     """Show ``value`` in ``widget`` (clipped to the field's range)."""
-    if field.decimals is None:
+    if field.kind == "switch":
+        widget.value = bool(value)
+    elif field.kind == "choice":
+        widget.value = str(value) if str(value) in field.choices else field.choices[0]
+    elif field.decimals is None:
         widget.value = int(round(field.clip(value)))
     elif field.decimals == -1:
         widget.value = f"{float(value):g}"

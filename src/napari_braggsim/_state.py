@@ -25,7 +25,7 @@ from typing import Any
 from psygnal import evented
 
 from . import _common
-from ._model import DEFAULTS, complete, follow_detector_centre, values_from_layer
+from ._model import complete, follow_detector_centre, values_from_layer
 
 _STATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -33,7 +33,7 @@ _STATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 @evented
 @dataclasses.dataclass(eq=False)
 class BraggsimState:
-    values: dict = dataclasses.field(default_factory=lambda: dict(DEFAULTS))
+    values: dict = dataclasses.field(default_factory=lambda: complete({}))
     observed: Any = None
     result: Any = None
     overlays: bool = True

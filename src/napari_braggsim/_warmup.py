@@ -50,6 +50,7 @@ def _warm() -> None:
 
     lower_priority()
     try:
+        _load_units()
         _preload_torch_libraries()
         import torch
 
@@ -74,6 +75,19 @@ def _warm() -> None:
     finally:
         _core.set()
         _done.set()
+
+
+def _load_units() -> None:
+    """Load pint's unit registry, which every napari layer asks for its pixel unit, before
+    the fields (and so Run) are offered.  pint builds it lazily on first use and is not
+    thread-safe meanwhile: a second thread sees a registry without 'pixel' yet, and
+    overlay layers built in a worker then failed with UndefinedUnitError while this
+    thread's layer warm-up built the registry (a flaky test on a busy machine)."""
+    try:
+        import pint
+    except ImportError:  # no napari (and so no pint): nothing to load
+        return
+    _ = pint.get_application_registry().pixel
 
 
 def _warm_napari_layers() -> None:

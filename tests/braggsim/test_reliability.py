@@ -144,6 +144,19 @@ def test_hdf5_declaring_unwritten_pixels_fails_at_once(tmp_path):
     assert time.perf_counter() - start < 1.0
 
 
+def test_an_empty_hdf5_is_reported_empty_whatever_memory_is_free(tmp_path, monkeypatch):
+    """The reason given must not depend on the machine: with a budget far below the
+    declared image the file is still reported as holding no data."""
+    import h5py
+
+    path = tmp_path / "huge.h5"
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("entry/data/data", shape=(40000, 40000), dtype="f4")
+    monkeypatch.setenv("BRAGGSIM_MEMORY_BUDGET", "1M")
+    with pytest.raises(FrameReadError, match="holds no data"):
+        read_frame(path)
+
+
 def test_compound_hdf5_and_nan_geometry_are_errors(tmp_path):
     import h5py
 

@@ -65,8 +65,10 @@ def test_model_tooltips_give_unit_and_nanobragg_flag(make_napari_viewer):
     assert "-misset" in tooltips["misset_z_deg"] and "-mosaic" in tooltips["mosaic_spread_deg"]
     assert "-Xbeam" in tooltips["beam_x_mm"] and "-lambda" in tooltips["wavelength_A"]
     assert "photons/m²" in tooltips["fluence"] and "-fluence" in tooltips["fluence"]
-    for name, tip in tooltips.items():
-        assert "nanoBragg flag:" in tip, name
+    assert "noisify flag: -seed" in tooltips["noise_seed"] and "noisify flag: -psf_fwhm" in tooltips["psf_fwhm_um"]
+    assert "nonBragg flag: -stol air -thickness" in tooltips["air_mm"] and "Unit: µm" in tooltips["water_um"]
+    for name, tip in tooltips.items():  # a flag of nanoBragg or of its companions noisify and nonBragg
+        assert any(f"{program} flag:" in tip for program in ("nanoBragg", "noisify", "nonBragg")), name
 
 
 def test_numbers_show_their_decimals(make_napari_viewer):

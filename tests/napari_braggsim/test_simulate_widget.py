@@ -34,7 +34,7 @@ def test_simulate_adds_then_updates_its_layer(make_napari_viewer, qtbot):
 def test_threaded_simulation_failure_is_a_notification(make_napari_viewer, qtbot, errors, monkeypatch):
     from napari_braggsim._widgets import simulate as simulate_module
 
-    def fail(values, overlays):
+    def fail(values, overlays, cancelled=None):
         raise MemoryError("cannot allocate the image")
 
     monkeypatch.setattr(simulate_module, "_simulate", fail)

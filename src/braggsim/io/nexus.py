@@ -131,7 +131,14 @@ def _check_image_dataset(path, item, image_shape) -> None:
     pixels = math.prod(int(n) for n in image_shape)
     itemsize = item.dtype.itemsize
     shape = "x".join(str(int(n)) for n in image_shape)
+    # whether the data is there first: a file that holds nothing is broken, whatever the
+    # machine's memory (and the answer must not depend on how much of it is free)
+    _check_written(path, item, image_shape, shape, itemsize)
     check_frame_memory(path, f"a {shape} {item.dtype} image in {item.name}", pixels * (2 * itemsize + 5))
+
+
+def _check_written(path, item, image_shape, shape: str, itemsize: int) -> None:
+    """The dataset's pixels are stored (or mapped from files that exist)."""
     if item.is_virtual:
         folder = os.path.dirname(os.path.abspath(item.file.filename))
         for source in item.virtual_sources():

@@ -1,4 +1,5 @@
-"""Qt pieces the dock widgets share: a scrolling body, the poll timer, closing hooks."""
+"""Qt pieces the dock widgets share: a scrolling body, collapsible sections, the poll
+timer, closing hooks."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import collections
 import contextlib
 import weakref
 
+from magicgui.widgets import Container
 from qtpy.QtCore import QEvent, QObject, QTimer
-from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy
+from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QToolButton
 
 FRAME_INTERVAL_MS = 40  # the GUI looks at a running job at most 25 times a second
 DOCK_WIDTH_PX = 380  # every dock fits beside the canvas in a 1600-px-wide window
@@ -28,6 +30,51 @@ def add_scrolling(outer, inner) -> QScrollArea:
     scroll.setMinimumHeight(160)
     outer.native.layout().addWidget(scroll)
     return scroll
+
+
+class Collapsible(Container):
+    """A titled section of fields: a flat arrow button, and the fields under it, shown only
+    while the section is expanded (a click on the title toggles it).
+
+    ``body`` is the magicgui container of the fields (``section.body[name]``); the
+    section is collapsed unless ``expanded``.
+    """
+
+    def __init__(self, title: str, widgets=(), *, name: str = "", expanded: bool = False):
+        super().__init__(name=name or title.lower(), labels=False)
+        self.title = title
+        self.body = Container(name=f"{self.name}_fields", widgets=list(widgets))
+        self.append(self.body)
+        from qtpy.QtCore import Qt
+
+        button = QToolButton()
+        button.setText(title)
+        button.setCheckable(True)
+        button.setAutoRaise(True)
+        button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        button.setToolTip(f"Show or hide the {title.lower()} fields.")
+        font = button.font()
+        font.setBold(True)
+        button.setFont(font)
+        self.header = button
+        self.native.layout().insertWidget(0, button)
+        button.toggled.connect(self._show_body)
+        self._show_body(expanded)
+        button.setChecked(expanded)
+
+    @property
+    def expanded(self) -> bool:
+        return self.header.isChecked()
+
+    @expanded.setter
+    def expanded(self, on: bool) -> None:
+        self.header.setChecked(bool(on))  # toggled -> _show_body
+
+    def _show_body(self, on: bool) -> None:
+        from qtpy.QtCore import Qt
+
+        self.header.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+        self.body.visible = bool(on)
 
 
 def _policy(name: str):

@@ -2,10 +2,13 @@
 
 The fields show the viewer's shared model (``_state``): editing one updates the model,
 and a change of the model (a loaded frame's geometry, applied refined values) shows in
-the fields.  Run simulates in a background thread, together with the contrast limits and
-the overlays (spots, rings, beam centre), so the GUI thread only moves finished arrays
-into layers.  "live" re-simulates after each change, debounced; only the newest
-request's image reaches the layer.
+the fields.  Four more sections, collapsed until their title is clicked, make the frame
+realistic: beam divergence and bandwidth, a thick sensor, amorphous background (water,
+air) and detector noise (``_render`` adds them).  Run simulates in a background thread,
+together with the contrast limits and the overlays (spots, rings, beam centre), so the
+GUI thread only moves finished arrays into layers.  "live" re-simulates after each
+change, debounced; only the newest request's image reaches the layer.  With the noise on
+the layer shows the noisy counts (ADU), and the status line says so.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from magicgui.widgets import CheckBox, Container, Label, PushButton
 from qtpy.QtCore import QTimer
 
 from .. import _common, _warmup
-from .._fields import SECTIONS, make_field, model_fields, read_field, write_field
+from .._fields import COLLAPSED_SECTIONS, SECTIONS, make_field, model_fields, read_field, write_field
 from .._jobs import Job
-from .._model import frame_metadata, geometry_from_metadata
+from .._model import check_scene, frame_metadata, geometry_from_metadata
+from .._render import Cancelled
 from .._state import BraggsimState, state_for
 from . import _qt
 
@@ -43,6 +47,7 @@ class SimulateWidget(Container):
 
         self.fields: dict = {}  # name -> field, made once braggsim is loaded (see _build_fields)
         self._specs: dict = {}
+        self.sections: dict = {}  # title -> section container
         self._loading = Label(value="loading braggsim (torch)...")
         self.body = Container(name="fields", labels=False, widgets=[self._loading])
 
@@ -92,16 +97,22 @@ class SimulateWidget(Container):
         return bool(self.fields)
 
     def _build_fields(self) -> None:
-        """One field per model value, from the registry's specs (``_fields``), in sections."""
+        """One field per model value, from the registry's specs (``_fields``), in sections;
+        the realistic-frame sections collapsed (``self.sections[title]``)."""
         self._specs = model_fields()
         sections = []
         for title, names in SECTIONS.items():
-            section = Container(name=title.lower(), widgets=[Label(value=f"<b>{title}</b>")])
+            fields = []
             for name in names:
                 field = make_field(self._specs[name], self.state.values[name])
                 field.changed.connect(self._on_field_changed)
                 self.fields[name] = field
-                section.append(field)
+                fields.append(field)
+            if title in COLLAPSED_SECTIONS:
+                section = _qt.Collapsible(title, fields, name=_section_name(title))
+            else:
+                section = Container(name=_section_name(title), widgets=[Label(value=f"<b>{title}</b>"), *fields])
+            self.sections[title] = section
             sections.append(section)
         self.body.remove(self._loading)
         self.body.extend(sections)
@@ -180,14 +191,16 @@ class SimulateWidget(Container):
         """Simulate the current values in a background thread; returns the Job, or
         None after a notification."""
         try:
-            values = self.values()
+            values = check_scene(self.values())
         except ValueError as exc:
             _common.notify_error(f"Simulate: {_common.describe(exc)}")
             return None
         self._request += 1
         request = self._request
         want_overlays = bool(self.state.overlays)
-        job = Job(lambda job: _simulate(values, want_overlays), name="braggsim simulate")
+        for older, _ in self._jobs.values():
+            older.cancel()  # nobody will see its image: stop it at its next block of rows
+        job = Job(lambda job: _simulate(values, want_overlays, job.cancelled.is_set), name="braggsim simulate")
         self._jobs[request] = (job, values)
         self.status.value = f"simulating {values['spixels']}x{values['fpixels']}..."
         job.start()
@@ -206,6 +219,8 @@ class SimulateWidget(Container):
             if taken is None or not taken.done:
                 continue
             del self._jobs[request]
+            if isinstance(taken.error, Cancelled):
+                continue  # replaced by a newer request, as asked
             if taken.error is not None:
                 if request == self._request:
                     self.status.value = "failed"
@@ -220,7 +235,8 @@ class SimulateWidget(Container):
             return
         from .._layers import overlay_steps, remove_overlays, upsert_image
 
-        image, limits, overlays, overlay_error = outcome
+        rendered, limits, overlays, overlay_error = outcome
+        image = rendered.image
         metadata = {"braggsim_model": dict(values), "braggsim_frame": frame_metadata(values)}
         viewer = self.viewer
         self._poller.defer(lambda: upsert_image(viewer, LAYER_NAME, image, contrast_limits=limits, metadata=metadata))
@@ -231,7 +247,7 @@ class SimulateWidget(Container):
                 self._poller.defer(step)
         if overlay_error is not None:
             _common.notify_error(f"Overlays: {_common.describe(overlay_error)}")
-        text = f"simulated {image.shape[0]}x{image.shape[1]}, max {float(image.max()):.3g} photons"
+        text = rendered.describe()
         if overlays is not None:
             drawn, predicted = len(overlays.spots_px), overlays.predicted
             text += f"; {predicted} spots" + (f" ({drawn} nearest the beam drawn)" if drawn < predicted else "")
@@ -263,25 +279,23 @@ def display_limits(image: np.ndarray) -> list:
     return [low, high if high > low else low + 1.0]
 
 
-def _simulate(values: dict, overlays: bool):
-    """(image (slow, fast) float32, contrast limits, OverlayData or None, overlay error or
-    None); runs in a worker thread."""
-    import torch
+def _section_name(title: str) -> str:
+    return title.split(" (")[0].lower().replace(" ", "_")
 
-    import braggsim
 
-    from .._model import build_model
+def _simulate(values: dict, overlays: bool, cancelled=None):
+    """(``_render.Rendered``, contrast limits, OverlayData or None, overlay error or
+    None); runs in a worker thread (``_render.Cancelled`` once ``cancelled()``)."""
+    from .._render import render
 
-    model = build_model(values)
-    with torch.no_grad():
-        image = braggsim.simulate(*model).numpy().astype("float32", copy=False)
-    limits = display_limits(image)
+    rendered = render(values, cancelled)
+    limits = display_limits(rendered.image)
     data, error = None, None
     if overlays:
         from .._layers import overlay_data
 
         try:
-            data = overlay_data(*model, with_layers=True)
+            data = overlay_data(*rendered.model, with_layers=True)
         except Exception as exc:  # noqa: BLE001  the image is still shown; the overlays' failure is a message
             error = exc
-    return image, limits, data, error
+    return rendered, limits, data, error
