@@ -47,6 +47,32 @@ FIBER_G_PER_FWHM = 0.652383013252053  # fiber PSF g / FWHM, sqrt(2^(2/3) - 1) / 
 SMV_HEADER_BYTES = 512
 
 
+__all__ = [
+    "DetectorModel",
+    "FIBER_G_PER_FWHM",
+    "NANOBRAGG_DEFAULT_ADC",
+    "NANOBRAGG_NOISE_VALUE_FLAGS",
+    "NOISIFY_DEFAULT_CALIB_STATE",
+    "NOISIFY_DEFAULT_FLUENCE",
+    "NanoBraggNoise",
+    "NanoBraggNoiseOptions",
+    "NoisifyResult",
+    "PSFResult",
+    "PSF_KINDS",
+    "SMV_HEADER_BYTES",
+    "apply_psf",
+    "as_photon_image",
+    "auto_psf_radius",
+    "detector_noise",
+    "fwhm_in_pixels",
+    "nanobragg_noise",
+    "nanobragg_noise_options",
+    "noisify",
+    "psf_kernel",
+    "time_seed",
+]
+
+
 @dataclasses.dataclass(frozen=True)
 class DetectorModel:
     """noisify's detector: what turns photons/pixel into integer pixel values.

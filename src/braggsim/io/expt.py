@@ -37,6 +37,17 @@ from scipy.spatial.transform import Rotation
 from ..dials_geometry import MOSFLM_TO_DIALS, StillGeometry
 from ._atomic import atomic_output
 
+__all__ = [
+    "StillExperiment",
+    "crystal_from_real_space",
+    "experiment_to_dict",
+    "experiments_from_dict",
+    "from_braggsim",
+    "read_expt",
+    "to_braggsim",
+    "write_expt",
+]
+
 
 @dataclasses.dataclass
 class StillExperiment:
