@@ -2,8 +2,9 @@
 
     xvfb-run -a .venv/bin/python docs/make_screenshots.py [--frame PATH]
 
-Writes docs/images/{load_frame,simulate,simulate_scene,refine,batch}.png.  The frame is thau_3_2_0003 of the
-thaumatin grid scan in the shared data (a Pilatus3 6M still, 2463 x 2527 pixels):
+Writes docs/images/{load_frame,simulate,simulate_scene,refine,still,batch}.png.  The frame is
+thau_3_2_0003 of the thaumatin grid scan in the shared data (a Pilatus3 6M still, 2463 x
+2527 pixels):
 
 * load_frame: the frame through the Load frame widget (percentile contrast, the excluded
   pixels tinted), the Simulate widget filled with its geometry, zoomed on the beam;
@@ -17,6 +18,11 @@ thaumatin grid scan in the shared data (a Pilatus3 6M still, 2463 x 2527 pixels)
   a simulated thaumatin still of known orientation, started 0.15-0.25 deg off on each
   misset axis and with half its mosaic spread.  The real frames carry no orientation
   (indexing is still to come), so there is nothing true to refine them towards.
+* still: the frame itself through the Real still dock as docs/real-data.md walks through
+  it: opened with napari's reader (File > Open), Find spots, Index with P 41 21 2 and
+  57.8 57.8 150 90 90 90, Refine (the dock's defaults), Save .expt (to a temporary
+  folder); zoomed on the predicted circles, their hkl labels and the strong spots' crosses.
+  The dock's readouts are printed for the walkthrough's numbers.
 * batch: the six thaumatin stills of that folder opened as a stack in the Batch dock,
   processed in-process (results in a temporary folder), the table sorted by RMSD and the
   frame of the first row shown with its predicted spots, zoomed on the beam.
@@ -270,6 +276,68 @@ def refine_shot(frame: Path):
     viewer.close()
 
 
+def still_shot(frame: Path):
+    """The Real still dock on the frame: spots, index, refine, save; a zoomed overlay."""
+    import tempfile
+
+    import numpy as np
+
+    viewer = _viewer()
+    widget = _dock(viewer, "Real still")
+    timings = {}
+    started = time.perf_counter()
+    viewer.open(str(frame), plugin=PLUGIN)  # File > Open
+    timings["open"] = time.perf_counter() - started
+    name = frame.name[: -len(".bz2")] if frame.name.endswith(".bz2") else frame.name
+    _settle(0.5)
+    assert widget.observed.value is viewer.layers[name], widget.observed.value
+    for key, value in {"a": "57.8", "b": "57.8", "c": "150.0", "alpha": "90", "beta": "90", "gamma": "90"}.items():
+        widget.cell_fields[key].value = value
+    widget.space_group.value = "P 41 21 2"
+    for step, button in (("find spots", widget.find_button), ("index", widget.index_button)):
+        started = time.perf_counter()
+        button.clicked()
+        _wait(widget)
+        timings[step] = time.perf_counter() - started
+    print(widget.spots_status.value, widget.index_status.value, sep="\n", flush=True)
+    if widget.model is None:
+        raise RuntimeError(f"not indexed: {widget.index_status.value}")
+    started = time.perf_counter()
+    widget.refine_button.clicked()
+    _wait(widget)
+    timings["refine"] = time.perf_counter() - started
+    print(widget.readout.value, widget.index_status.value, sep="\n", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{name.split('.')[0]}.expt"
+        started = time.perf_counter()
+        widget.save(path)
+        timings["save"] = time.perf_counter() - started
+        print(f"saved {path.name}: {path.stat().st_size} bytes", flush=True)
+    print("wall s: " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()), flush=True)
+
+    # zoom where the spots are close enough together for a screenful, far enough from the
+    # beam that the predicted circle and the observed cross can be told apart
+    predicted = viewer.layers["still predictions"]
+    points = np.asarray(predicted.data)
+    beam = _beam_of(viewer.layers[name])
+    radius = np.linalg.norm(points - beam, axis=1)
+    candidates = points[(radius > 350) & (radius < 700)]
+    crowd = [np.count_nonzero(np.linalg.norm(points - p, axis=1) < 70) for p in candidates]
+    viewer.camera.center = tuple(candidates[int(np.argmax(crowd))])
+    viewer.camera.zoom = 5.0  # close enough for the hkl labels
+    viewer.layers.selection.active = viewer.layers[name]
+    _settle(1.0)
+    _save(viewer, "still")
+    viewer.close()
+
+
+def _beam_of(image):
+    import numpy as np
+
+    geometry = image.metadata["braggsim_frame"]
+    return np.asarray(geometry["beam_center_mm"], dtype=float) / geometry["pixel_size_mm"]
+
+
 def batch_shot(frame: Path):
     import tempfile
 
@@ -303,6 +371,7 @@ def main(argv=None) -> int:
         "simulate": simulate_shot,
         "simulate_scene": scene_shot,
         "refine": refine_shot,
+        "still": still_shot,
         "batch": batch_shot,
     }
     parser.add_argument("--only", choices=list(shots), action="append")

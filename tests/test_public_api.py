@@ -69,9 +69,7 @@ def _violations(path, source: str | None = None) -> list[str]:
 
 
 # known exceptions, each to be fixed where the file's owner works (strict: the mark must go then)
-KNOWN = {
-    "braggsim/_noise_python.py": "reads mosaic's Ran1 constants (_AM, _NDIV, ...): the noise kernel's rework",
-}
+KNOWN = {}
 FILES = [
     pytest.param(
         path, id=str(rel), marks=[pytest.mark.xfail(strict=True, reason=KNOWN[str(rel)])] if str(rel) in KNOWN else []

@@ -1,11 +1,13 @@
-"""Pure-Python twin of :mod:`braggsim._noise_native`: the same draws and the same pixels.
+"""Pure-Python twin of :mod:`braggsim._noise_numba`: the same draws and the same pixels.
 
-Used when no C compiler is available, and by the tests to cross-check the C.  Single
+Used when numba is unavailable or ``BRAGGSIM_NATIVE=0``, and by the tests as an
+independent reference for the compiled loops (it is written differently: vectorised
+where the order allows it, single precision emulated rather than typed).  Single
 precision is emulated by rounding every float-typed intermediate through a C float
 (``_f32``); for +, -, * and / of two floats, rounding the exact double result once gives
 the correctly rounded float result, which is what the C code computes.  The point-spread
 function is vectorised over pixels, one kernel offset at a time, in an order that adds
-the contributions to every output pixel in the same sequence as the C loops.
+the contributions to every output pixel in the same sequence as the compiled loops.
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ import struct
 
 import numpy as np
 
-from .mosaic import _AM, _NDIV, _NTAB, _RNMX, Ran1
+from .mosaic import RAN1_AM as _AM
+from .mosaic import RAN1_NDIV as _NDIV
+from .mosaic import RAN1_NTAB as _NTAB
+from .mosaic import RAN1_RNMX as _RNMX
+from .mosaic import Ran1
 
 _FLOAT = struct.Struct("<f")
 
@@ -110,7 +116,7 @@ class Seed:
         self.value = int(value)
 
 
-_step = Ran1._step  # the Park-Miller step; idum is never negative here, so // is C's division
+_step = Ran1.step  # the Park-Miller step; idum is never negative here, so // is C's division
 
 
 _COF = (
@@ -151,7 +157,7 @@ def as_u32(values: np.ndarray) -> np.ndarray:
 
 
 def nanobragg_noise(image: np.ndarray, roi, adc_offset: float, state: NRState, seed: Seed):
-    """Twin of the C ``nanobragg_noise``: (counts uint16 (s, f), photons, overloads)."""
+    """Twin of the compiled ``nanobragg_noise``: (counts uint16 (s, f), photons, overloads)."""
     spixels, fpixels = image.shape
     tests = np.zeros(image.shape, dtype=np.float64)
     inside = np.zeros(image.shape, dtype=bool)
@@ -170,7 +176,7 @@ def nanobragg_noise(image: np.ndarray, roi, adc_offset: float, state: NRState, s
 
 
 def noisify_draws(photons: np.ndarray, flicker: float, calibration: float, state: NRState, seed: Seed, calib: Seed):
-    """Twin of the C ``noisify_draws``; ``photons`` (float32, flat) is replaced in place."""
+    """Twin of the compiled ``noisify_draws``; ``photons`` (float32, flat) is replaced in place."""
     total = 0.0
     values = photons.tolist()
     for i, value in enumerate(values):
@@ -189,7 +195,7 @@ def noisify_draws(photons: np.ndarray, flicker: float, calibration: float, state
 def noisify_adu(
     photons: np.ndarray, gain: float, adc_offset: float, readout: float, bits: int, noiseless: bool, state, seed
 ):
-    """Twin of the C ``noisify_adu``: (uint16, uint32, overloads, photon sum)."""
+    """Twin of the compiled ``noisify_adu``: (uint16, uint32, overloads, photon sum)."""
     values = photons.astype(np.float64)
     total = float(np.cumsum(values)[-1]) if values.size else 0.0  # sequential, as the C loop
     adu = values * gain + adc_offset
@@ -208,7 +214,7 @@ def noisify_adu(
 
 
 def psf_kernel(radius: int, fiber: bool, fwhm_pixels: float) -> np.ndarray:
-    """Twin of the C ``psf_kernel``: ((2 radius + 1) ** 2,) float64."""
+    """Twin of the compiled ``psf_kernel``: ((2 radius + 1) ** 2,) float64."""
     size = 2 * radius + 1
     kernel = np.zeros(size * size)
     g = fwhm_pixels * 0.652383013252053
@@ -234,7 +240,7 @@ def psf_kernel(radius: int, fiber: bool, fwhm_pixels: float) -> np.ndarray:
 
 
 def source_radii(values: np.ndarray, fiber: bool, fwhm_pixels: float, user_radius: int, limit: int) -> np.ndarray:
-    """The PSF radius of every (positive) source pixel, as the C ``apply_psf`` picks it."""
+    """The PSF radius of every (positive) source pixel, as the compiled ``apply_psf`` picks it."""
     if user_radius != 0:
         radius = np.full(values.shape, user_radius, dtype=np.int64)
     else:
@@ -261,7 +267,7 @@ def apply_psf(
     kernel: np.ndarray,
     kernel_radius: int,
 ):
-    """Twin of the C ``apply_psf``: (blurred float32 flat, lost photons added back)."""
+    """Twin of the compiled ``apply_psf``: (blurred float32 flat, lost photons added back)."""
     pixels = xpixels * ypixels
     maxwidth = max(xpixels, ypixels)
     out = np.zeros(pixels + 1, dtype=np.float32)  # the extra slot takes j == pixels, as noisify's padding

@@ -40,6 +40,8 @@ class ResourceLimitError(ValueError):
 
 
 def format_bytes(n_bytes: float) -> str:
+    if not math.isfinite(n_bytes):
+        return "an unbounded amount"
     for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n_bytes >= size:
             return f"{n_bytes / size:.3g} {unit}"
@@ -47,6 +49,8 @@ def format_bytes(n_bytes: float) -> str:
 
 
 def format_seconds(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "forever"
     for unit, size in (("days", 86400.0), ("h", 3600.0), ("min", 60.0)):
         if seconds >= size:
             return f"{seconds / size:.3g} {unit}"
@@ -148,8 +152,20 @@ def simulation_estimate(crystal, detector, oversample: int, itemsize: int, nativ
     # per orientation: the frozen draws (float64 axis and factor, twice), four (3, 3)
     # rotation constants, the rotations, the combined and the final axes
     per_orientation = 2 * 4 * 8 + 7 * 9 * itemsize
-    # the torch path holds about 16 numbers per evaluation of one block (see simulate.py)
-    block = 0 if native else (1 << 21) * 16 * itemsize
+    # the torch path holds about 16 numbers per evaluation of one block (see simulate.py),
+    # and a block is never less than one pixel row; the native image kernel holds none,
+    # but only up to MAX_NATIVE_OVERSAMPLE and for one sample per subpixel: beyond that
+    # the block path runs, holding at least a row's subpixel positions (an enormous
+    # automatic oversample, e.g. from -xtal_width 1e300, asked for 41 GB and failed)
+    from ._fast import MAX_NATIVE_OVERSAMPLE
+
+    row_subpixels = float(detector.fpixels) * oversample * oversample * samples
+    if native and oversample <= MAX_NATIVE_OVERSAMPLE and samples == 1:
+        block = 0.0
+    elif native:
+        block = row_subpixels * 16 * itemsize
+    else:
+        block = max(float(1 << 21), row_subpixels * orientations) * 16 * itemsize
     memory = pixels * itemsize + orientations * per_orientation + block
     rates = NATIVE_RATES if native else TORCH_RATES
     threads = max(1, torch.get_num_threads())
@@ -168,24 +184,34 @@ def simulation_estimate(crystal, detector, oversample: int, itemsize: int, nativ
     }
 
 
+def _count(n) -> str:
+    """1,000,000 up to a billion, then 1.2e+301 rather than three hundred digits."""
+    return f"{n:,}" if n < 1e9 else f"{float(n):.3g}"
+
+
 def check_simulation(crystal, detector, oversample: int, itemsize: int, native: bool, samples: int = 1) -> dict:
     """Raise ResourceLimitError, with the estimate, for a simulation that cannot fit."""
     estimate = simulation_estimate(crystal, detector, oversample, itemsize, native, samples)
     if estimate["memory_bytes"] < SMALL_BYTES and estimate["seconds"] < SMALL_SECONDS:
         return estimate  # a refinement's every step: not worth reading /proc each time
     size = (
-        f"{detector.spixels}x{detector.fpixels} pixels x {oversample}^2 subpixels x "
-        + (f"{samples} sources x layers x " if samples > 1 else "")
-        + f"{estimate['orientations']:,} crystal orientations"
+        f"{detector.spixels}x{detector.fpixels} pixels x {_count(oversample)}^2 subpixels x "
+        + (f"{_count(samples)} sources x layers x " if samples > 1 else "")
+        + f"{_count(estimate['orientations'])} crystal orientations"
     )
-    check_memory(f"this simulation ({size})", estimate["memory_bytes"])
     budget = time_budget_s()
-    if estimate["seconds"] > budget:
-        raise ResourceLimitError(
-            f"this simulation ({size} = {estimate['evaluations']:.3g} evaluations) would take at least "
-            f"{format_seconds(estimate['seconds'])}, more than the {format_seconds(budget)} time budget "
-            f"({TIME_ENV} sets it)"
-        )
+    too_slow = estimate["seconds"] > budget
+    slow = (
+        f"would take at least {format_seconds(estimate['seconds'])}, more than the "
+        f"{format_seconds(budget)} time budget ({TIME_ENV} sets it)"
+    )
+    try:
+        check_memory(f"this simulation ({size})", estimate["memory_bytes"])
+    except ResourceLimitError as exc:
+        # both budgets exceeded (an absurd oversample): say both
+        raise ResourceLimitError(f"{exc}; and it {slow}" if too_slow else str(exc)) from None
+    if too_slow:
+        raise ResourceLimitError(f"this simulation ({size} = {estimate['evaluations']:.3g} evaluations) {slow}")
     if not math.isfinite(estimate["memory_bytes"]):
         raise ResourceLimitError(f"this simulation ({size}) has no finite size")
     return estimate

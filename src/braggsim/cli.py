@@ -332,19 +332,22 @@ def image_statistics(image, block_pixels: int = 1 << 22) -> dict:
     rows = max(1, block_pixels // max(1, image.shape[1]))
     blocks = [slice(start, start + rows) for start in range(0, image.shape[0], rows)]
     total, squares, non_finite, max_i, where = 0.0, 0.0, 0, -np.inf, (0, 0)
-    for block in blocks:
-        values = np.asarray(image[block], dtype=np.float64)
-        non_finite += int(values.size - np.count_nonzero(np.isfinite(values)))
-        total += float(values.sum())
-        squares += float(np.square(values).sum())
-        index = int(np.argmax(values))
-        if values.flat[index] > max_i:
-            max_i = float(values.flat[index])
-            row, column = divmod(index, image.shape[1])
-            where = (block.start + row, column)
-    count = image.size
-    mean = total / count
-    deviations = sum(float(np.square(np.asarray(image[b], dtype=np.float64) - mean).sum()) for b in blocks)
+    # pixels near float64's limit square to inf: the summary then says inf, without a
+    # RuntimeWarning on stderr before the command's own one-line verdict
+    with np.errstate(over="ignore", invalid="ignore"):
+        for block in blocks:
+            values = np.asarray(image[block], dtype=np.float64)
+            non_finite += int(values.size - np.count_nonzero(np.isfinite(values)))
+            total += float(values.sum())
+            squares += float(np.square(values).sum())
+            index = int(np.argmax(values))
+            if values.flat[index] > max_i:
+                max_i = float(values.flat[index])
+                row, column = divmod(index, image.shape[1])
+                where = (block.start + row, column)
+        count = image.size
+        mean = total / count
+        deviations = sum(float(np.square(np.asarray(image[b], dtype=np.float64) - mean).sum()) for b in blocks)
     return {
         "max": max_i,
         "max_slow_fast": where,
@@ -393,6 +396,7 @@ def _output_files(flags, image, max_i: float, noisy=None) -> list:
     """[(path, write(temporary_path), description)] of every output asked for."""
     files = []
     if flags.floatfile is not None:
+        _check_float32_range(image, f"-floatfile {flags.floatfile}")
         write_float, _ = _writers()
         files.append(
             (
@@ -463,6 +467,24 @@ def _output_files(flags, image, max_i: float, noisy=None) -> list:
         data = dump_bytes(flags.crystal.hkl, as_number(flags.crystal.default_F))
         files.append((flags.dump_write, lambda path: Path(path).write_bytes(data), "nanoBragg F dump"))
     return files
+
+
+def _check_float32_range(image, what: str, block_pixels: int = 1 << 22) -> None:
+    """CommandError when a float64 image holds values float32 cannot (they would be
+    written as inf): nonbragg computes in float64, and so does ``simulate -dtype float64``."""
+    import numpy as np
+
+    if image.dtype == np.float32:
+        return
+    largest = float(np.finfo(np.float32).max)
+    rows = max(1, block_pixels // max(1, image.shape[1]))
+    for start in range(0, image.shape[0], rows):
+        peak = float(np.abs(image[start : start + rows]).max(initial=0.0))
+        if peak > largest:
+            raise CommandError(
+                f"{what}: a pixel of {peak:.3g} does not fit float32 (largest {largest:.3g}); "
+                "lower -fluence, -flux or the sample's size or density; nothing was written"
+            )
 
 
 def rotation_header(crystal) -> dict:

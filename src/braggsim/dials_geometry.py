@@ -23,6 +23,15 @@ import math
 
 import numpy as np
 
+__all__ = [
+    "MOSFLM_TO_DIALS",
+    "StillGeometry",
+    "fractional_hkl",
+    "predict_still_px",
+    "reciprocal_matrix",
+    "still_geometry_from_header",
+]
+
 #: v_dials = MOSFLM_TO_DIALS @ v_mosflm (columns are the images of the MOSFLM axes)
 MOSFLM_TO_DIALS = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])
 

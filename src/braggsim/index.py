@@ -35,6 +35,21 @@ from .dials_geometry import StillGeometry
 from .spot_refine import SpotFit, SpotRefineOptions, real_space_from, refine_on_spots
 from .unit_cell import CellParameters, check_cell, equivalent_rotations, orthogonalization, space_group
 
+__all__ = [
+    "IndexingOptions",
+    "IndexingResult",
+    "axis_candidates",
+    "chance_fraction",
+    "hemisphere",
+    "index_still",
+    "periodicity",
+    "psi_scan",
+    "same_solution",
+    "search_orientations",
+    "soft_count",
+    "z_score",
+]
+
 
 @dataclasses.dataclass(frozen=True)
 class IndexingOptions:

@@ -28,6 +28,10 @@ _NTAB = 32
 _NDIV = 1 + (_IM - 1) // _NTAB
 _AM = 1.0 / _IM
 _RNMX = float(np.float32(1.0 - 1.2e-7))
+# the same constants, public for the noise module's copies of nanoBragg's ran1 (noisify
+# draws from the same generator)
+RAN1_IA, RAN1_IM, RAN1_IQ, RAN1_IR = _IA, _IM, _IQ, _IR
+RAN1_NTAB, RAN1_NDIV, RAN1_AM, RAN1_RNMX = _NTAB, _NDIV, _AM, _RNMX
 
 
 class Ran1:
@@ -41,7 +45,7 @@ class Ran1:
         idum = 1 if -idum < 1 else -idum
         table = [0] * _NTAB
         for j in range(_NTAB + 7, -1, -1):
-            idum = self._step(idum)
+            idum = self.step(idum)
             if j < _NTAB:
                 table[j] = idum
         self._idum = idum
@@ -49,13 +53,14 @@ class Ran1:
         self._iy = table[0]
 
     @staticmethod
-    def _step(idum: int) -> int:
+    def step(idum: int) -> int:
+        """One Park-Miller step of the seed (the noise module's ran1 copies use it too)."""
         k = idum // _IQ
         idum = _IA * (idum - k * _IQ) - _IR * k
         return idum + _IM if idum < 0 else idum
 
     def __call__(self) -> float:
-        self._idum = self._step(self._idum)
+        self._idum = self.step(self._idum)
         j = self._iy // _NDIV
         self._iy = self._table[j]
         self._table[j] = self._idum

@@ -11,8 +11,9 @@ Two ways to add noise to a photons/pixel image (``(slow, fast)``):
   including the float/double roundings, the one shuffle table that every seed shares
   and the spare Gaussian deviate that carries over from one call to the next (so with
   flicker on, noisify's calibration error takes the second deviate of each flicker
-  pair, whatever ``calib_seed`` says).  The loops run in a small C kernel
-  (:mod:`braggsim._noise_native`); without a C compiler a pure-Python twin gives the
+  pair, whatever ``calib_seed`` says).  The loops are compiled by numba
+  (:mod:`braggsim._noise_numba`, no C compiler needed); without numba, or with
+  ``BRAGGSIM_NATIVE=0``, a pure-Python twin (:mod:`braggsim._noise_python`) gives the
   same pixels, slower.
 - **Seeded by torch** (tensor in, tensor out, any device): :func:`detector_noise`
   applies the same model with ``torch.Generator`` draws.  Statistically the same detector, but
@@ -26,7 +27,6 @@ does.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import math
 import time
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import _noise_native, _noise_python
+from . import _noise_numba, _noise_python
 from .beam import R_E_SQ
 
 # noisify's (and nanoBragg.c's) default fluence literal: r_e^2 times it is exactly 1.0 in
@@ -45,6 +45,32 @@ NOISIFY_DEFAULT_CALIB_STATE = 123456789  # noisify's built-in calibration seed v
 PSF_KINDS = ("gauss", "fiber")
 FIBER_G_PER_FWHM = 0.652383013252053  # fiber PSF g / FWHM, sqrt(2^(2/3) - 1) / 2 inverted
 SMV_HEADER_BYTES = 512
+
+
+__all__ = [
+    "DetectorModel",
+    "FIBER_G_PER_FWHM",
+    "NANOBRAGG_DEFAULT_ADC",
+    "NANOBRAGG_NOISE_VALUE_FLAGS",
+    "NOISIFY_DEFAULT_CALIB_STATE",
+    "NOISIFY_DEFAULT_FLUENCE",
+    "NanoBraggNoise",
+    "NanoBraggNoiseOptions",
+    "NoisifyResult",
+    "PSFResult",
+    "PSF_KINDS",
+    "SMV_HEADER_BYTES",
+    "apply_psf",
+    "as_photon_image",
+    "auto_psf_radius",
+    "detector_noise",
+    "fwhm_in_pixels",
+    "nanobragg_noise",
+    "nanobragg_noise_options",
+    "noisify",
+    "psf_kernel",
+    "time_seed",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,26 +156,19 @@ def as_photon_image(image, name: str = "image") -> np.ndarray:
 
 # ------------------------------------------------------------------ the draws' state
 class _Draws:
-    """The C programs' static random-number state and seed variables, native or Python."""
+    """The C programs' static random-number state and seed variables, for the compiled
+    loops (``kernels`` is their namespace) or for the Python twin (``kernels`` is None)."""
 
     def __init__(self, **seeds: int):
-        self.lib = _noise_native.library()
-        self.state: Any  # a ctypes buffer for the native draws, an NRState for the Python ones
-        self.seeds: dict[str, Any]
-        if self.lib is not None:
-            self.state = ctypes.create_string_buffer(int(self.lib.nr_state_size()))
-            self.lib.nr_state_init(self.state)
-            self.seeds = {name: ctypes.c_int64(value) for name, value in seeds.items()}
+        self.kernels = _noise_numba.kernels()
+        self.state: Any  # (ints, floats, seeds) arrays for the compiled loops; an NRState for the twin
+        self.seeds: dict[str, Any]  # the twin's Seed objects
+        if self.kernels is not None:
+            self.state = _noise_numba.new_state(seeds.get("seed", 0), seeds.get("calib", 0))
+            self.seeds = {}
         else:
             self.state = _noise_python.NRState()
             self.seeds = {name: _noise_python.Seed(value) for name, value in seeds.items()}
-
-    def address(self, name: str) -> int:
-        return ctypes.addressof(self.seeds[name])
-
-
-def _ptr(array: np.ndarray) -> int:
-    return array.ctypes.data
 
 
 # ----------------------------------------------------------------- nanoBragg -noisefile
@@ -181,22 +200,11 @@ def nanobragg_noise(image, *, seed: int | None = None, adc_offset_adu: float = 4
     if len(bounds) != 4:
         raise ValueError(f"roi must be (fast_min, fast_max, slow_min, slow_max), got {roi!r}")
     draws = _Draws(seed=-seed)
-    if draws.lib is not None:
+    if draws.kernels is not None:
         counts = np.zeros(data.shape, dtype=np.uint16)
         roi_array = np.asarray(bounds, dtype=np.int64)
-        photons = ctypes.c_double()
-        overloads = draws.lib.nanobragg_noise(
-            _ptr(data),
-            fpixels,
-            spixels,
-            _ptr(roi_array),
-            adc,
-            draws.state,
-            draws.address("seed"),
-            _ptr(counts),
-            ctypes.addressof(photons),
-        )
-        return NanoBraggNoise(counts, photons.value, int(overloads), seed)
+        overloads, photons = draws.kernels.nanobragg_noise(data, roi_array, adc, *draws.state, counts)
+        return NanoBraggNoise(counts, float(photons), int(overloads), seed)
     counts, total, overloads = _noise_python.nanobragg_noise(data, bounds, adc, draws.state, draws.seeds["seed"])
     return NanoBraggNoise(counts, total, overloads, seed)
 
@@ -214,11 +222,11 @@ def psf_kernel(radius_px: int, kind: str, fwhm_pixels: float) -> np.ndarray:
     if kind not in PSF_KINDS:
         raise ValueError(f"psf must be 'gauss' or 'fiber', got {kind!r}")
     radius = int(radius_px)
-    lib = _noise_native.library()
+    compiled = _noise_numba.kernels()
     fiber = kind == "fiber"
-    if lib is not None:
+    if compiled is not None:
         kernel = np.zeros((2 * radius + 1) ** 2)
-        lib.psf_kernel(_ptr(kernel), radius, int(fiber), float(fwhm_pixels))
+        compiled.psf_kernel(kernel, radius, fiber, float(fwhm_pixels))
     else:
         kernel = _noise_python.psf_kernel(radius, fiber, float(fwhm_pixels))
     return kernel.reshape(2 * radius + 1, 2 * radius + 1)
@@ -275,19 +283,11 @@ def apply_psf(photons, *, kind: str, fwhm_pixels: float, radius_px: int = 0) -> 
     kernel = psf_kernel(kernel_radius, kind, fwhm_pixels).ravel()
     fiber = kind == "fiber"
     flat = data.ravel()
-    lib = _noise_native.library()
-    if lib is not None:
-        out = np.zeros(flat.size + 1, dtype=np.float32)  # one spare slot, as noisify's padding
-        lost = lib.apply_psf(
-            _ptr(flat),
-            _ptr(out),
-            xpixels,
-            ypixels,
-            int(fiber),
-            float(fwhm_pixels),
-            user_radius,
-            _ptr(kernel),
-            kernel_radius,
+    compiled = _noise_numba.kernels()
+    if compiled is not None:
+        out = np.empty(flat.size + 1, dtype=np.float32)  # one spare slot, as noisify's padding
+        lost = compiled.apply_psf(
+            flat, out, xpixels, ypixels, fiber, float(fwhm_pixels), user_radius, kernel, kernel_radius
         )
         blurred = out[:-1]
     else:
@@ -369,10 +369,8 @@ def noisify(
         return NoisifyResult(None, noiseless, total, total, lost, psf_radius, 0, seed, calib_seed)
 
     drawn = photons.copy()
-    if draws.lib is not None:
-        photons_drawn = draws.lib.noisify_draws(
-            _ptr(drawn), drawn.size, flicker, calibration, draws.state, draws.address("seed"), draws.address("calib")
-        )
+    if draws.kernels is not None:
+        photons_drawn = draws.kernels.noisify_draws(drawn, float(flicker), float(calibration), *draws.state)
     else:
         photons_drawn = _noise_python.noisify_draws(
             drawn, flicker, calibration, draws.state, draws.seeds["seed"], draws.seeds["calib"]
@@ -388,25 +386,21 @@ def noisify(
 
 
 def _to_integers(photons: np.ndarray, model: DetectorModel, readout: float, noiseless: bool, draws: _Draws):
-    if draws.lib is not None:
-        out16 = np.zeros(photons.size, dtype=np.uint16)
-        out32 = np.zeros(photons.size, dtype=np.uint32)
-        total = ctypes.c_double()
-        overloads = draws.lib.noisify_adu(
-            _ptr(photons),
-            photons.size,
-            model.gain_adu_per_photon,
-            model.adc_offset_adu,
-            readout,
-            model.bits,
-            int(noiseless),
-            draws.state,
-            draws.address("seed"),
-            _ptr(out16),
-            _ptr(out32),
-            ctypes.addressof(total),
+    if draws.kernels is not None:
+        out16 = np.empty(photons.size, dtype=np.uint16)
+        out32 = np.empty(photons.size, dtype=np.uint32)
+        overloads, total = draws.kernels.noisify_adu(
+            photons,
+            float(model.gain_adu_per_photon),
+            float(model.adc_offset_adu),
+            float(readout),
+            int(model.bits),
+            bool(noiseless),
+            *draws.state,
+            out16,
+            out32,
         )
-        return out16, out32, int(overloads), total.value
+        return out16, out32, int(overloads), float(total)
     return _noise_python.noisify_adu(
         photons,
         model.gain_adu_per_photon,
@@ -440,7 +434,7 @@ def detector_noise(
     the kernel misses evenly, so the photon total is kept.  Same distributions as
     :func:`noisify`, different draws: use :func:`noisify` to reproduce noisify's pixels.
     Nothing here is differentiable (the draws are discrete).  It runs wherever the
-    tensor lives (a GPU included) and needs no C compiler; on a CPU it takes about as long
+    tensor lives (a GPU included); on a CPU it takes about as long
     as :func:`noisify` (benchmarks/noise.py).  Arithmetic is in ``image``'s precision.
     """
     model = DetectorModel() if model is None else model

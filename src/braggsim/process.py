@@ -30,6 +30,19 @@ from .index import IndexingOptions, index_still
 from .spot_refine import SpotRefineOptions
 from .spotfind import SpotFinderOptions, find_spots
 
+__all__ = [
+    "FrameResult",
+    "ProcessOptions",
+    "SUMMARY_COLUMNS",
+    "Source",
+    "frame_stem",
+    "process_frame",
+    "process_frames",
+    "read_still",
+    "write_frame_outputs",
+    "write_summary",
+]
+
 Source = Union[str, os.PathLike, tuple]
 
 SUMMARY_COLUMNS = (

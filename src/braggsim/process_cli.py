@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 
 PROCESS_DESCRIPTION = """\
@@ -14,7 +15,10 @@ free intensity per reflection, Poisson likelihood).  For each frame DIR gets <st
 (spots, indexed, RMSD, refined parameters with standard errors, times) and, when indexed,
 <stem>.expt (a DIALS ExperimentList); DIR/summary.csv gets one row per frame (frame, status
 indexed / no-lattice / failed, n_spots, n_indexed, rmsd_px, cell, mosaic_deg, time_s).
-A frame that cannot be processed is 'failed' with its reason and the others go on.
+A frame that cannot be processed is 'failed' with its reason and the others go on; each
+failed frame is one line 'braggsim: error: FRAME: failed (reason)' on stderr, with --quiet
+too.  A FRAME file that does not exist, a pattern or folder that names no frame, and a
+--mask that cannot be read, are bad arguments, refused before any frame is processed.
 
 Many frames: FRAME may be a file, a folder (its frame files, in natural order), a quoted
 glob pattern ('grid/*.cbf.bz2') or a multi-image HDF5/NeXus file (an Eiger master: one
@@ -118,6 +122,8 @@ def process_main(argv) -> int:
             beamstop = float(beamstop)
         except ValueError:
             parser.error(f"--beamstop must be 'auto' or a radius in pixels, got {args.beamstop!r}")
+        if not (math.isfinite(beamstop) and beamstop >= 0):
+            parser.error(f"--beamstop must be 'auto' or a radius >= 0 in pixels, got {args.beamstop!r}")
     if not (math.isfinite(args.gain) and args.gain > 0):
         parser.error(f"--gain must be > 0 ADU per photon, got {args.gain!r}")
     try:
@@ -151,12 +157,31 @@ def process_main(argv) -> int:
     from .batch.progress import format_duration
     from .batch.store import OutputFolderError
 
+    # the files after the options: a bad option is reported whatever the files are
+    from .io import read_frame
+    from .io.errors import check_readable_file
+
+    for frame in args.frames:
+        if os.path.isdir(frame) or (not os.path.exists(frame) and any(c in frame for c in "*?[")):
+            continue  # a folder or a pattern: expand_frames says when it names no frame
+        try:
+            check_readable_file(frame)
+        except OSError as exc:
+            parser.error(f"FRAME {frame}: {exc.strerror or exc}")
+    if args.mask is not None:
+        try:
+            read_frame(args.mask)
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            parser.error(f"--mask {args.mask}: {reason}")
     try:
         refs = expand_frames(args.frames)
     except (OSError, ValueError) as exc:
         parser.error(str(exc))
 
-    def report(result) -> str:
+    def report(result) -> str | None:
+        if result.status == "failed":
+            return None  # on stderr, by fail_line below
         if result.status == "indexed":
             a, b, c, al, be, ga = result.cell
             mosaic = f"  mosaic {result.mosaic_deg:.3f} deg" if result.mosaic_deg is not None else ""
@@ -168,6 +193,18 @@ def process_main(argv) -> int:
         return f"{result.frame}: {result.status} ({result.reason})  ({result.time_s:.1f} s)"
 
     printer = None if args.quiet else ProgressPrinter(frame_line=report, out=sys.stdout)
+
+    def on_progress(progress) -> None:
+        result = progress.result
+        if result is not None and result.status == "failed":
+            line = f"braggsim: error: {result.frame}: failed ({result.reason})"
+            if printer is not None:
+                printer._print(line)  # on stderr, above the progress display
+            else:
+                print(line, file=sys.stderr, flush=True)
+        if printer is not None:
+            printer(progress)
+
     try:
         final = run_batch(
             refs,
@@ -177,7 +214,7 @@ def process_main(argv) -> int:
             workers=args.workers,
             force=args.force,
             max_in_flight=args.max_in_flight,
-            on_progress=printer,
+            on_progress=on_progress,
         )
     except OutputFolderError as exc:
         parser.error(str(exc))

@@ -471,6 +471,8 @@ def _read_observed(path: Path, flags, argv: list, extra, geometry_given: bool = 
     if "-beamstop" in extra:
         value = extra["-beamstop"][0]
         beamstop = "auto" if value == "auto" else _float_flag(extra, "-beamstop", 0.0)
+        if beamstop != "auto" and not (math.isfinite(beamstop) and beamstop >= 0):
+            raise UsageError(f"-beamstop must be 'auto' or a radius >= 0 in pixels, got {value!r}")
     detector, beam = flags.detector, flags.beam
     frame = read_frame(path, shape=detector.shape, beamstop=beamstop)
     given = {key for key, names in _HEADER_FIELDS.items() if geometry_given or any(name in argv for name in names)}

@@ -26,6 +26,17 @@ import numpy as np
 from .dials_geometry import StillGeometry, fractional_hkl, predict_still_px
 from .unit_cell import CellParameters, cell_from_real_space, orthogonalization
 
+__all__ = [
+    "DETECTOR_NAMES",
+    "SpotFit",
+    "SpotRefineOptions",
+    "apply_detector",
+    "orientation_of",
+    "real_space_from",
+    "refine_on_spots",
+    "rotation_matrix",
+]
+
 DETECTOR_NAMES = ("shift_fast_px", "shift_slow_px", "distance_mm", "tilt_fast_deg", "tilt_slow_deg")
 
 

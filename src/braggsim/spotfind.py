@@ -27,6 +27,13 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage
 
+__all__ = [
+    "SpotFinderOptions",
+    "StrongSpots",
+    "dispersion_threshold",
+    "find_spots",
+]
+
 
 @dataclasses.dataclass(frozen=True)
 class SpotFinderOptions:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -43,6 +44,17 @@ from scipy.optimize import minimize
 from .dials_geometry import StillGeometry, predict_still_px
 from .spot_refine import SpotFit, orientation_of
 from .unit_cell import CellParameters
+
+__all__ = [
+    "GAUSS_WIDTH",
+    "PixelRefineOptions",
+    "PixelRefineStep",
+    "PixelRefinement",
+    "Progress",
+    "Shoeboxes",
+    "THETA_NAMES",
+    "refine_still_pixels",
+]
 
 GAUSS_WIDTH = 0.63  # nanoBragg's gauss_xtal width constant
 THETA_NAMES = (
@@ -139,6 +151,25 @@ class PixelRefinement:
             "iterations": self.iterations,
             "message": self.message,
         }
+
+
+@dataclasses.dataclass
+class PixelRefineStep:
+    """The model after one iteration of :func:`refine_still_pixels`, for a progress callback.
+
+    iteration: L-BFGS iterations done (0 = the start); nll: the profile Poisson negative
+    log-likelihood there.  real_space: (3, 3) rows a, b, c, Angstrom (DIALS frame);
+    geometry: the panel moved by the distance and beam-centre shifts; cell: (6,);
+    mosaic_deg, domain_size_A: as in :class:`PixelRefinement`.
+    """
+
+    iteration: int
+    nll: float
+    real_space: np.ndarray
+    geometry: StillGeometry
+    cell: tuple
+    mosaic_deg: float
+    domain_size_A: float
 
 
 class Shoeboxes:
@@ -324,8 +355,18 @@ def _nll(expected, counts, trusted):
     return ((lam - counts * torch.log(lam)) * trusted).sum()
 
 
-def refine_still_pixels(frame, spots, fit: SpotFit, group, cell, options: PixelRefineOptions) -> PixelRefinement:
+Progress = Callable[[PixelRefineStep], object]
+
+
+def refine_still_pixels(
+    frame, spots, fit: SpotFit, group, cell, options: PixelRefineOptions, *, progress: Progress | None = None
+) -> PixelRefinement:
     """Refine an indexed still against the pixels around its strongest indexed spots.
+
+    frame: anything with ``data`` (S, F) and ``mask`` (S, F) bool, True = trusted (a
+    :class:`braggsim.io.Frame`).  progress: called with a :class:`PixelRefineStep` at the
+    start and after every iteration (a GUI follows the run with it); a true return value
+    ends the refinement there, which then finishes as usual from the best parameters so far.
 
     Runs torch on one thread: the tensors are small (shoeboxes, not frames), and on a busy
     machine a second thread's synchronisation costs more than it gives (5x in one measurement).
@@ -333,12 +374,31 @@ def refine_still_pixels(frame, spots, fit: SpotFit, group, cell, options: PixelR
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _refine_still_pixels(frame, spots, fit, group, cell, options)
+        return _refine_still_pixels(frame, spots, fit, group, cell, options, progress)
     finally:
         torch.set_num_threads(threads)
 
 
-def _refine_still_pixels(frame, spots, fit: SpotFit, group, cell, options: PixelRefineOptions) -> PixelRefinement:
+def _step(model, fit: SpotFit, theta: torch.Tensor, iteration: int, nll: float) -> PixelRefineStep:
+    with torch.no_grad():
+        rotation, cell_t, origin, mosaic, domain = model.unpack(theta)
+        real = (rotation @ _orthogonalization_t(cell_t)).T.numpy()
+    geometry = fit.geometry.copy()
+    geometry.origin = origin.numpy()
+    return PixelRefineStep(
+        iteration=iteration,
+        nll=nll,
+        real_space=real,
+        geometry=geometry,
+        cell=tuple(float(x) for x in cell_t),
+        mosaic_deg=float(math.degrees(float(mosaic))),
+        domain_size_A=float(domain),
+    )
+
+
+def _refine_still_pixels(
+    frame, spots, fit: SpotFit, group, cell, options: PixelRefineOptions, progress: Progress | None
+) -> PixelRefinement:
     chosen = np.flatnonzero(fit.inlier)
     if chosen.size < 5:
         raise ValueError(f"only {chosen.size} indexed spots: too few for a pixel refinement")
@@ -388,16 +448,29 @@ def _refine_still_pixels(frame, spots, fit: SpotFit, group, cell, options: Pixel
         return float(loss.detach()), gradient
 
     message = ""
+    stopped = progress is not None and bool(progress(_step(model, fit, start, 0, initial)))
+    iterations_done = [0]
+
+    def after_iteration(intermediate_result):  # scipy passes the result by this name
+        iterations_done[0] += 1
+        theta = start.clone()
+        theta[free_index] = torch.as_tensor(intermediate_result.x)
+        if progress(_step(model, fit, theta, iterations_done[0], float(intermediate_result.fun))):
+            raise StopIteration  # scipy ends the run and returns these parameters
+
     # scipy's L-BFGS-B (torch.optim would import torch's compiler stack, seconds per process)
-    found = minimize(
-        value_and_gradient,
-        start.numpy()[free_index],
-        jac=True,
-        method="L-BFGS-B",
-        options={"maxiter": options.iterations, "maxcor": 10},
-    )
+    x_best = start.numpy()[free_index]
+    if not stopped:
+        x_best = minimize(
+            value_and_gradient,
+            x_best,
+            jac=True,
+            method="L-BFGS-B",
+            callback=after_iteration if progress is not None else None,
+            options={"maxiter": options.iterations, "maxcor": 10},
+        ).x
     best = start.clone()
-    best[free_index] = torch.as_tensor(found.x)
+    best[free_index] = torch.as_tensor(x_best)
     if not torch.all(torch.isfinite(best)):
         best = model.theta0()
         message = "non-finite parameters; kept the start"
@@ -441,12 +514,8 @@ def _theta_sigmas(model, theta, counts, trusted, dslow, dfast, fixed) -> np.ndar
 
 
 def _result(model, fit, theta, sigmas, boxes, initial, final, iterations, message, options) -> PixelRefinement:
-    with torch.no_grad():
-        rotation, cell_t, origin, mosaic, domain = model.unpack(theta)
-        real = (rotation @ _orthogonalization_t(cell_t)).T.numpy()
-    cell = tuple(float(x) for x in cell_t)
-    geometry = fit.geometry.copy()
-    geometry.origin = origin.numpy()
+    step = _step(model, fit, theta, iterations, final)
+    real, geometry, cell = step.real_space, step.geometry, step.cell
     # compare the two models on the spot fit's inliers with DIALS' stills predictor
     inlier = fit.inlier
     hkl = fit.hkl[inlier]
@@ -456,8 +525,7 @@ def _result(model, fit, theta, sigmas, boxes, initial, final, iterations, messag
     rmsd_before = float(np.sqrt(np.mean(np.sum((before - observed) ** 2, axis=1))))
     rmsd_after = float(np.sqrt(np.mean(np.sum((after - observed) ** 2, axis=1))))
     accepted = bool(rmsd_after <= rmsd_before * (1 + options.max_rmsd_worsening))
-    mosaic_deg = float(math.degrees(float(mosaic)))
-    domain_A = float(domain)
+    mosaic_deg, domain_A = step.mosaic_deg, step.domain_size_A
     parameters = {
         "mosaic_spread_deg": {"value": mosaic_deg, "sigma": mosaic_deg * sigmas[6]},
         "domain_size_A": {"value": domain_A, "sigma": domain_A * sigmas[7]},

@@ -48,6 +48,8 @@ def read_hkl(path: Union[str, Path]) -> HKLTable:
     path = Path(path)
     try:
         text = path.read_text()
+    except UnicodeDecodeError:  # a ValueError too, but one that names neither file nor line
+        raise ValueError(f"{path}: not a text HKL file (bytes that are not text)") from None
     except OSError as exc:
         raise ValueError(f"{path}: cannot read HKL file: {exc.strerror or exc}") from exc
     rows = []

@@ -19,6 +19,16 @@ from typing import Union
 
 import numpy as np
 
+__all__ = [
+    "CellParameters",
+    "Values",
+    "cell_from_real_space",
+    "check_cell",
+    "equivalent_rotations",
+    "orthogonalization",
+    "space_group",
+]
+
 Values = Union[Sequence[float], np.ndarray]
 
 

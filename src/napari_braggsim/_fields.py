@@ -30,8 +30,9 @@ class FieldSpec:
     label: short text shown beside the field; unit: shown in brackets ("" for none).
     low, high: the field's range; step: one arrow click; decimals: None = integer field,
     -1 = free text in scientific notation (quantities like 1e28 that no spin box holds).
-    meaning: one sentence for the tooltip; flag: the nanoBragg flag ("" if none), or a
-    companion program's ("noisify -seed", "nonBragg -stol air").
+    meaning: one sentence for the tooltip; flag: the nanoBragg flag ("" if none), a
+    companion program's ("noisify -seed", "nonBragg -stol air") or a braggsim command's
+    option ("braggsim process --gain").
     choices: a switch (on/off, ``SWITCH``) or the texts of a choice; () for a number.
     """
 
@@ -72,6 +73,8 @@ class FieldSpec:
             lines.append("No nanoBragg flag (braggsim only).")
         elif self.flag.startswith("-"):
             lines.append(f"nanoBragg flag: {self.flag}")
+        elif self.flag.startswith("braggsim "):  # a braggsim command's option (the Real still fields)
+            lines.append(f"Command line: {self.flag}")
         elif self.flag.split(" ")[0] in COMPANIONS:
             program, _, flag = self.flag.partition(" ")
             lines.append(f"{program} flag: {flag} ({COMPANIONS[program]})")
@@ -417,6 +420,97 @@ REFINE_OPTIONS = _specs(
         None,
         "Most optimizer iterations the run may take.",
         "braggsim refine --iterations",
+    ),
+)
+# the Real still widget: the crystal the frame is indexed with (text fields, empty until
+# given; ``_still.process_options`` reads them), the spot finder and the pixel refinement
+CELL_FIELDS = _specs(
+    *(
+        FieldSpec(
+            name,
+            name if len(name) == 1 else {"alpha": "α", "beta": "β", "gamma": "γ"}[name],
+            "Å" if len(name) == 1 else "deg",
+            0.5 if len(name) == 1 else 1.0,
+            10000.0 if len(name) == 1 else 179.0,
+            0.1,
+            -1,
+            f"Unit-cell {'edge' if len(name) == 1 else 'angle'} {name} of the crystal on the frame (known, "
+            "e.g. from the sample's literature); indexing searches orientations for this cell.",
+            "braggsim process --cell",
+        )
+        for name in ("a", "b", "c", "alpha", "beta", "gamma")
+    )
+)
+STILL_FIELDS = _specs(
+    FieldSpec(
+        "gain",
+        "gain",
+        "ADU/photon",
+        0.01,
+        1000.0,
+        0.1,
+        2,
+        "Pixel value per photon: 1 for a photon-counting detector (Pilatus, Eiger); used by the spot "
+        "finder's noise model and the Poisson likelihood.",
+        "braggsim process --gain",
+    ),
+    FieldSpec(
+        "sigma_strong",
+        "sigma strong",
+        "",
+        0.5,
+        100.0,
+        0.5,
+        1,
+        "A strong pixel stands this many standard deviations above its 7 x 7 window's mean (DIALS' "
+        "dispersion threshold).",
+        "braggsim process --sigma-strong",
+    ),
+    FieldSpec(
+        "sigma_background",
+        "sigma background",
+        "",
+        0.5,
+        100.0,
+        0.5,
+        1,
+        "The window's variance must exceed Poisson noise by this many standard deviations (DIALS' "
+        "dispersion threshold).",
+        "braggsim process --sigma-background",
+    ),
+    FieldSpec(
+        "min_spot_size",
+        "min spot size",
+        "px",
+        1,
+        1000,
+        1,
+        None,
+        "Smallest spot, in pixels; smaller regions (a hot pixel is one) are dropped.",
+        "braggsim process --min-spot-size",
+    ),
+    FieldSpec(
+        "iterations",
+        "iterations (max)",
+        "",
+        1,
+        1000,
+        1,
+        None,
+        "Most L-BFGS iterations of the refinement against the pixels.",
+        "",
+    ),
+    FieldSpec(
+        "max_reflections",
+        "spots fitted",
+        "",
+        5,
+        5000,
+        10,
+        None,
+        "How many of the strongest indexed spots are fitted, each in a 9 x 9 pixel box with its own "
+        "background plane and intensity (the time grows with it).",
+        "",
     ),
 )
 _FLAG = re.compile(r"nanoBragg (-\w+)")

@@ -63,6 +63,21 @@ def layer_data(name: str, data: np.ndarray, trusted: np.ndarray, metadata: dict,
     return [(excluded, mask, "labels"), (data, image, "image")]
 
 
+COUNTING_FORMATS = ("cbf", "nexus")  # photon-counting detectors' files: a zero pixel is a count
+
+
+def read_frame(path):
+    """``braggsim.io.read_frame`` as ``braggsim process`` reads a frame: on a photon-counting
+    detector (CBF, NeXus) a zero is a count (a Pilatus still's background is mostly zeros
+    and ones), so only its negative and saturated pixels are excluded; elsewhere a zero is a
+    dead pixel.  The plugin's strong spots then agree with ``braggsim process``."""
+    from braggsim.io import guess_format
+    from braggsim.io import read_frame as read
+
+    kind = guess_format(os.fspath(path))
+    return read(path, zeros_are_dead=False if kind in COUNTING_FORMATS else None)
+
+
 def frame_layer_data(frame, name: str | None = None) -> list:
     """The two layers for a ``braggsim.io.Frame``; a real frame's beamstop shadow is
     added to its mask (simulated frames have none)."""

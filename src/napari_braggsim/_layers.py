@@ -27,6 +27,8 @@ import math
 import numpy as np
 
 SPOTS = "predicted spots"
+STILL_SPOTS = "still predictions"  # the Real still widget's indexed model (``_still``)
+LABELLED = (SPOTS, STILL_SPOTS)  # the points layers whose hkl labels follow the camera
 RINGS = "resolution rings"
 BEAM_CENTER = "beam centre"
 RESIDUAL = "residual"
@@ -103,7 +105,7 @@ def overlay_data(crystal, detector, beam, max_spots: int = MAX_SPOTS, with_layer
         diameters_px=diameters,
         hkl=labels,
         d_A=d_A,
-        spacing_px=_typical_spacing(px),
+        spacing_px=typical_spacing(px),
         predicted=len(spots.d_A),
         rings=paths,
         ring_labels=ring_labels,
@@ -115,7 +117,7 @@ def overlay_data(crystal, detector, beam, max_spots: int = MAX_SPOTS, with_layer
     return data
 
 
-def _typical_spacing(px: np.ndarray) -> float:
+def typical_spacing(px: np.ndarray) -> float:
     """The 10th percentile of each spot's distance to its nearest neighbour (pixels)."""
     if len(px) < 2:
         return math.inf
@@ -280,9 +282,9 @@ def _rings_kwargs(data: OverlayData) -> dict:
     }
 
 
-def _spots_kwargs(data: OverlayData) -> dict:
+def _spots_kwargs(data: OverlayData, name: str = SPOTS) -> dict:
     return {
-        "name": SPOTS,
+        "name": name,
         "features": {"hkl": data.hkl, "label": np.full(len(data.hkl), "", dtype=object)},
         "text": {"string": "{label}", "size": 8, "color": "yellow", "anchor": "upper_left", "visible": False},
         "size": data.diameters_px if len(data.spots_px) else 10.0,
@@ -348,17 +350,15 @@ def show_rings(viewer, data: OverlayData, new_layer=None):
     return _add(viewer, new_layer)
 
 
-def show_spots(viewer, data: OverlayData, new_layer=None):
-    """The predicted spots layer, updated in place if it exists; labels follow the camera."""
-    layer = find_layer(viewer, SPOTS, "Points")
+def show_spots(viewer, data: OverlayData, new_layer=None, name: str = SPOTS):
+    """The predicted spots layer ``name``, updated in place if it exists; labels follow the camera."""
+    layer = find_layer(viewer, name, "Points")
     if layer is None:
         if new_layer is None:
-            from napari.layers import Points
-
-            new_layer = Points(data.spots_px if len(data.spots_px) else np.zeros((0, 2)), **_spots_kwargs(data))
+            new_layer = spots_layer(data, name)
         layer = _add(viewer, new_layer)
     else:
-        kwargs = _spots_kwargs(data)
+        kwargs = _spots_kwargs(data, name)
         layer.text.visible = False
         layer.data = data.spots_px if len(data.spots_px) else np.zeros((0, 2))
         layer.features = kwargs["features"]
@@ -393,10 +393,21 @@ def labels_readable(zoom: float, spacing_px: float) -> bool:
     return not math.isfinite(spacing_px) or zoom * spacing_px >= LABEL_GAP_SCREEN_PX
 
 
+def spots_layer(data: OverlayData, name: str = SPOTS):
+    """A new predicted-spots Points layer for ``data`` (no Qt: make it off the GUI thread)."""
+    from napari.layers import Points
+
+    return Points(data.spots_px if len(data.spots_px) else np.zeros((0, 2)), **_spots_kwargs(data, name))
+
+
 def update_labels(viewer) -> None:
-    """Show hkl on the MAX_LABELS spots nearest the view's centre when zoomed in enough
-    to read them; no labels otherwise."""
-    spots = find_layer(viewer, SPOTS, "Points")
+    """Show hkl on the MAX_LABELS spots nearest the view's centre, in each LABELLED layer,
+    when zoomed in enough to read them; no labels otherwise."""
+    for name in LABELLED:
+        _update_labels(viewer, find_layer(viewer, name, "Points"))
+
+
+def _update_labels(viewer, spots) -> None:
     if spots is None or len(spots.data) == 0:
         return
     readable = labels_readable(float(viewer.camera.zoom), float(spots.metadata.get("braggsim_spacing_px", math.inf)))

@@ -42,9 +42,7 @@ def get_reader(path):
 def read_layers(path):
     """[(mask labels, kwargs, "labels"), (image, kwargs, "image")]: the same layers as the
     Load frame widget and the sample make (see ``_frames``)."""
-    from braggsim.io import read_frame
-
-    from ._frames import frame_layer_data
+    from ._frames import frame_layer_data, read_frame
 
     if isinstance(path, (list, tuple)):
         path = path[0]

@@ -12,13 +12,14 @@ import hashlib
 import json
 import os
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from braggsim import _noise_native, _noise_python, cli, noise
+from braggsim import _noise_numba, _noise_python, cli, noise
 from braggsim.noisify_cli import ALL_FLAGS, HELP
 from tests.conftest import DATA as TEST_DATA
 
@@ -50,6 +51,9 @@ Z01_ARGS = [
     "-flicker",
     "0.02",
 ]
+Z01_MODEL = noise.DetectorModel(  # Z01_ARGS as a DetectorModel
+    readout_noise_adu=3, psf="gauss", psf_fwhm_um=150, adc_offset_adu=40, calibration=0.03, flicker=0.02
+)
 HEADER_172 = (
     "{\nHEADER_BYTES=512;\nDIM=2;\nBYTE_ORDER=little_endian;\nTYPE=unsigned_short;\nSIZE1=96;\nSIZE2=96;\n"
     "PIXEL_SIZE=0.172;\nDISTANCE=250;\nWAVELENGTH=0.9;\nBEAM_CENTER_X=8.1;\nBEAM_CENTER_Y=8.3;\n}\f"
@@ -70,12 +74,12 @@ def sha256(path) -> str:
 
 @pytest.fixture(params=["native", "python"])
 def implementation(request, monkeypatch):
-    """Run a test through the C kernel and through its pure-Python twin."""
+    """Run a test through the compiled (numba) loops and through their pure-Python twin."""
     if request.param == "native":
-        if _noise_native.library() is None:
-            pytest.skip("no C compiler: the native noise kernel is unavailable")
+        if _noise_numba.kernels() is None:
+            pytest.skip(f"the compiled noise loops are unavailable: {_noise_numba.unavailable_reason()}")
     else:
-        monkeypatch.setattr(_noise_native, "library", lambda: None)
+        monkeypatch.setattr(_noise_numba, "kernels", lambda: None)
     return request.param
 
 
@@ -86,6 +90,9 @@ def run_noisify(capsys, *argv):
 
 
 # ------------------------------------------------------------------ pixel identity
+# The tests marked torch_path run again in CI with BRAGGSIM_NATIVE=0, where the Python twin
+# does the work (seconds at 96 x 96).
+@pytest.mark.torch_path
 def test_z01_is_pixel_identical_through_the_api(implementation):
     model = noise.DetectorModel(
         readout_noise_adu=3, psf="gauss", psf_fwhm_um=150, adc_offset_adu=40, calibration=0.03, flicker=0.02
@@ -100,6 +107,7 @@ def test_z01_is_pixel_identical_through_the_api(implementation):
     assert round(result.photons) == 58741 and result.overloads == 0
 
 
+@pytest.mark.torch_path
 def test_z01_file_is_byte_identical_through_the_cli(tmp_path, capsys):
     out = tmp_path / "z01.img"
     status, stdout, err = run_noisify(capsys, "-floatfile", DATA / "spots.bin", *Z01_ARGS, "-noisefile", out)
@@ -110,6 +118,7 @@ def test_z01_file_is_byte_identical_through_the_cli(tmp_path, capsys):
     assert os.listdir(tmp_path) == ["z01.img"]
 
 
+@pytest.mark.torch_path
 @pytest.mark.parametrize("case", REFERENCE["noisify"], ids=lambda c: c["name"])
 def test_held_out_noisify_cases_are_byte_identical(case, tmp_path, capsys):
     header = tmp_path / "header172.img"
@@ -130,13 +139,14 @@ def test_held_out_noisify_cases_are_byte_identical(case, tmp_path, capsys):
     "name", ["fiber_auto", "small_fiber_auto_full_width", "bits32_wraparound", "small_nonoise_fiber"]
 )
 def test_python_twin_gives_the_same_files(name, tmp_path, capsys, monkeypatch):
-    """Without a C compiler the pure-Python twin must write the same bytes."""
-    monkeypatch.setattr(_noise_native, "library", lambda: None)
+    """Without numba the pure-Python twin must write the same bytes."""
+    monkeypatch.setattr(_noise_numba, "kernels", lambda: None)
     test_held_out_noisify_cases_are_byte_identical(
         next(c for c in REFERENCE["noisify"] if c["name"] == name), tmp_path, capsys
     )
 
 
+@pytest.mark.torch_path
 @pytest.mark.parametrize("case", REFERENCE["nanobragg_noisefile"], ids=lambda c: f"{c['input']}-seed{c['seed']}")
 def test_nanobragg_noisefile_is_pixel_identical(case, implementation):
     image = np.fromfile(DATA / case["input"], dtype="<f4").reshape(case["shape_slow_fast"])
@@ -147,23 +157,23 @@ def test_nanobragg_noisefile_is_pixel_identical(case, implementation):
 
 def test_twin_draws_match_the_kernel_draw_for_draw(monkeypatch):
     """Flicker, calibration, readout and Poisson draws (every poidev branch: under 12,
-    rejection, above 1e6 photons) agree between the C kernel and its Python twin."""
-    if _noise_native.library() is None:
-        pytest.skip("no C compiler")
+    rejection, above 1e6 photons) agree between the compiled loops and their Python twin."""
+    if _noise_numba.kernels() is None:
+        pytest.skip(f"the compiled noise loops are unavailable: {_noise_numba.unavailable_reason()}")
     rng = np.random.default_rng(5)
     photons = np.concatenate([rng.uniform(0, 12, 300), rng.uniform(12, 5e3, 300), [0.0, 1.5e6, 3e6, 11.999, 12.0, 1e6]])
     image = photons.astype(np.float32).reshape(2, -1)
     model = noise.DetectorModel(flicker=0.05, calibration=0.04, readout_noise_adu=2.0, adc_offset_adu=0, bits=32)
     native = noise.noisify(image, seed=77, calib_seed=4, model=model)
-    monkeypatch.setattr(_noise_native, "library", lambda: None)
+    monkeypatch.setattr(_noise_numba, "kernels", lambda: None)
     python = noise.noisify(image, seed=77, calib_seed=4, model=model)
     np.testing.assert_array_equal(native.counts, python.counts)
     assert native.photons_drawn == python.photons_drawn and native.photons == python.photons
 
 
 def test_psf_kernels_sum_to_one_and_match_the_twin():
-    if _noise_native.library() is None:
-        pytest.skip("no C compiler")
+    if _noise_numba.kernels() is None:
+        pytest.skip(f"the compiled noise loops are unavailable: {_noise_numba.unavailable_reason()}")
     for kind, fwhm in (("gauss", 1.5), ("fiber", 1.72)):
         kernel = noise.psf_kernel(30, kind, fwhm)
         twin = _noise_python.psf_kernel(30, kind == "fiber", fwhm).reshape(kernel.shape)
@@ -172,6 +182,82 @@ def test_psf_kernels_sum_to_one_and_match_the_twin():
         # a Gaussian is all inside 30 pixels; the fiber PSF's tail beyond r is g / sqrt(g^2 + r^2)
         expected = 1.0 if kind == "gauss" else 1.0 - (0.652383013252053 * fwhm) / 30.0
         assert kernel.sum() == pytest.approx(expected, abs=0.01)
+
+
+def test_native_0_and_a_missing_numba_select_the_python_twin(monkeypatch):
+    """BRAGGSIM_NATIVE=0, or numba failing to import, gives the twin, with the reason, and
+    the same pixels."""
+    monkeypatch.setenv("BRAGGSIM_NATIVE", "0")
+    assert _noise_numba.kernels() is None and _noise_numba.unavailable_reason() == "BRAGGSIM_NATIVE=0"
+    np.testing.assert_array_equal(noise.noisify(spots(), seed=7, calib_seed=5, model=Z01_MODEL).counts, z01_pixels())
+    monkeypatch.delenv("BRAGGSIM_NATIVE")
+
+    def no_numba(cache=True):
+        raise ImportError("No module named 'numba'")
+
+    monkeypatch.setattr(_noise_numba, "_kernels", None)
+    monkeypatch.setattr(_noise_numba, "_failed", None)
+    monkeypatch.setattr(_noise_numba, "_compile", no_numba)
+    assert _noise_numba.kernels() is None
+    assert _noise_numba.unavailable_reason() == "numba is unavailable (No module named 'numba')"
+    np.testing.assert_array_equal(noise.noisify(spots(), seed=7, calib_seed=5, model=Z01_MODEL).counts, z01_pixels())
+
+
+def test_noise_calls_on_two_threads_at_once_match_serial_runs():
+    """Each call has its own random state: noisify and nanoBragg's noise run on two
+    threads at once (the compiled loops release the GIL) give what they give alone."""
+    if _noise_numba.kernels() is None:
+        pytest.skip(f"the compiled noise loops are unavailable: {_noise_numba.unavailable_reason()}")
+    model = noise.DetectorModel(readout_noise_adu=3, psf="fiber", psf_fwhm_um=150, flicker=0.02, calibration=0.03)
+    rounds = 10
+
+    def noisify_job():
+        return noise.noisify(spots(), seed=7, calib_seed=5, model=model).counts
+
+    def nanobragg_job():
+        return noise.nanobragg_noise(spots() * 30, seed=11).counts
+
+    serial = {"noisify": noisify_job(), "nanobragg": nanobragg_job()}
+    np.testing.assert_array_equal(noise.noisify(spots(), seed=7, calib_seed=5, model=model).counts, serial["noisify"])
+    mismatches = []
+
+    def run(name, job):
+        for _ in range(rounds):
+            if not np.array_equal(job(), serial[name]):
+                mismatches.append(name)
+
+    threads = [
+        threading.Thread(target=run, args=item) for item in (("noisify", noisify_job), ("nanobragg", nanobragg_job))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not any(thread.is_alive() for thread in threads)
+    assert mismatches == []
+
+
+def test_compiled_noise_loops_are_cached_on_disk(tmp_path, monkeypatch):
+    """The first compile writes to BRAGGSIM_CACHE_DIR; fresh dispatchers (what a new
+    process makes) then only load from it, and give the same pixels."""
+    if _noise_numba.kernels() is None:
+        pytest.skip(f"the compiled noise loops are unavailable: {_noise_numba.unavailable_reason()}")
+    import numba
+
+    if numba.config.CACHE_DIR:
+        pytest.skip("NUMBA_CACHE_DIR is set: numba caches there instead")
+    monkeypatch.setenv("BRAGGSIM_CACHE_DIR", str(tmp_path))
+    counts = []
+    for _ in range(2):
+        monkeypatch.setattr(_noise_numba, "_kernels", None)
+        assert _noise_numba.warm_up()
+        stats = [getattr(_noise_numba.kernels(), name).stats for name in _noise_numba.ENTRY_POINTS]
+        counts.append((sum(s.cache_hits.total() for s in stats), sum(s.cache_misses.total() for s in stats)))
+        assert noise.noisify(spots(), seed=7, calib_seed=5, model=Z01_MODEL).counts.tobytes() == z01_pixels().tobytes()
+    entry_points = len(_noise_numba.ENTRY_POINTS)
+    assert counts[0][1] == entry_points and counts[0][0] == 0  # compiled...
+    assert counts[1] == (entry_points, 0)  # ...and then only loaded
+    assert list((tmp_path / "numba").rglob("*noise_apply_psf*.nbc"))
 
 
 def test_psf_adds_back_exactly_what_its_kernel_misses():

@@ -26,7 +26,7 @@ import braggsim
 from braggsim import _resources, cli
 from braggsim.io import FrameReadError, read_frame, write_float, write_smv
 from braggsim.io._atomic import OutputPathError, atomic_group, atomic_output, check_output_path
-from tests.conftest import ROOT
+from tests.conftest import DATA, ROOT
 
 CELL = ["-cell", "70", "80", "90", "90", "90", "90"]
 SMALL = [*CELL, "-default_F", "100", "-N", "3", "-detpixels", "16", "-pixel", "0.4", "-oversample", "1"]
@@ -381,3 +381,103 @@ def test_streamed_statistics_and_writers_match_whole_frame_numpy(tmp_path, monke
     write_float(blocks_bin, image)
     assert blocks_smv.read_bytes() == whole_smv.read_bytes()
     assert blocks_bin.read_bytes() == whole_bin.read_bytes() == image.astype("<f4").tobytes()
+
+
+# ------------------------------------------------ found by benchmarks/reliability_probe.py
+def test_an_enormous_automatic_oversample_is_refused_up_front(tmp_path, capsys):
+    # -xtal_width 1e300 is clipped to the beam (1000 cells along b): nanoBragg's rule then
+    # asks for a 12000^2 oversample; the block path tried to allocate 41 GB and failed
+    out = tmp_path / "out.bin"
+    flags = [*SMALL[:-2], "-distance", "100", "-floatfile", str(out)]
+    status, _, err = run(capsys, "simulate", *flags, "-xtal_width", "1e300")
+    assert status == 2 and err.count("\n") == 1
+    assert "x 12,000^2 subpixels" in err and "of memory, more than" in err, err
+    assert not out.exists()
+    status, _, err = run(capsys, "simulate", *flags, "-xtal_thick", "1e300")
+    assert status == 2 and "1.2e+305^2 subpixels" in err and "unbounded amount of memory" in err, err
+    assert "and it would take at least forever" in err, err
+    assert _resources.format_bytes(float("inf")) == "an unbounded amount"
+    assert _resources.format_seconds(float("inf")) == "forever"
+
+
+@pytest.mark.parametrize(
+    "command,flags",
+    [
+        ("nonbragg", ["-stol", "water", "-detpixels", "8", "-flux", "1e300"]),
+        ("simulate", [*SMALL, "-dtype", "float64", "-fluence", "1e300"]),
+    ],
+)
+def test_float64_pixels_beyond_float32_are_not_written_as_inf(tmp_path, capsys, command, flags):
+    out = tmp_path / "out.bin"
+    status, _, err = run(capsys, command, *flags, "-floatfile", str(out))
+    assert status == 2 and err.count("\n") == 1
+    assert f"-floatfile {out}: a pixel of" in err and "does not fit float32" in err, err
+    assert not out.exists()
+
+
+def test_binary_hkl_and_expt_files_name_the_file(tmp_path):
+    from braggsim.io.expt import read_expt
+    from braggsim.structure_factors import read_hkl
+
+    junk = tmp_path / "junk.hkl"
+    junk.write_bytes(b"\x8b\x1f 1 2 3 4\n")
+    with pytest.raises(ValueError, match=r"junk\.hkl: not a text HKL file"):
+        read_hkl(junk)
+    expt = tmp_path / "junk.expt"
+    expt.write_bytes(b'{"a": "\xe8\x01"}')
+    with pytest.raises(ValueError, match=r"junk\.expt: not a text file"):
+        read_expt(expt)
+
+
+def test_a_nexus_data_entry_that_is_not_a_dataset_is_a_frame_error(tmp_path):
+    import h5py
+
+    path = tmp_path / "typed.h5"
+    with h5py.File(path, "w") as h5:
+        h5["entry/data/data"] = np.dtype("<f4")  # a named datatype where the image should be
+    with pytest.raises(FrameReadError, match="typed.h5: entry/data holds no readable 2-D image"):
+        read_frame(path)
+
+
+def test_beamstop_radius_is_checked_and_a_huge_one_masks_everything(tmp_path, capsys):
+    from braggsim.io.masks import disk_mask
+
+    assert not disk_mask((4, 5), (2.0, 2.0), 1e300).any()  # was OverflowError
+    assert disk_mask((4, 5), (2.0, 2.0), 0.5).sum() == 19
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(ValueError, match="beamstop radius"):
+            disk_mask((4, 5), (2.0, 2.0), bad)
+    data = str(DATA / "p01_cubic.bin")
+    refine = ["-data", data, *CELL, "-default_F", "100", "-refine", "mosaic", "-iterations", "1"]
+    refine += ["-detpixels", "64", "-pixel", "0.1", "-distance", "100"]
+    for bad in ("nan", "inf", "-1"):
+        status, _, err = run(capsys, "refine", *refine, "-beamstop", bad)
+        assert (
+            status == 2
+            and err == f"braggsim: error: -beamstop must be 'auto' or a radius >= 0 in pixels, got '{bad}'\n"
+        )
+
+
+def test_process_refuses_missing_frames_and_unreadable_masks_and_reports_failures(tmp_path, capsys):
+    from braggsim.process_cli import process_main
+
+    garbage = tmp_path / "garbage.img"
+    garbage.write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "empty").mkdir()  # a folder is many frames (issue 13); one with none is refused
+    common = ["--cell", *CELL[1:], "--space-group", "P1", "--out", str(tmp_path / "out"), "--quiet"]
+    for argv, fragment in (
+        ([str(tmp_path / "missing.cbf"), *common], f"FRAME {tmp_path / 'missing.cbf'}: frame file not found"),
+        ([str(tmp_path / "empty"), *common], f"folder {tmp_path / 'empty'} holds no frame files"),
+        ([str(garbage), *common, "--mask", str(tmp_path / "nomask.tif")], "--mask"),
+        ([str(garbage), *common, "--beamstop", "nan"], "--beamstop must be 'auto' or a radius >= 0"),
+    ):
+        with pytest.raises(SystemExit) as info:
+            process_main(argv)
+        _, err = capsys.readouterr()
+        assert info.value.code == 2 and err.startswith("braggsim: error: ") and err.count("\n") == 1, err
+        assert fragment in err, err
+    assert not (tmp_path / "out").exists()  # refused before anything was made
+    # a frame that fails says so on stderr even with --quiet (it used to exit 1 silently)
+    assert process_main([str(garbage), *common]) == 1
+    _, err = capsys.readouterr()
+    assert err.startswith(f"braggsim: error: {garbage}: failed (") and err.count("\n") == 1, err

@@ -130,3 +130,26 @@ def test_pixel_refinement_options_are_checked():
         PixelRefineOptions(gain=0)
     with pytest.raises(ValueError, match="half_width_px"):
         PixelRefineOptions(half_width_px=0)
+
+
+def test_progress_follows_every_iteration_and_can_stop_the_run():
+    """The GUI's hook: a step at the start and after each iteration, with the model there;
+    a true return ends the run, which keeps the best parameters so far."""
+    frame, spots, geometry, real, hkl, px = synthetic_frame(seed=1)
+    start = fit_for(geometry, real, hkl, px, px)
+    options = PixelRefineOptions(start_mosaic_deg=0.16, start_domain_A=800.0, iterations=30, refine_detector=False)
+    steps = []
+    full = refine_still_pixels(frame, spots, start, "P 41 21 2", CELL, options, progress=steps.append)
+    assert [s.iteration for s in steps] == list(range(len(steps))) and len(steps) > 3
+    assert steps[0].nll == pytest.approx(full.initial_nll)
+    assert steps[-1].nll == pytest.approx(full.final_nll, rel=1e-9)
+    assert steps[-1].mosaic_deg == pytest.approx(full.mosaic_deg) and steps[-1].cell == full.cell
+    assert steps[0].mosaic_deg == pytest.approx(0.16) and steps[0].domain_size_A == pytest.approx(800.0)
+
+    seen = []
+    stopped = refine_still_pixels(
+        frame, spots, start, "P 41 21 2", CELL, options, progress=lambda s: seen.append(s) or s.iteration >= 2
+    )
+    assert [s.iteration for s in seen] == [0, 1, 2]
+    assert stopped.final_nll == pytest.approx(seen[-1].nll, rel=1e-9)
+    assert full.final_nll < stopped.final_nll < stopped.initial_nll

@@ -30,7 +30,7 @@ def _value_widgets(container):
 
 
 def test_manifest_declares_the_widgets():
-    assert WIDGET_NAMES == ["Simulate", "Load frame", "Refine", "Batch"]
+    assert WIDGET_NAMES == ["Simulate", "Load frame", "Refine", "Real still", "Batch"]
 
 
 @pytest.mark.parametrize("name", WIDGET_NAMES)

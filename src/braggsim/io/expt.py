@@ -37,6 +37,17 @@ from scipy.spatial.transform import Rotation
 from ..dials_geometry import MOSFLM_TO_DIALS, StillGeometry
 from ._atomic import atomic_output
 
+__all__ = [
+    "StillExperiment",
+    "crystal_from_real_space",
+    "experiment_to_dict",
+    "experiments_from_dict",
+    "from_braggsim",
+    "read_expt",
+    "to_braggsim",
+    "write_expt",
+]
+
 
 @dataclasses.dataclass
 class StillExperiment:
@@ -186,6 +197,8 @@ def read_expt(path) -> list[StillExperiment]:
             document = json.load(handle)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not JSON ({exc})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file (bytes that are not UTF-8)") from None
     return experiments_from_dict(document, source=path)
 
 

@@ -10,6 +10,7 @@ Rules (see docs/formats.md):
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -38,9 +39,18 @@ def dead_pixel_mask(data: np.ndarray, *, zeros_are_dead: bool = True) -> np.ndar
 
 
 def disk_mask(shape: tuple, center_px: tuple | np.ndarray, radius_px: float) -> np.ndarray:
-    """False inside the disk of ``radius_px`` around (slow, fast) ``center_px``."""
+    """False inside the disk of ``radius_px`` around (slow, fast) ``center_px``.
+
+    ``radius_px`` must be a finite number >= 0 (ValueError otherwise); radii beyond the
+    frame's diagonal mask it all (squared in float64: 1e300 does not overflow Python's
+    float power)."""
+    radius = float(radius_px)
+    if not (math.isfinite(radius) and radius >= 0):
+        raise ValueError(f"beamstop radius must be a finite number of pixels >= 0, got {radius_px!r}")
+    # no pixel is farther from the centre than this: a larger radius masks the same pixels
+    radius = min(radius, math.hypot(*shape) + math.hypot(*center_px))
     slow, fast = np.ogrid[: shape[0], : shape[1]]
-    inside = (slow - center_px[0]) ** 2 + (fast - center_px[1]) ** 2 <= radius_px**2
+    inside = (slow - center_px[0]) ** 2 + (fast - center_px[1]) ** 2 <= radius * radius
     return ~inside
 
 

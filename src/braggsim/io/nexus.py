@@ -107,6 +107,8 @@ def read_nexus(path: str, index: int | None = None):
 
 
 def _first_image(path, h5) -> np.ndarray:
+    import h5py
+
     group = h5.get("entry/data")
     if group is None:
         raise FrameReadError(path, "no entry/data group (not a NeXus/Eiger master file)")
@@ -115,6 +117,8 @@ def _first_image(path, h5) -> np.ndarray:
         try:
             item = group[name]
         except KeyError:  # a dangling external link: the data file is missing
+            continue
+        if not isinstance(item, h5py.Dataset):  # a group or a named datatype under a data name
             continue
         if item.ndim == 3 and item.shape[0] > 0:
             _check_image_dataset(path, item, item.shape[1:])

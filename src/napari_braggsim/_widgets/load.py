@@ -113,6 +113,6 @@ def _read(path: Path) -> list:
     """The frame's layer data (``_frames.frame_layer_data``); runs in a worker thread."""
     if not path.is_file():
         raise ValueError(f"no such file: {path}")
-    from braggsim.io import read_frame
+    from .._frames import read_frame
 
     return frame_layer_data(read_frame(path), layer_name(path))
