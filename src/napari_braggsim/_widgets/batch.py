@@ -384,7 +384,7 @@ class BatchWidget(Container):
                 _common.notify_warning(f"Batch: {failed} frame(s) failed; their reasons are in their .json files")
 
     def _show_progress(self, progress) -> None:
-        from braggsim.batch.progress import progress_line
+        from braggsim.batch import progress_line
 
         self.progress_state = progress
         self.progress.max = max(progress.total, 1)
