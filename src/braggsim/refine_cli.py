@@ -470,9 +470,13 @@ def _read_observed(path: Path, flags, argv: list, extra, geometry_given: bool = 
     beamstop: bool | str | float = False
     if "-beamstop" in extra:
         value = extra["-beamstop"][0]
-        beamstop = "auto" if value == "auto" else _float_flag(extra, "-beamstop", 0.0)
-        if beamstop != "auto" and not (math.isfinite(beamstop) and beamstop >= 0):
-            raise UsageError(f"-beamstop must be 'auto' or a radius >= 0 in pixels, got {value!r}")
+        if value == "auto":
+            beamstop = "auto"
+        else:
+            radius_px = _float_flag(extra, "-beamstop", 0.0)
+            if not (math.isfinite(radius_px) and radius_px >= 0):
+                raise UsageError(f"-beamstop must be 'auto' or a radius >= 0 in pixels, got {value!r}")
+            beamstop = radius_px
     detector, beam = flags.detector, flags.beam
     frame = read_frame(path, shape=detector.shape, beamstop=beamstop)
     given = {key for key, names in _HEADER_FIELDS.items() if geometry_given or any(name in argv for name in names)}

@@ -51,7 +51,7 @@ def test_park_miller_minimal_standard_check_value():
     # and braggsim's Schrage step computes the same sequence
     y = 1
     for _ in range(10000):
-        y = Ran1._step(y)
+        y = Ran1.step(y)
     assert y == 1043618065
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from ..io import atomic_output
 from .parameters import PARAMETERS
@@ -69,19 +69,24 @@ def format_search(search: Mapping | None) -> str:
     )
 
 
-def format_summary(result: RefineResult) -> str:
+def format_summary(result: RefineResult, row: Callable[[str, float, float], str] | None = None) -> str:
     """The result for a panel: status and losses, each value +- its standard error with
-    its unit, the orientation search."""
+    its unit, the orientation search.  ``row(name, value, error)`` lays out one parameter's
+    line (a GUI uses its fields' labels and number formats); by default the name, the value
+    to 5 digits, the error and the unit."""
     lines = [f"{result.status}: loss {result.initial_loss:.4g} -> {result.final_loss:.4g}"]
     if result.message:
         lines.append(result.message)
     lines.append("refined value ± standard error")
     for name, value in result.parameters.items():
         error = result.standard_errors.get(name, math.nan)
+        if row is not None:
+            lines.append(row(name, value, error))
+            continue
         parameter = PARAMETERS.get(name)
         unit = f" {parameter.unit}" if parameter is not None and parameter.unit else ""
         lines.append(f"{name:<18} {value:10.5g} ± {error:.2g}{unit}")
-    search_line = format_search(result.search)
+    search_line = format_search(getattr(result, "search", None))
     if search_line:
         lines.append(search_line)
     return "\n".join(lines)

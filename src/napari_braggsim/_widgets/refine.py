@@ -671,16 +671,8 @@ def _format_state(state) -> str:
 
 
 def _format_result(result) -> str:
-    lines = [f"{result.status}: loss {result.initial_loss:.4g} -> {result.final_loss:.4g}"]
-    if result.message:
-        lines.append(result.message)
-    lines.append("refined value ± standard error")
-    for name, value in result.parameters.items():
-        error = result.standard_errors.get(name, math.nan)
-        lines.append(f"{_label(name):<14}{format_value(name, value):>13} ± {error:.2g}")
-    from braggsim.refine import format_search
+    from braggsim.refine import format_summary
 
-    search_line = format_search(getattr(result, "search", None))
-    if search_line:
-        lines.append(search_line)
-    return "\n".join(lines)
+    return format_summary(
+        result, row=lambda name, value, error: f"{_label(name):<14}{format_value(name, value):>13} ± {error:.2g}"
+    )
