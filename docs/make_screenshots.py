@@ -2,7 +2,7 @@
 
     xvfb-run -a .venv/bin/python docs/make_screenshots.py [--frame PATH]
 
-Writes docs/images/{load_frame,simulate,simulate_scene,refine,still}.png.  The frame is
+Writes docs/images/{load_frame,simulate,simulate_scene,refine,still,batch}.png.  The frame is
 thau_3_2_0003 of the thaumatin grid scan in the shared data (a Pilatus3 6M still, 2463 x
 2527 pixels):
 
@@ -23,6 +23,9 @@ thau_3_2_0003 of the thaumatin grid scan in the shared data (a Pilatus3 6M still
   57.8 57.8 150 90 90 90, Refine (the dock's defaults), Save .expt (to a temporary
   folder); zoomed on the predicted circles, their hkl labels and the strong spots' crosses.
   The dock's readouts are printed for the walkthrough's numbers.
+* batch: the six thaumatin stills of that folder opened as a stack in the Batch dock,
+  processed in-process (results in a temporary folder), the table sorted by RMSD and the
+  frame of the first row shown with its predicted spots, zoomed on the beam.
 
 Everything goes through the widgets as a user drives them (fields, buttons), and every
 image is napari's own screenshot of the window.
@@ -335,6 +338,31 @@ def _beam_of(image):
     return np.asarray(geometry["beam_center_mm"], dtype=float) / geometry["pixel_size_mm"]
 
 
+def batch_shot(frame: Path):
+    import tempfile
+
+    viewer = _viewer()
+    widget = _dock(viewer, "Batch")
+    widget.out.value = Path(tempfile.mkdtemp(prefix="braggsim-batch-shot-"))
+    widget.open(frame.parent)
+    _wait(widget)
+    widget.cell.value, widget.space_group.value, widget.scheduler.value = "57.8 57.8 150 90 90 90", "P 41 21 2", "none"
+    widget.process_all()
+    _wait(widget)
+    from qtpy.QtCore import Qt
+
+    widget.table.sortItems(4, Qt.SortOrder.AscendingOrder)  # RMSD, smallest first
+    widget.table.selectRow(0)
+    _wait(widget)
+    index = widget.plot.selected
+    shape = widget.stack.cache.read(widget.stack.refs[index]).shape
+    viewer.scene.camera.center = (0, shape[0] / 2 + 60, shape[1] / 2 - 120)
+    viewer.scene.camera.zoom = 1.5
+    _save(viewer, "batch")
+    print(widget.status.value, flush=True)
+    viewer.close()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frame", type=Path, default=default_frame(), help="the thaumatin still (a CBF)")
@@ -344,6 +372,7 @@ def main(argv=None) -> int:
         "simulate_scene": scene_shot,
         "refine": refine_shot,
         "still": still_shot,
+        "batch": batch_shot,
     }
     parser.add_argument("--only", choices=list(shots), action="append")
     args = parser.parse_args(argv)

@@ -33,6 +33,7 @@ commands:
   refine     refine a model against a measured frame
   process    real stills: find spots, index with a known cell, refine; .expt + summary.csv
   demo       simulate a known crystal, then refine a perturbed model back to it
+  process    process many frames (files, folders, Eiger masters) in-process or on Dask
 
 Run 'braggsim <command> --help' for the options of a command.
 """

@@ -379,11 +379,9 @@ def read_still(path: str, index: int | None, options: ProcessOptions):
     from .io import read_frame, user_mask
     from .io.read import guess_format
 
-    if index not in (None, 0):
-        raise ValueError(f"image {index} of a multi-image file: only the first image is read for now")
     kind = guess_format(path)
     beamstop = False if options.beamstop is None else options.beamstop
-    frame = read_frame(path, beamstop=beamstop, zeros_are_dead=False if kind in ("cbf", "nexus") else None)
+    frame = read_frame(path, index, beamstop=beamstop, zeros_are_dead=False if kind in ("cbf", "nexus") else None)
     if options.mask is not None:
         frame.mask &= user_mask(options.mask, frame.shape)
     return frame

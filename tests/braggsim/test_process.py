@@ -95,6 +95,7 @@ def test_cli_processes_a_lattice_a_blank_and_a_broken_frame(tmp_path, capsys):
     assert rows["thau_3_2_0016.cbf.bz2"]["status"] == "no-lattice"
     assert rows["thau_broken.cbf"]["status"] == "failed"
     assert sorted(p.name for p in out.iterdir()) == [
+        "options.json",  # the options of the results, so a rerun with others is refused
         "summary.csv",
         "thau_3_2_0013.expt",
         "thau_3_2_0013.json",

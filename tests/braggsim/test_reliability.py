@@ -463,10 +463,11 @@ def test_process_refuses_missing_frames_and_unreadable_masks_and_reports_failure
 
     garbage = tmp_path / "garbage.img"
     garbage.write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "empty").mkdir()  # a folder is many frames (issue 13); one with none is refused
     common = ["--cell", *CELL[1:], "--space-group", "P1", "--out", str(tmp_path / "out"), "--quiet"]
     for argv, fragment in (
         ([str(tmp_path / "missing.cbf"), *common], f"FRAME {tmp_path / 'missing.cbf'}: frame file not found"),
-        ([str(tmp_path), *common], f"FRAME {tmp_path}: is a directory"),
+        ([str(tmp_path / "empty"), *common], f"folder {tmp_path / 'empty'} holds no frame files"),
         ([str(garbage), *common, "--mask", str(tmp_path / "nomask.tif")], "--mask"),
         ([str(garbage), *common, "--beamstop", "nan"], "--beamstop must be 'auto' or a radius >= 0"),
     ):

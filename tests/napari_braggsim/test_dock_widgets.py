@@ -29,8 +29,8 @@ def _value_widgets(container):
         yield from _value_widgets(body)
 
 
-def test_manifest_declares_the_four_widgets():
-    assert WIDGET_NAMES == ["Simulate", "Load frame", "Refine", "Real still"]
+def test_manifest_declares_the_widgets():
+    assert WIDGET_NAMES == ["Simulate", "Load frame", "Refine", "Real still", "Batch"]
 
 
 @pytest.mark.parametrize("name", WIDGET_NAMES)

@@ -11,7 +11,7 @@ from ._bytes import read_bytes, strip_compression
 from .errors import FrameReadError
 from .frame import Frame, frame_from_metadata
 from .masks import beamstop_mask, dead_pixel_mask, default_mask, disk_mask, saturation_mask, user_mask
-from .read import guess_format, is_simulated, read_frame, sidecar_path
+from .read import guess_format, image_count, is_simulated, read_frame, sidecar_path
 from .write import intfile_scale, write_float, write_smv
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "disk_mask",
     "frame_from_metadata",
     "guess_format",
+    "image_count",
     "intfile_scale",
     "is_simulated",
     "read_bytes",

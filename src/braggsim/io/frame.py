@@ -25,6 +25,7 @@ class Frame:
     header: the raw header, str -> str.
     format: one of FORMATS.
     saturation: the value at and above which a pixel is saturated; None if unknown.
+    index: the image's 0-based index in a multi-image file; None when read without one.
     """
 
     data: np.ndarray
@@ -37,6 +38,7 @@ class Frame:
     path: str
     format: str
     saturation: float | None = None
+    index: int | None = None
 
     @property
     def shape(self) -> tuple:

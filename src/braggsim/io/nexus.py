@@ -1,7 +1,8 @@
 """Eiger / NeXus master files through h5py (+ hdf5plugin for bitshuffle/LZ4 data).
 
-Pixels: the first image of ``entry/data/data`` or of the first ``entry/data/data_NNNNNN``
-(external links to data files).  Geometry, when present, from
+Pixels: image ``index`` of the images in ``entry/data/data`` or ``entry/data/data_NNNNNN``
+(external links to data files), counted across the data sets in name order; without an
+index, the first readable image.  Geometry, when present, from
 ``entry/instrument/detector/{distance|detector_distance, x_pixel_size, beam_center_x,
 beam_center_y}`` (lengths in the dataset's ``units``, metres if none, beam centre in
 pixels from the first pixel's outer edge) and ``entry/instrument/beam/incident_wavelength``
@@ -35,15 +36,17 @@ _LENGTH_TO_MM = {
 _LENGTH_TO_A = {"angstrom": 1.0, "a": 1.0, "å": 1.0, "nm": 10.0, "m": 1e10, "meter": 1e10}
 
 
-def read_nexus(path: str):
-    """(data (slow, fast), header dict, geometry dict, extra bad-pixel mask or None)."""
+def read_nexus(path: str, index: int | None = None):
+    """(data (slow, fast), header dict, geometry dict, extra bad-pixel mask or None).
+
+    index: which image of a multi-image file (0-based); None = the first readable one."""
     with contextlib.suppress(ImportError):
         import hdf5plugin  # noqa: F401  registers the compression filters Eiger files use
     import h5py
 
     try:
         with h5py.File(path, "r") as h5:
-            data = _first_image(path, h5)
+            data = _first_image(path, h5) if index is None else _image(path, h5, index)
             detector = h5.get("entry/instrument/detector")
             beam = h5.get("entry/instrument/beam")
             header = {}
@@ -124,6 +127,59 @@ def _first_image(path, h5) -> np.ndarray:
             _check_image_dataset(path, item, item.shape)
             return np.asarray(item[()])
     raise FrameReadError(path, "entry/data holds no readable 2-D image (missing data files?)")
+
+
+def image_count(path: str) -> int:
+    """How many images ``read_nexus(path, index=...)`` can address (0-based, in order).
+
+    A data file missing at the end (an aborted series) shortens the count; one missing
+    before others that exist would shift every later index, so it is an error."""
+    with contextlib.suppress(ImportError):
+        import hdf5plugin  # noqa: F401
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as h5:
+            counts = _dataset_counts(path, h5)
+    except FrameReadError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise FrameReadError(path, f"cannot read it as HDF5/NeXus ({type(exc).__name__}: {exc})") from None
+    return sum(n for _, n in counts)
+
+
+def _dataset_counts(path, h5) -> list:
+    """[(name, images)] of the addressable data sets of entry/data, in index order."""
+    group = h5.get("entry/data")
+    if group is None:
+        raise FrameReadError(path, "no entry/data group (not a NeXus/Eiger master file)")
+    counts, missing = [], None
+    for name in sorted(k for k in group if k == "data" or k.startswith("data_")):
+        try:
+            item = group[name]
+        except KeyError:  # a dangling external link: the data file is missing
+            missing = missing or name
+            continue
+        if missing is not None:
+            raise FrameReadError(path, f"the data file of {missing} is missing but later ones exist")
+        if item.ndim == 3:
+            counts.append((name, int(item.shape[0])))
+        elif item.ndim == 2:
+            counts.append((name, 1))
+    return counts
+
+
+def _image(path, h5, index: int) -> np.ndarray:
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
+        raise FrameReadError(path, f"image index {index!r} must be a non-negative integer")
+    start = 0
+    for name, count in _dataset_counts(path, h5):
+        if index < start + count:
+            item = h5["entry/data"][name]
+            _check_image_dataset(path, item, item.shape[-2:])
+            return np.asarray(item[index - start] if item.ndim == 3 else item[()])
+        start += count
+    raise FrameReadError(path, f"image index {index} is out of range (the file holds {start} images)")
 
 
 def _check_image_dataset(path, item, image_shape) -> None:

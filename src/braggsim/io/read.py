@@ -40,6 +40,7 @@ def guess_format(path: str) -> str | None:
 
 def read_frame(
     path,
+    index: int | None = None,
     *,
     shape: tuple | None = None,
     beamstop: Union[bool, str, float, None] = False,
@@ -47,6 +48,8 @@ def read_frame(
 ) -> Frame:
     """Read a detector frame.
 
+    index: which image of a multi-image file (an HDF5/NeXus master or data file), 0-based;
+        None = the first.  Single-image formats accept only None or 0.
     shape: (slow, fast), needed for nanoBragg raw float files without a JSON sidecar.
     beamstop: False = leave the beamstop to the caller; "auto" = mask the dark blob around
         the beam centre (:func:`masks.beamstop_mask`); a number = a disk of that radius in
@@ -62,8 +65,10 @@ def read_frame(
     if kind == "nexus" or (kind is None and _starts_with(path, _HDF5_MAGIC)):
         from .nexus import read_nexus
 
-        raw_data, header, geometry, bad = read_nexus(path)
+        raw_data, header, geometry, bad = read_nexus(path, index)
         kind = "nexus"
+    elif index not in (None, 0):
+        raise FrameReadError(path, f"image index {index!r}: a {kind or 'single-image'} file holds one image")
     elif kind == "nanobragg_float":
         raw_data, header, geometry = _read_raw_float(path, shape)
         bad = None
@@ -94,10 +99,23 @@ def read_frame(
         path=path,
         format=kind,
         saturation=saturation,
+        index=index,
     )
     if beamstop is not False and beamstop is not None:
         _apply_beamstop(frame, beamstop)
     return frame
+
+
+def image_count(path) -> int:
+    """How many images ``read_frame(path, index)`` can address: the images of an HDF5/NeXus
+    file, 1 for every other format.  Reads metadata only, never pixels."""
+    path = check_readable_file(path)
+    kind = guess_format(path)
+    if kind == "nexus" or (kind is None and _starts_with(path, _HDF5_MAGIC)):
+        from .nexus import image_count as nexus_image_count
+
+        return nexus_image_count(path)
+    return 1
 
 
 def _apply_beamstop(frame: Frame, beamstop) -> None:
