@@ -115,8 +115,8 @@ def start() -> None:
     global _thread
     with _lock:
         if _thread is None:
-            if "braggsim.spots" in sys.modules and "braggsim.refine" in sys.modules:
-                _core.set()  # already loaded by someone else
+            # even when braggsim is already imported, "core ready" waits for the thread to
+            # pass _load_units: a layer made meanwhile would race pint's lazy registry
             _thread = threading.Thread(target=_warm, name="braggsim warm-up", daemon=True)
             _thread.start()
 

@@ -245,7 +245,28 @@ def test_a_whole_real_frame_find_index_refine_save_and_load(
 
 
 @needs_frames
-def test_stop_ends_the_run_keeping_the_best_so_far(make_napari_viewer, qtbot, lattice_layers, errors):
+def test_stop_ends_the_run_keeping_the_best_so_far(make_napari_viewer, qtbot, lattice_layers, errors, monkeypatch):
+    import threading
+
+    from braggsim import still_refine
+
+    # the refinement waits at its third step until Stop has been clicked, so the test does
+    # not depend on how far the worker runs ahead of the GUI
+    release = threading.Event()
+    real = still_refine.refine_still_pixels
+
+    def gated(*args, progress, **kwargs):
+        steps = [0]
+
+        def hook(step):
+            steps[0] += 1
+            if steps[0] == 3:
+                release.wait(60)
+            return progress(step)
+
+        return real(*args, progress=hook, **kwargs)
+
+    monkeypatch.setattr(still_refine, "refine_still_pixels", gated)
     viewer = make_napari_viewer()
     widget = indexed_dock(viewer, qtbot, lattice_layers)
     widget.iterations.value = 200  # unstopped, the run converges after about 15
@@ -253,11 +274,12 @@ def test_stop_ends_the_run_keeping_the_best_so_far(make_napari_viewer, qtbot, la
     widget.refine_button.clicked()
     qtbot.waitUntil(lambda: len(widget.history) >= 2, timeout=60000)
     widget.stop_button.clicked()
+    release.set()
     assert not widget.stop_button.enabled and "stopping..." in widget.readout.value
     wait_idle(qtbot, widget, timeout=60000)
     assert errors == []
     refined = widget.refined
-    assert refined.stopped and len(widget.history) <= 5
+    assert refined.stopped and len(widget.history) == 3  # the step the stop met is the last
     assert refined.refinement.final_nll <= refined.refinement.initial_nll
     assert widget.model.experiment.half_mosaicity_deg == pytest.approx(refined.refinement.mosaic_deg / 2)
     assert "stopped after" in widget.readout.value
