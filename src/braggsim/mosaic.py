@@ -23,15 +23,12 @@ from ._memo import BoundedMemo
 
 DEFAULT_MOSAIC_SEED = 12345678  # nanoBragg seeds ran1 with -12345678 by default
 
-_IA, _IM, _IQ, _IR = 16807, 2147483647, 127773, 2836
-_NTAB = 32
-_NDIV = 1 + (_IM - 1) // _NTAB
-_AM = 1.0 / _IM
-_RNMX = float(np.float32(1.0 - 1.2e-7))
-# the same constants, public for the noise module's copies of nanoBragg's ran1 (noisify
-# draws from the same generator)
-RAN1_IA, RAN1_IM, RAN1_IQ, RAN1_IR = _IA, _IM, _IQ, _IR
-RAN1_NTAB, RAN1_NDIV, RAN1_AM, RAN1_RNMX = _NTAB, _NDIV, _AM, _RNMX
+RAN1_IA, RAN1_IM, RAN1_IQ, RAN1_IR = 16807, 2147483647, 127773, 2836
+RAN1_NTAB = 32
+RAN1_NDIV = 1 + (RAN1_IM - 1) // RAN1_NTAB
+RAN1_AM = 1.0 / RAN1_IM
+RAN1_RNMX = float(np.float32(1.0 - 1.2e-7))
+# public: the noise module's copies of ran1 (noisify draws from the same generator) use them
 
 
 class Ran1:
@@ -43,10 +40,10 @@ class Ran1:
     def __init__(self, seed: int):
         idum = -abs(int(seed))
         idum = 1 if -idum < 1 else -idum
-        table = [0] * _NTAB
-        for j in range(_NTAB + 7, -1, -1):
+        table = [0] * RAN1_NTAB
+        for j in range(RAN1_NTAB + 7, -1, -1):
             idum = self.step(idum)
-            if j < _NTAB:
+            if j < RAN1_NTAB:
                 table[j] = idum
         self._idum = idum
         self._table = table
@@ -55,17 +52,17 @@ class Ran1:
     @staticmethod
     def step(idum: int) -> int:
         """One Park-Miller step of the seed (the noise module's ran1 copies use it too)."""
-        k = idum // _IQ
-        idum = _IA * (idum - k * _IQ) - _IR * k
-        return idum + _IM if idum < 0 else idum
+        k = idum // RAN1_IQ
+        idum = RAN1_IA * (idum - k * RAN1_IQ) - RAN1_IR * k
+        return idum + RAN1_IM if idum < 0 else idum
 
     def __call__(self) -> float:
         self._idum = self.step(self._idum)
-        j = self._iy // _NDIV
+        j = self._iy // RAN1_NDIV
         self._iy = self._table[j]
         self._table[j] = self._idum
-        value = float(np.float32(_AM * self._iy))
-        return _RNMX if value > _RNMX else value
+        value = float(np.float32(RAN1_AM * self._iy))
+        return RAN1_RNMX if value > RAN1_RNMX else value
 
 
 @functools.lru_cache(maxsize=64)
